@@ -1,0 +1,412 @@
+"""The Clubroom wire protocol, version 1, in code.
+
+This module is the single implementation of ``shared/protocol-v1.md``: one
+typed struct per frame, decoding that turns any bad input into a precise
+protocol error, encoding, error codes, limits and the naming rules. Both the
+server and the clients import it; it imports no network, database or UI
+library so that it stays easy to test and to reuse (bots, tests, other UIs).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Final, TypeAlias
+
+import msgspec
+
+SUBPROTOCOL: Final = "clubroom.v1"
+DEFAULT_PORT: Final = 8765
+DEFAULT_URL: Final = f"ws://127.0.0.1:{DEFAULT_PORT}"
+
+MAX_FRAME_BYTES: Final = 64 * 1024
+MAX_ID_LENGTH: Final = 64
+MAX_NONCE_LENGTH: Final = 64
+MAX_TEXT_LENGTH: Final = 4000
+MAX_ROOM_NAME_LENGTH: Final = 64
+USERNAME_MIN, USERNAME_MAX = 3, 32
+PASSWORD_MIN, PASSWORD_MAX = 8, 1024
+JOIN_LATEST: Final = 50
+JOIN_AFTER_MAX: Final = 500
+HISTORY_DEFAULT, HISTORY_MAX = 50, 100
+TOKEN_LIFETIME_SECONDS: Final = 30 * 24 * 3600
+MAX_MESSAGE_ID: Final = 2**63 - 1
+
+# Close codes the server uses besides the RFC 6455 ones (1001, 1009).
+CLOSE_SLOW_CONSUMER: Final = 4008
+CLOSE_IDLE: Final = 4000
+CLOSE_TOO_MANY_CONNECTIONS: Final = 4029
+
+
+class ErrorCode(StrEnum):
+    """Every error code of the contract; the ``code`` of an ``error`` frame."""
+
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_TYPE = "unknown_type"
+    UNAUTHENTICATED = "unauthenticated"
+    ALREADY_AUTHENTICATED = "already_authenticated"
+    INVALID_USERNAME = "invalid_username"
+    USERNAME_TAKEN = "username_taken"
+    WEAK_PASSWORD = "weak_password"
+    INVALID_CREDENTIALS = "invalid_credentials"
+    INVALID_TOKEN = "invalid_token"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
+    INVALID_ROOM_NAME = "invalid_room_name"
+    ROOM_EXISTS = "room_exists"
+    NO_SUCH_ROOM = "no_such_room"
+    NOT_IN_ROOM = "not_in_room"
+    INVALID_TEXT = "invalid_text"
+    RATE_LIMITED = "rate_limited"
+    INTERNAL_ERROR = "internal_error"
+
+
+class ProtocolError(Exception):
+    """A request that must be answered with an ``error`` frame.
+
+    Raised by decoding and by the rule checks below, and by the server's own
+    logic; the server turns it into a frame in exactly one place.
+    """
+
+    def __init__(self, code: ErrorCode, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+# --------------------------------------------------------------------------
+# Field types
+# --------------------------------------------------------------------------
+
+RequestId: TypeAlias = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)] | int
+MessageId: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=MAX_MESSAGE_ID)]
+Nonce: TypeAlias = Annotated[str, msgspec.Meta(max_length=MAX_NONCE_LENGTH)]
+HistoryLimit: TypeAlias = Annotated[int, msgspec.Meta(ge=1, le=HISTORY_MAX)]
+
+
+class _Frame(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True):
+    """Base of every frame: tagged by ``type``; absent optional fields stay absent."""
+
+
+class _Request(_Frame, kw_only=True):
+    id: RequestId | None = None
+
+
+# --------------------------------------------------------------------------
+# Client requests
+# --------------------------------------------------------------------------
+
+
+class Register(_Request, tag="register", kw_only=True):
+    username: str
+    password: str
+
+    def __repr__(self) -> str:  # never let a password reach a log line
+        return f"Register(id={self.id!r}, username={self.username!r}, password=***)"
+
+
+class Login(_Request, tag="login", kw_only=True):
+    username: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"Login(id={self.id!r}, username={self.username!r}, password=***)"
+
+
+class Resume(_Request, tag="resume", kw_only=True):
+    token: str
+
+    def __repr__(self) -> str:
+        return f"Resume(id={self.id!r}, token=***)"
+
+
+class Logout(_Request, tag="logout", kw_only=True):
+    pass
+
+
+class CreateRoom(_Request, tag="create_room", kw_only=True):
+    room: str
+
+
+class JoinRoom(_Request, tag="join_room", kw_only=True):
+    room: str
+    after: MessageId | None = None
+
+
+class LeaveRoom(_Request, tag="leave_room", kw_only=True):
+    room: str
+
+
+class Send(_Request, tag="send", kw_only=True):
+    room: str
+    text: str
+    nonce: Nonce | None = None
+
+
+class History(_Request, tag="history", kw_only=True):
+    room: str
+    before: MessageId
+    limit: HistoryLimit = HISTORY_DEFAULT
+
+
+Request: TypeAlias = (
+    Register | Login | Resume | Logout | CreateRoom | JoinRoom | LeaveRoom | Send | History
+)
+REQUEST_TYPES: Final[dict[str, type[_Request]]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in (Register, Login, Resume, Logout, CreateRoom, JoinRoom, LeaveRoom, Send, History)
+}
+AUTH_FREE_TYPES: Final = frozenset({"register", "login", "resume", "logout"})
+
+
+# --------------------------------------------------------------------------
+# Server frames
+# --------------------------------------------------------------------------
+
+
+class Message(msgspec.Struct, frozen=True):
+    """A chat message as it travels on the wire."""
+
+    id: int
+    room: str
+    author: str
+    text: str
+    at: str
+
+
+class Welcome(_Request, tag="welcome", kw_only=True):
+    username: str
+    token: str
+    expires_at: str
+
+    def __repr__(self) -> str:
+        return f"Welcome(id={self.id!r}, username={self.username!r}, token=***)"
+
+
+class Ok(_Request, tag="ok", kw_only=True):
+    pass
+
+
+class Joined(_Request, tag="joined", kw_only=True):
+    room: str
+    members: list[str]
+    messages: list[Message]
+    more: bool
+
+
+class Sent(_Request, tag="sent", kw_only=True):
+    room: str
+    message: Message
+
+
+class HistoryPage(_Request, tag="history", kw_only=True):
+    room: str
+    messages: list[Message]
+    more: bool
+
+
+class Error(_Request, tag="error", kw_only=True):
+    code: ErrorCode
+    message: str
+    retry_after: float | None = None
+
+
+class MessageEvent(_Frame, tag="message", kw_only=True):
+    message: Message
+
+
+class MemberJoined(_Frame, tag="member_joined", kw_only=True):
+    room: str
+    username: str
+
+
+class MemberLeft(_Frame, tag="member_left", kw_only=True):
+    room: str
+    username: str
+
+
+Reply: TypeAlias = Welcome | Ok | Joined | Sent | HistoryPage | Error
+Event: TypeAlias = MessageEvent | MemberJoined | MemberLeft
+ServerFrame: TypeAlias = Reply | Event
+
+_encoder = msgspec.json.Encoder()
+_server_decoder = msgspec.json.Decoder(ServerFrame)
+_any_decoder = msgspec.json.Decoder()
+
+
+def encode(frame: _Frame) -> bytes:
+    """Encode a frame to UTF-8 JSON bytes, ready to send as a text frame."""
+    return _encoder.encode(frame)
+
+
+def decode_server_frame(data: str | bytes) -> ServerFrame:
+    """Decode a frame sent by the server (for clients); raises ``msgspec.DecodeError``."""
+    return _server_decoder.decode(data)
+
+
+# --------------------------------------------------------------------------
+# Decoding client requests
+# --------------------------------------------------------------------------
+
+
+class RequestDecodeError(ProtocolError):
+    """A frame that could not become a request; ``request_id`` is echoed if it was valid."""
+
+    def __init__(self, code: ErrorCode, message: str, request_id: str | int | None):
+        super().__init__(code, message)
+        self.request_id = request_id
+
+
+def _valid_request_id(raw: dict[str, Any]) -> str | int | None:
+    value = raw.get("id")
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) or (isinstance(value, str) and len(value) <= MAX_ID_LENGTH):
+        return value
+    return None
+
+
+def decode_request(data: str | bytes) -> Request:
+    """Decode one client frame, or raise ``RequestDecodeError`` saying what is wrong.
+
+    The ``id`` is recovered first so that even a broken request gets its reply
+    matched; an ``id`` that is itself invalid is reported and not echoed.
+    """
+    if isinstance(data, bytes):
+        raise RequestDecodeError(
+            ErrorCode.BAD_REQUEST,
+            "Binary frames are not accepted; send JSON in a text frame.",
+            None,
+        )
+    try:
+        raw = _any_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise RequestDecodeError(
+            ErrorCode.BAD_REQUEST, f"The frame is not valid JSON: {exc}.", None
+        ) from None
+    if not isinstance(raw, dict):
+        raise RequestDecodeError(ErrorCode.BAD_REQUEST, "A frame must be a JSON object.", None)
+    request_id = _valid_request_id(raw)
+    kind = raw.get("type")
+    if not isinstance(kind, str):
+        raise RequestDecodeError(
+            ErrorCode.BAD_REQUEST, "Every frame needs a string field `type`.", request_id
+        )
+    cls = REQUEST_TYPES.get(kind)
+    if cls is None:
+        raise RequestDecodeError(
+            ErrorCode.UNKNOWN_TYPE, f"Unknown frame type {kind[:40]!r}.", request_id
+        )
+    try:
+        return msgspec.convert(raw, cls)  # type: ignore[return-value]
+    except msgspec.ValidationError as exc:
+        raise RequestDecodeError(
+            ErrorCode.BAD_REQUEST, f"Invalid {kind} request: {exc}.", request_id
+        ) from None
+
+
+# --------------------------------------------------------------------------
+# Rules for names, passwords and text
+# --------------------------------------------------------------------------
+
+_USERNAME_RE = re.compile(rf"[A-Za-z0-9_.\-]{{{USERNAME_MIN},{USERNAME_MAX}}}")
+_TEXT_FORBIDDEN_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+PASSWORD_RULES: Final = (
+    f"{PASSWORD_MIN}–{PASSWORD_MAX} characters, with at least one letter, one digit "
+    "and one symbol, and not containing the username"
+)
+
+
+def check_username(username: str) -> str:
+    """Return the username if it follows the rules, else raise ``invalid_username``."""
+    if not _USERNAME_RE.fullmatch(username):
+        raise ProtocolError(
+            ErrorCode.INVALID_USERNAME,
+            f"A username is {USERNAME_MIN}–{USERNAME_MAX} characters of letters A–Z, "
+            "digits, '_', '.' and '-'.",
+        )
+    return username
+
+
+def username_key(username: str) -> str:
+    """The case-insensitive identity of a username (``Ann`` and ``ann`` are one)."""
+    return username.lower()
+
+
+def check_password(password: str, username: str) -> None:
+    """Raise ``weak_password`` naming the first rule the password breaks."""
+    problem = password_problem(password, username)
+    if problem:
+        raise ProtocolError(ErrorCode.WEAK_PASSWORD, problem)
+
+
+def password_problem(password: str, username: str) -> str | None:
+    """Say which password rule fails, or None; clients use it to warn early."""
+    if len(password) < PASSWORD_MIN:
+        return f"The password is too short: use at least {PASSWORD_MIN} characters."
+    if len(password) > PASSWORD_MAX:
+        return f"The password is too long: use at most {PASSWORD_MAX} characters."
+    if not any(c.isalpha() for c in password):
+        return "The password needs at least one letter."
+    if not any(c.isdigit() for c in password):
+        return "The password needs at least one digit."
+    if all(c.isalnum() for c in password):
+        return "The password needs at least one symbol (such as ! ? # or a space)."
+    if username and username.lower() in password.lower():
+        return "The password must not contain the username."
+    return None
+
+
+def check_room_name(room: str) -> str:
+    """Return the trimmed room name, or raise ``invalid_room_name``."""
+    name = room.strip(" ")
+    if not 1 <= len(name) <= MAX_ROOM_NAME_LENGTH or not all(
+        c.isalnum() or c in " -_." for c in name
+    ):
+        raise ProtocolError(
+            ErrorCode.INVALID_ROOM_NAME,
+            f"A room name is 1–{MAX_ROOM_NAME_LENGTH} characters of letters, digits, "
+            "spaces, '-', '_' and '.'.",
+        )
+    return name
+
+
+def room_key(room: str) -> str:
+    """The identity of a room name: trimmed, NFKC-normalised and casefolded."""
+    return unicodedata.normalize("NFKC", room.strip(" ")).casefold()
+
+
+def check_text(text: str) -> str:
+    """Return the text if it may be sent, or raise ``invalid_text`` saying why."""
+    if not text or not text.strip():
+        raise ProtocolError(
+            ErrorCode.INVALID_TEXT, "A message cannot be empty or only white space."
+        )
+    if len(text) > MAX_TEXT_LENGTH:
+        raise ProtocolError(
+            ErrorCode.INVALID_TEXT, f"A message is at most {MAX_TEXT_LENGTH} characters long."
+        )
+    if _TEXT_FORBIDDEN_RE.search(text):
+        raise ProtocolError(
+            ErrorCode.INVALID_TEXT,
+            "A message cannot contain control characters other than newline and tab.",
+        )
+    return text
+
+
+# --------------------------------------------------------------------------
+# Times
+# --------------------------------------------------------------------------
+
+
+def format_time(epoch_ms: int) -> str:
+    """Render milliseconds since the epoch as the contract's ISO 8601 UTC string."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+
+
+def parse_time(value: str) -> datetime:
+    """Parse a contract time string into an aware ``datetime``."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
