@@ -1,0 +1,83 @@
+"""The sizes and durations of every scenario, for a full run and for ``--quick``.
+
+Full sizes are the issue's (4 × 50 clients, 500 in a room, 10,000 idle
+connections, 50 logins, 100,000 stored messages); quick sizes only prove the
+machinery works end to end in a few seconds, so the smoke test can run it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Every knob of a run; ``full()`` and ``quick()`` are the two presets."""
+
+    quick: bool
+    workers: int = 2
+    ceiling_loop: str = "asyncio"
+    p99_limit_ms: float = 100.0
+    drain_timeout: float = 15.0
+    # S1: rooms x clients, senders per room, a ladder of total send rates (messages/s)
+    s1_rooms: int = 4
+    s1_clients: int = 50
+    s1_senders: int = 10
+    s1_rates: tuple[float, ...] = (50, 75, 110, 160, 240, 360, 540, 800, 1200, 1800, 2700, 4000)
+    s1_step_seconds: float = 3.0
+    s1_refine_steps: int = 2
+    # S2: one big room
+    s2_clients: int = 500
+    s2_senders: int = 5
+    s2_rate_per_sender: float = 5.0  # the server's default per-user limit
+    s2_seconds: float = 8.0
+    s2_rounds: int = 2
+    # S3: idle connections
+    s3_connections: int = 10_000
+    s3_concurrency: int = 200
+    # S4: login storm during chat at half of S1's peak
+    s4_logins: int = 50
+    s4_seconds: float = 8.0
+    s4_storm_delay: float = 1.0
+    s4_fallback_rate: float = 200.0  # sends/s when S1 did not run
+    # S5: join time against room size
+    s5_big: int = 100_000
+    s5_small: int = 1_000
+    s5_fillers: int = 4
+    s5_window: int = 256
+    s5_joins: int = 20
+
+    @classmethod
+    def full(cls) -> BenchConfig:
+        return cls(quick=False)
+
+    @classmethod
+    def quick_preset(cls) -> BenchConfig:
+        """Small and short: every scenario once, both servers, a few seconds each."""
+        return cls(
+            quick=True,
+            drain_timeout=10.0,
+            s1_rooms=2,
+            s1_clients=10,
+            s1_senders=3,
+            s1_rates=(20, 60),
+            s1_step_seconds=0.6,
+            s1_refine_steps=0,
+            s2_clients=40,
+            s2_senders=5,
+            s2_seconds=1.0,
+            s2_rounds=1,
+            s3_connections=100,
+            s3_concurrency=50,
+            s4_logins=3,
+            s4_seconds=1.5,
+            s4_storm_delay=0.3,
+            s4_fallback_rate=30.0,
+            s5_big=1_000,
+            s5_small=100,
+            s5_fillers=2,
+            s5_joins=3,
+        )
+
+    def with_changes(self, **changes: object) -> BenchConfig:
+        return replace(self, **changes)  # type: ignore[arg-type]

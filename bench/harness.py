@@ -1,0 +1,354 @@
+"""What every scenario needs: servers, connections, authentication, rooms, chat load.
+
+A scenario is written in terms of *groups* — the same rooms and members set
+up once on Clubroom and once on the ceiling server — so the load it offers is
+identical on both, and it alternates runs between them to cancel drift.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.config import BenchConfig
+from bench.pool import Pending, WorkerPool
+from bench.servers import ServerProcess, start_ceiling, start_clubroom, wait_listening
+from bench.stats import Latency, Measurement, merge_arrays
+from bench.worker import ClientSpec
+
+SUBPROTOCOL = "clubroom.v1"
+PASSWORD = "bench-pass-1!"
+CLUBROOM, CEILING = "clubroom", "ceiling"
+
+
+class SetupError(RuntimeError):
+    """Connections or requests that a scenario's set-up needs did not succeed."""
+
+
+@dataclass
+class ChatGroup:
+    """The rooms and members of one scenario on one server, and who sends."""
+
+    target: str
+    server: ServerProcess
+    rooms: dict[str, list[int]]
+    senders: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def members(self) -> list[int]:
+        return [cid for cids in self.rooms.values() for cid in cids]
+
+
+@dataclass
+class ChatRun:
+    """Raw outcome of offering chat load to one group for a while."""
+
+    send_rate: float
+    duration: float
+    since_ns: int
+    delivered: int
+    expected: int
+    latencies: Any
+    stamps: Any
+    last_ns: int
+    cpu_seconds: float
+    rss_bytes: int
+    loadgen_cpu: float
+    late: int
+    errors: int
+    closed: int
+    side_results: list[Any] = field(default_factory=list)
+
+    def measurement(self, target: str, window: tuple[int, int] | None = None) -> Measurement:
+        """Reduce the run to table figures; ``window`` keeps only stamps inside it."""
+        latencies = self.latencies
+        if window is not None:
+            low, high = window
+            latencies = [
+                lat for lat, stamp in zip(self.latencies, self.stamps, strict=True)
+                if low <= stamp <= high
+            ]  # fmt: skip
+        elapsed = max(self.duration, (self.last_ns - self.since_ns) / 1e9)
+        return Measurement(
+            target=target,
+            delivered=self.delivered,
+            expected=self.expected,
+            deliveries_per_s=self.delivered / elapsed if elapsed > 0 else None,
+            offered_per_s=self.expected / self.duration if self.duration else None,
+            latency=Latency.of(latencies),
+            cpu_us_per_delivery=self.cpu_seconds / self.delivered * 1e6 if self.delivered else None,
+            cpu_seconds=self.cpu_seconds,
+            rss_mib=self.rss_bytes / 2**20,
+            loadgen_cpu_share=self.loadgen_cpu / elapsed if elapsed > 0 else None,
+            notes={"send_rate": self.send_rate, "late": self.late, "errors": self.errors,
+                   "closed_connections": self.closed},
+        )  # fmt: skip
+
+
+class Harness:
+    """Owns the worker pool and a scratch directory; hands out client ids."""
+
+    def __init__(self, config: BenchConfig, log: Callable[[str], None] | None = None) -> None:
+        self.config = config
+        self.pool = WorkerPool(config.workers)
+        self._tmp = tempfile.TemporaryDirectory(prefix="clubroom-bench-")
+        self.workdir = Path(self._tmp.name)
+        self._next_cid = 0
+        self._log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+
+    def log(self, text: str) -> None:
+        self._log(text)
+
+    def close(self) -> None:
+        self.pool.close()
+        self._tmp.cleanup()
+
+    def new_cids(self, count: int) -> list[int]:
+        """Fresh client ids; consecutive ids land on different workers."""
+        first = self._next_cid
+        self._next_cid += count
+        return list(range(first, first + count))
+
+    # -- servers ---------------------------------------------------------------
+
+    @contextmanager
+    def servers(
+        self, name: str, *, argon2_profile: str | None = "cheapest", db_path: Path | None = None
+    ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+        """A fresh Clubroom (temp database) and a fresh ceiling server, for one scenario."""
+        db = db_path or self.workdir / f"{name}.db"
+        clubroom = start_clubroom(self.workdir, db, argon2_profile=argon2_profile)
+        ceiling = start_ceiling(self.workdir, self.config.ceiling_loop)
+        try:
+            wait_listening(clubroom)
+            wait_listening(ceiling)
+            yield clubroom, ceiling
+        finally:
+            self.pool.call_all("close")
+            clubroom.stop()
+            ceiling.stop()
+
+    @contextmanager
+    def clubroom_only(
+        self, db_path: Path, *, argon2_profile: str | None = "cheapest"
+    ) -> Iterator[ServerProcess]:
+        """A Clubroom server alone (used to prepare a database)."""
+        server = start_clubroom(self.workdir, db_path, argon2_profile=argon2_profile)
+        try:
+            yield wait_listening(server)
+        finally:
+            self.pool.call_all("close")
+            server.stop()
+
+    # -- connections -----------------------------------------------------------
+
+    def open(
+        self, specs: list[ClientSpec], *, concurrency: int = 200, measured: bool = True
+    ) -> None:
+        """Open every connection or raise ``SetupError``."""
+        groups = self.pool.split(specs)
+        results = self.pool.call_each(
+            "open",
+            [
+                {"specs": group, "concurrency": max(1, concurrency // self.pool.size),
+                 "measured": measured}
+                for group in groups
+            ],
+        )  # fmt: skip
+        failed = len(specs) - sum(result["opened"] for result in results)
+        if failed:
+            reasons = [reason for result in results for reason in result["failures"]]
+            raise SetupError(f"{failed} of {len(specs)} connections failed: {reasons}")
+
+    def open_clubroom(self, server: ServerProcess, cids: list[int], **kwargs: Any) -> None:
+        self.open(
+            [ClientSpec(cid, server.port, "/", SUBPROTOCOL, json_mode=True) for cid in cids],
+            **kwargs,
+        )
+
+    def open_ceiling(self, server: ServerProcess, paths: dict[int, str], **kwargs: Any) -> None:
+        self.open(
+            [ClientSpec(cid, server.port, path, None, json_mode=False) for cid, path in paths.items()],
+            **kwargs,
+        )
+
+    def drop(self, cids: list[int]) -> None:
+        """Reset these connections (TCP RST) and forget them."""
+        self.pool.call_each("close", [{"cids": group} for group in self.pool.split(cids, int)])
+
+    def start_requests(
+        self,
+        items: list[tuple[int, dict[str, Any] | None]],
+        *,
+        concurrency: int = 100,
+        start_at_ns: int | None = None,
+        timeout: float = 120.0,
+    ) -> list[Pending]:
+        """Send requests from the workers owning each client; don't wait."""
+        per_worker = max(1, concurrency // self.pool.size)
+        return [
+            self.pool.start(index, "request", items=group, concurrency=per_worker,
+                            timeout=timeout, start_at_ns=start_at_ns)
+            for index, group in enumerate(self.pool.split(items))
+            if group
+        ]  # fmt: skip
+
+    def requests(
+        self,
+        items: list[tuple[int, dict[str, Any] | None]],
+        *,
+        expect: str | None = None,
+        **kwargs: Any,
+    ) -> list[dict[str, Any]]:
+        """Send requests and return the replies; with ``expect``, insist on that type."""
+        replies = [
+            reply for pending in self.start_requests(items, **kwargs) for reply in pending.result()
+        ]
+        if expect is not None:
+            wrong = [reply for reply in replies if reply.get("type") != expect]
+            if wrong:
+                raise SetupError(f"{len(wrong)} replies were not {expect!r}, e.g. {wrong[0]}")
+        return replies
+
+    # -- Clubroom set-up -------------------------------------------------------
+
+    def register(self, cids: list[int], prefix: str) -> dict[int, tuple[str, str]]:
+        """Register one account per connection; return ``cid -> (username, token)``."""
+        frames = [
+            (cid, {"type": "register", "username": f"{prefix}{cid}", "password": PASSWORD})
+            for cid in cids
+        ]
+        replies = self.requests(frames, expect="welcome", concurrency=64)
+        return {reply["cid"]: (reply["username"], reply["token"]) for reply in replies}
+
+    def resume(self, tokens: dict[int, str], *, concurrency: int = 200) -> None:
+        """Authenticate connections with existing tokens."""
+        frames = [(cid, {"type": "resume", "token": token}) for cid, token in tokens.items()]
+        self.requests(frames, expect="welcome", concurrency=concurrency)
+
+    def enter_rooms(self, rooms: dict[str, list[int]]) -> None:
+        """The first member of each room creates it, then the others join."""
+        creators = [(cids[0], {"type": "create_room", "room": room}) for room, cids in rooms.items()]
+        self.requests(creators, expect="joined")
+        joiners = [
+            (cid, {"type": "join_room", "room": room})
+            for room, cids in rooms.items()
+            for cid in cids[1:]
+        ]
+        self.requests(joiners, expect="joined", concurrency=64)
+
+    def chat_groups(
+        self,
+        clubroom: ServerProcess,
+        ceiling: ServerProcess,
+        rooms: int,
+        clients: int,
+        senders: int,
+        prefix: str,
+        tokens: dict[int, str] | None = None,
+    ) -> tuple[ChatGroup, ChatGroup]:
+        """The same rooms on both servers, all members connected, joined and ready.
+
+        With ``tokens`` (cid -> token) Clubroom members resume instead of
+        registering, so accounts made earlier (and their hash cost) are reused.
+        """
+        club_rooms = {f"{prefix} room {r}": self.new_cids(clients) for r in range(rooms)}
+        if tokens is not None:
+            mapping = dict(zip([c for cids in club_rooms.values() for c in cids], tokens.values(),
+                               strict=True))  # fmt: skip
+        self.open_clubroom(clubroom, [cid for cids in club_rooms.values() for cid in cids])
+        if tokens is None:
+            self.register([cid for cids in club_rooms.values() for cid in cids], f"{prefix}u")
+        else:
+            self.resume(mapping)
+        self.enter_rooms(club_rooms)
+        ceil_rooms = {f"/{prefix}-room-{r}": self.new_cids(clients) for r in range(rooms)}
+        self.open_ceiling(
+            ceiling, {cid: path for path, cids in ceil_rooms.items() for cid in cids}
+        )
+        time.sleep(0.2)  # let member_joined events settle before anything is measured
+        return (
+            ChatGroup(CLUBROOM, clubroom, club_rooms, _pick_senders(club_rooms, senders)),
+            ChatGroup(CEILING, ceiling, ceil_rooms, _pick_senders(ceil_rooms, senders)),
+        )
+
+    # -- load ------------------------------------------------------------------
+
+    def run_chat(
+        self,
+        group: ChatGroup,
+        send_rate: float,
+        duration: float,
+        side: Callable[[int], list[Pending]] | None = None,
+    ) -> ChatRun:
+        """Offer ``send_rate`` messages/s for ``duration`` s and collect every delivery.
+
+        ``side`` may start other commands (a login storm) once the load is on;
+        their results come back in ``side_results``.
+        """
+        pool = self.pool
+        senders = pool.split(group.senders)
+        total = max(1, len(group.senders))
+        server_cpu = group.server.cpu_seconds()
+        since = time.monotonic_ns()
+        runs = pool.start_each(
+            "run",
+            [{"since_ns": since, "senders": mine, "rate": send_rate * len(mine) / total,
+              "duration": duration} for mine in senders],
+        )  # fmt: skip
+        side_pending = side(since) if side else []
+        sends: Counter[str] = Counter()
+        for pending in runs:
+            sends.update(pending.result()["sends"])
+        expected = self._expected(group, sends)
+        collected = pool.call_each(
+            "collect",
+            [{"expected": want, "timeout": self.config.drain_timeout} for want in expected],
+        )
+        side_results = [pending.result() for pending in side_pending]
+        return ChatRun(
+            send_rate=send_rate,
+            duration=duration,
+            since_ns=since,
+            delivered=sum(part["count"] for part in collected),
+            expected=sum(expected),
+            latencies=merge_arrays(part["latencies"] for part in collected),
+            stamps=merge_arrays(part["stamps"] for part in collected),
+            last_ns=max(part["last_ns"] for part in collected),
+            cpu_seconds=group.server.cpu_seconds() - server_cpu,
+            rss_bytes=group.server.rss_bytes(),
+            loadgen_cpu=sum(part["cpu"] for part in collected),
+            late=sum(part["late"] for part in collected),
+            errors=sum(part["errors"] for part in collected),
+            closed=sum(part["closed"] for part in collected),
+            side_results=side_results,
+        )
+
+    def _expected(self, group: ChatGroup, sends: Counter[str]) -> list[int]:
+        """Deliveries each worker should see: sends to a room × its members there."""
+        expected = [0] * self.pool.size
+        for room, cids in group.rooms.items():
+            for cid in cids:
+                expected[self.pool.owner(cid)] += sends.get(room, 0)
+        return expected
+
+    def wait_idle(self, server: ServerProcess, timeout: float = 30.0) -> None:
+        """Wait until the server stops burning CPU (a backlog from an overload drained)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            before = server.cpu_seconds()
+            time.sleep(0.25)
+            if server.cpu_seconds() - before <= 0.02:
+                return
+
+
+def _pick_senders(rooms: dict[str, list[int]], per_room: int) -> list[tuple[int, str]]:
+    """The first ``per_room`` members of each room send (ids alternate workers)."""
+    return [(cid, room) for room, cids in rooms.items() for cid in cids[:per_room]]

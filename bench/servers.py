@@ -1,0 +1,185 @@
+"""Starting the servers under test in their own processes, and reading their cost.
+
+Both servers run as separate processes so that their CPU time and memory can
+be read from ``/proc`` without counting the load generator: CPU is utime +
+stime of the process and its descendants (``/proc/PID/stat``), memory is the
+sum of their ``VmRSS`` (``/proc/PID/status``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_LISTENING = re.compile(rb"listening on wss?://[^\s:]+:(\d+)")
+
+
+class ServerStartError(RuntimeError):
+    """A server process exited or never said it was listening."""
+
+
+@dataclass
+class ServerProcess:
+    """A running server: its process, port and log, and how to read its cost."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    port: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the server and any processes it started."""
+        return sum(_cpu_of(pid) for pid in _process_tree(self.pid)) / _CLOCK_TICKS
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server and any processes it started."""
+        return sum(_rss_of(pid) for pid in _process_tree(self.pid))
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The end of the server's output, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (orderly shutdown), then SIGKILL if it does not exit in time."""
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+def _process_tree(pid: int) -> list[int]:
+    """The pid and all its descendants (found through /proc/PID/task/*/children)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        task_dir = Path(f"/proc/{current}/task")
+        try:
+            tasks = list(task_dir.iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                todo.extend(int(child) for child in (task / "children").read_text().split())
+            except OSError:
+                continue
+    return found
+
+
+def _cpu_of(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+
+
+def _rss_of(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def free_port() -> int:
+    """A currently free loopback port (bind to 0, read it, release it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _launch(name: str, argv: list[str], log_path: Path, env: dict[str, str]) -> ServerProcess:
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        argv,
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env},
+    )
+    log.close()
+    return ServerProcess(name, process, log_path)
+
+
+def wait_listening(server: ServerProcess, timeout: float = 30.0) -> ServerProcess:
+    """Block until the server printed its ``listening on`` line and answers /healthz."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise ServerStartError(f"{server.name} exited:\n{server.log_tail()}")
+        match = _LISTENING.search(server.log_path.read_bytes())
+        if match and healthz(int(match.group(1))):
+            server.port = int(match.group(1))
+            return server
+        time.sleep(0.05)
+    server.stop()
+    raise ServerStartError(f"{server.name} did not start in {timeout} s:\n{server.log_tail()}")
+
+
+def healthz(port: int) -> bool:
+    """True if ``GET /healthz`` answers 200."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            return sock.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def start_clubroom(
+    workdir: Path,
+    db_path: Path,
+    *,
+    argon2_profile: str | None = "cheapest",
+    env: dict[str, str] | None = None,
+) -> ServerProcess:
+    """Launch ``clubroom-server serve`` on a free port with rate limiting off."""
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "clubroom_server", "serve",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--db", str(db_path), "--grace", "5", "--rate-limit", "0",
+    ]  # fmt: skip
+    if argon2_profile:
+        argv += ["--argon2-profile", argon2_profile]
+    log = workdir / f"clubroom-{port}.log"
+    server = _launch("clubroom", argv, log, env or {})
+    server.extra["argon2_profile"] = argon2_profile or "default"
+    return server
+
+
+def start_ceiling(workdir: Path, loop: str) -> ServerProcess:
+    """Launch the bare ``websockets`` relay (``bench.ceiling``) on a free port."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.ceiling", "--port", str(port), "--loop", loop]
+    server = _launch("ceiling", argv, workdir / f"ceiling-{port}.log", {})
+    server.extra["loop"] = loop
+    return server

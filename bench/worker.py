@@ -1,0 +1,288 @@
+"""A load-generator process: owns many raw connections and runs commands on them.
+
+The coordinator (``bench.run``) never touches a socket. It sends small
+commands over a pipe — open these connections, send these requests, offer
+this rate for that long, collect what arrived — and each worker runs them on
+its own event loop (uvloop when available), so the load can be spread over
+several processes and the coordinator's bookkeeping never delays a frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import time
+import traceback
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import msgspec
+
+from bench.wsclient import FrameClient, Recorder, connect, stamped_text
+
+HOST = "127.0.0.1"
+_TICK_SECONDS = 0.002
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    """How to open one connection: its global id, server port, path and dialect."""
+
+    cid: int
+    port: int
+    path: str = "/"
+    subprotocol: str | None = None
+    json_mode: bool = True
+
+
+def cpu_seconds() -> float:
+    """This process's CPU time (user + system), to show the load generator's own load."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Worker:
+    """Holds this process's connections and executes the coordinator's commands."""
+
+    def __init__(self, conn: Connection, index: int) -> None:
+        self.conn = conn
+        self.index = index
+        self.clients: dict[int, FrameClient] = {}
+        self.recorder = Recorder()
+        self.side_recorder = Recorder()  # for connections whose frames are not measured
+        self.stop: asyncio.Future[None] | None = None
+        self._run_cpu = 0.0
+        self._commands: dict[str, Callable[..., Awaitable[Any]]] = {
+            "open": self.cmd_open,
+            "request": self.cmd_request,
+            "run": self.cmd_run,
+            "collect": self.cmd_collect,
+            "fill": self.cmd_fill,
+            "close": self.cmd_close,
+            "status": self.cmd_status,
+            "exit": self.cmd_exit,
+        }
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(self) -> None:
+        """Read commands from the pipe until told to exit; each runs as its own task."""
+        loop = asyncio.get_running_loop()
+        self.stop = loop.create_future()
+        loop.add_reader(self.conn.fileno(), self._on_readable)
+        try:
+            await self.stop
+        finally:
+            loop.remove_reader(self.conn.fileno())
+            for client in self.clients.values():
+                client.abort()
+
+    def _on_readable(self) -> None:
+        while self.conn.poll():
+            try:
+                seq, name, kwargs = self.conn.recv()
+            except EOFError:  # the coordinator is gone
+                if self.stop is not None and not self.stop.done():
+                    self.stop.set_result(None)
+                return
+            task = asyncio.ensure_future(self._execute(seq, name, kwargs))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, seq: int, name: str, kwargs: dict[str, Any]) -> None:
+        try:
+            result = await self._commands[name](**kwargs)
+            self.conn.send((seq, True, result))
+        except Exception:  # reported to the coordinator, which raises it there
+            self.conn.send((seq, False, traceback.format_exc()))
+
+    # -- commands ------------------------------------------------------------
+
+    async def cmd_open(
+        self, specs: list[ClientSpec], concurrency: int = 200, measured: bool = True
+    ) -> dict[str, Any]:
+        """Open connections (bounded concurrency); report how many failed and why."""
+        gate = asyncio.Semaphore(concurrency)
+        recorder = self.recorder if measured else self.side_recorder
+        failures: list[str] = []
+
+        async def one(spec: ClientSpec) -> None:
+            async with gate:
+                try:
+                    self.clients[spec.cid] = await connect(
+                        HOST,
+                        spec.port,
+                        spec.path,
+                        recorder,
+                        subprotocol=spec.subprotocol,
+                        json_mode=spec.json_mode,
+                    )
+                except (OSError, asyncio.TimeoutError) as exc:
+                    failures.append(f"cid {spec.cid}: {exc!r}")
+
+        await asyncio.gather(*(one(spec) for spec in specs))
+        return {"opened": len(specs) - len(failures), "failures": failures[:5]}
+
+    async def cmd_request(
+        self,
+        items: list[tuple[int, dict[str, Any] | None]],
+        concurrency: int = 100,
+        timeout: float = 60.0,
+        start_at_ns: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Send requests (or, with ``None``, an echo probe) and time each reply.
+
+        ``start_at_ns`` lets several workers fire at one agreed instant (the
+        login storm); elapsed times are measured here, next to the socket.
+        """
+        if start_at_ns is not None:
+            await asyncio.sleep(max(0.0, (start_at_ns - time.monotonic_ns()) / 1e9))
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(cid: int, frame: dict[str, Any] | None) -> dict[str, Any]:
+            async with gate:
+                client = self.clients[cid]
+                sent_ns = time.monotonic_ns()
+                try:
+                    if frame is None:
+                        received_ns = await asyncio.wait_for(self._echo(client), timeout)
+                        reply: dict[str, Any] = {"type": "echo"}
+                    else:
+                        reply = await asyncio.wait_for(client.request(frame), timeout)
+                        received_ns = reply.pop("_received_ns")
+                except (ConnectionError, asyncio.TimeoutError) as exc:
+                    return {"cid": cid, "type": "failed", "error": repr(exc), "sent_ns": sent_ns}
+                reply.update(cid=cid, sent_ns=sent_ns, elapsed_ns=received_ns - sent_ns)
+                return reply
+
+        return list(await asyncio.gather(*(one(cid, frame) for cid, frame in items)))
+
+    async def _echo(self, client: FrameClient) -> int:
+        client.echo_waiter = asyncio.get_running_loop().create_future()
+        client.send_text(stamped_text(time.monotonic_ns()).encode())
+        try:
+            return await client.echo_waiter
+        finally:
+            client.echo_waiter = None
+
+    async def cmd_run(
+        self, since_ns: int, senders: list[tuple[int, str]], rate: float, duration: float
+    ) -> dict[str, Any]:
+        """Offer ``rate`` sends/s spread over ``senders`` for ``duration`` seconds.
+
+        Open loop: sends are due by the clock, not by replies, so a slow server
+        shows up as latency rather than as a politely reduced load.
+        """
+        self.recorder.reset(since_ns)
+        self._run_cpu = cpu_seconds()
+        plan = [(self.clients[cid], room, msgspec.json.encode(room)) for cid, room in senders]
+        sends: Counter[str] = Counter()
+        start = time.monotonic_ns()
+        end = start + int(duration * 1e9)
+        if not plan or rate <= 0:
+            await asyncio.sleep(duration)
+            return {"sends": {}, "start_ns": start}
+        issued = 0
+        while (now := time.monotonic_ns()) < end:
+            due = int((now - start) * rate / 1e9) + 1 - issued
+            for _ in range(due):
+                client, room, room_json = plan[issued % len(plan)]
+                self._send_chat(client, room_json, issued)
+                sends[room] += 1
+                issued += 1
+            await asyncio.sleep(_TICK_SECONDS)
+        return {"sends": dict(sends), "start_ns": start}
+
+    def _send_chat(self, client: FrameClient, room_json: bytes, seq: int) -> None:
+        text = stamped_text(time.monotonic_ns()).encode()
+        if not client.json_mode:
+            client.send_text(text)
+            return
+        client.send_text(
+            b'{"type":"send","id":%d,"room":%s,"text":"%s","nonce":"w%d-%d"}'
+            % (client.take_id(), room_json, text, self.index, seq)
+        )
+
+    async def cmd_collect(self, expected: int, timeout: float) -> dict[str, Any]:
+        """Wait until ``expected`` deliveries arrived (or ``timeout``), then hand them over."""
+        recorder = self.recorder
+        deadline = time.monotonic() + timeout
+        while recorder.count < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        result = {
+            "count": recorder.count,
+            "late": recorder.late,
+            "last_ns": recorder.last_ns,
+            "latencies": recorder.latencies.tobytes(),
+            "stamps": recorder.stamps.tobytes(),
+            "cpu": cpu_seconds() - self._run_cpu,
+            "errors": sum(client.errors for client in self.clients.values()),
+            "closed": sum(1 for client in self.clients.values() if not client.is_open),
+        }
+        recorder.reset(1 << 62)
+        return result
+
+    async def cmd_fill(
+        self, cid: int, room: str, count: int, window: int = 256, timeout: float = 120.0
+    ) -> dict[str, Any]:
+        """Store ``count`` messages in ``room`` with up to ``window`` sends in flight."""
+        client = self.clients[cid]
+        room_json = msgspec.json.encode(room)
+        base_acked, base_errors = client.acked, client.errors
+        issued = 0
+        start = time.monotonic_ns()
+
+        def answered() -> int:
+            return client.acked - base_acked + client.errors - base_errors
+
+        while answered() < count:
+            while issued < count and issued - answered() < window:
+                client.send_text(
+                    b'{"type":"send","id":%d,"room":%s,"text":"fill message %d of cid %d"}'
+                    % (client.take_id(), room_json, issued, cid)
+                )
+                issued += 1
+            client.ack_waiter = asyncio.get_running_loop().create_future()
+            await asyncio.wait_for(client.ack_waiter, timeout)
+        client.ack_waiter = None
+        return {
+            "acked": client.acked - base_acked,
+            "errors": client.errors - base_errors,
+            "last_error": client.last_error,
+            "elapsed_ns": time.monotonic_ns() - start,
+        }
+
+    async def cmd_close(self, cids: list[int] | None = None) -> int:
+        """Reset the given connections (all when ``None``) and forget them."""
+        chosen = list(self.clients) if cids is None else [c for c in cids if c in self.clients]
+        for cid in chosen:
+            self.clients.pop(cid).abort()
+        await asyncio.sleep(0)
+        return len(chosen)
+
+    async def cmd_status(self, cids: list[int] | None = None) -> dict[str, int]:
+        """How many of the given connections are still open, and their error count."""
+        chosen = [self.clients[c] for c in (cids or self.clients) if c in self.clients]
+        return {
+            "open": sum(1 for client in chosen if client.is_open),
+            "errors": sum(client.errors for client in chosen),
+        }
+
+    async def cmd_exit(self) -> None:
+        """Stop serving (the process then exits)."""
+        if self.stop is not None and not self.stop.done():
+            self.stop.set_result(None)
+
+
+def worker_main(conn: Connection, index: int) -> None:
+    """Process entry point: run a ``Worker`` on uvloop if it is installed."""
+    runner: Callable[[Any], Any] = asyncio.run
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        runner = uvloop.run
+    with contextlib.suppress(KeyboardInterrupt):
+        runner(Worker(conn, index).serve())

@@ -1,0 +1,1 @@
+"""Clubroom server: a pure-asyncio WebSocket chat server backed by SQLite."""

@@ -1,0 +1,71 @@
+"""The composition root: builds the real objects, starts them, and stops them in order."""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+
+from clubroom_server.auth import PasswordHasher
+from clubroom_server.config import Settings
+from clubroom_server.server import ClubroomServer
+from clubroom_server.service import ChatService
+from clubroom_server.session import SessionHandler
+from clubroom_server.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Clubroom:
+    """A running Clubroom server and everything it owns."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings.db_path, settings.synchronous)
+        self.hasher = PasswordHasher(settings.argon2_parameters, settings.hash_workers)
+        self.service = ChatService(settings, self.store, self.hasher)
+        self.server = ClubroomServer(settings, SessionHandler(settings, self.service))
+        self._closed = False
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Clubroom:
+        app = cls(settings)
+        await app.store.open()
+        try:
+            await app.service.start()
+            await app.server.start()
+        except BaseException:
+            await app.store.close()
+            app.hasher.close()
+            raise
+        log.info("Clubroom listening on %s (database %s)", app.url, settings.db_path)
+        return app
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def close(self) -> None:
+        """Stop accepting, close clients with 1001, finish writes, close the database."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.server.close()
+        self.service.close()
+        await self.store.close()
+        self.hasher.close()
+        log.info("Clubroom stopped")
+
+    async def __aenter__(self) -> Clubroom:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,203 @@
+"""``clubroom-server``: the command line, and the only place a real server is built."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+
+from clubroom_server.app import Clubroom
+from clubroom_server.config import ARGON2_PROFILES, DEFAULT_ARGON2_PROFILE, Settings
+from clubroom_server.store import SYNCHRONOUS_MODES
+
+_DEFAULTS = Settings.__dataclass_fields__
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _option(flag: str, field: str, kind: Any, help: str, **extra: Any):  # type: ignore[no-untyped-def]
+    """A ``serve`` option that is also read from ``CLUBROOM_<FIELD>``."""
+    default = extra.pop("default", None)
+    if default is None and field in _DEFAULTS:
+        field_default = _DEFAULTS[field].default
+        default = field_default if isinstance(field_default, str | int | float) else None
+    return click.option(
+        flag,
+        field,
+        type=kind,
+        default=default,
+        envvar=f"CLUBROOM_{field.upper()}",
+        show_default=default is not None,
+        show_envvar=True,
+        help=help,
+        **extra,
+    )
+
+
+SERVE_OPTIONS = [
+    _option("--host", "host", str, "Address to listen on (use 0.0.0.0 to accept remote clients)."),
+    _option("--port", "port", click.IntRange(0, 65535), "TCP port (0 picks a free one)."),
+    _option(
+        "--db",
+        "db_path",
+        click.Path(dir_okay=False, path_type=Path),
+        "SQLite database file [default: the user data directory, clubroom/clubroom.db].",
+    ),
+    _option(
+        "--grace", "grace", click.FloatRange(0), "Seconds a dropped connection stays a member."
+    ),
+    _option(
+        "--rate-limit",
+        "rate_limit",
+        click.FloatRange(0),
+        "Messages a second per user (0 = no limit).",
+    ),
+    _option("--rate-burst", "rate_burst", click.IntRange(1), "Messages a user may send at once."),
+    _option(
+        "--room-rate-limit",
+        "room_rate_limit",
+        click.FloatRange(0),
+        "Room creations and joins a second per user (0 = no limit).",
+    ),
+    _option(
+        "--room-rate-burst",
+        "room_rate_burst",
+        click.IntRange(1),
+        "Room creations and joins a user may make at once.",
+    ),
+    _option("--max-frame", "max_frame", click.IntRange(256), "Largest frame accepted, in bytes."),
+    _option(
+        "--argon2-profile",
+        "argon2_profile",
+        click.Choice(sorted(ARGON2_PROFILES)),
+        "Password hashing cost.",
+        default=DEFAULT_ARGON2_PROFILE,
+    ),
+    _option(
+        "--hash-workers",
+        "hash_workers",
+        click.IntRange(1),
+        "Threads that hash passwords (bounds the CPU a login storm takes).",
+    ),
+    _option(
+        "--login-failures-per-user",
+        "login_failures_per_user",
+        click.IntRange(0),
+        "Failed logins a username may have per window (0 = no limit).",
+    ),
+    _option(
+        "--login-failures-per-address",
+        "login_failures_per_address",
+        click.IntRange(0),
+        "Failed logins and resumes an address may have per window (0 = no limit).",
+    ),
+    _option(
+        "--login-window",
+        "login_window",
+        click.FloatRange(1),
+        "The window for failed logins, in seconds.",
+    ),
+    _option(
+        "--max-connections-per-address",
+        "max_connections_per_address",
+        click.IntRange(0),
+        "Open connections one address may have (0 = no limit).",
+    ),
+    _option(
+        "--handshake-timeout",
+        "handshake_timeout",
+        click.FloatRange(0.1),
+        "Seconds a client has to finish the WebSocket handshake.",
+    ),
+    _option(
+        "--idle-timeout",
+        "idle_timeout",
+        click.FloatRange(0),
+        "Seconds a connection may stay open without logging in (0 = forever).",
+    ),
+    _option(
+        "--ping-interval",
+        "ping_interval",
+        click.FloatRange(0),
+        "Seconds between keep-alive pings; a client that misses one is dropped (0 = off).",
+    ),
+    _option(
+        "--send-buffer-limit",
+        "send_buffer_limit",
+        click.IntRange(1024),
+        "Bytes queued for a client that does not read before it is closed (code 4008).",
+    ),
+    _option(
+        "--synchronous",
+        "synchronous",
+        click.Choice(SYNCHRONOUS_MODES, case_sensitive=False),
+        "SQLite durability: FULL syncs every commit to disk.",
+    ),
+    _option(
+        "--certfile",
+        "certfile",
+        click.Path(exists=True, dir_okay=False, path_type=Path),
+        "PEM certificate chain: serve wss:// (TLS).",
+    ),
+    _option(
+        "--keyfile",
+        "keyfile",
+        click.Path(exists=True, dir_okay=False, path_type=Path),
+        "PEM private key for --certfile (if not inside it).",
+    ),
+    _option(
+        "--log-level",
+        "log_level",
+        click.Choice(LOG_LEVELS, case_sensitive=False),
+        "How much to log (never passwords or tokens).",
+    ),
+]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Clubroom chat server."""
+
+
+def _serve_command(fn):  # type: ignore[no-untyped-def]
+    for option in reversed(SERVE_OPTIONS):
+        fn = option(fn)
+    return main.command("serve")(fn)
+
+
+@_serve_command
+def serve(**options: Any) -> None:
+    """Run the server until Ctrl-C or SIGTERM, then shut down in order (exit 0).
+
+    Every option can also be set with the environment variable shown.
+    """
+    settings = Settings(**{k: v for k, v in options.items() if v is not None})
+    if settings.keyfile and not settings.certfile:
+        raise click.UsageError("--keyfile needs --certfile.")
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(_serve(settings))
+    except OSError as exc:
+        raise click.ClickException(f"Could not start the server: {exc.strerror or exc}") from None
+
+
+async def _serve(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    app = await Clubroom.start(settings)
+    click.echo(f"Clubroom listening on {app.url}", nl=True)
+    click.echo(f"Database: {settings.db_path}")
+    try:
+        await stop.wait()
+    finally:
+        click.echo("Shutting down…")
+        await app.close()

@@ -1,0 +1,67 @@
+"""One frozen settings object for the server, filled from flags and ``CLUBROOM_*``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import argon2
+import platformdirs
+
+from protocol import DEFAULT_PORT, MAX_FRAME_BYTES
+
+ARGON2_PROFILES: dict[str, argon2.Parameters] = {
+    "rfc9106-low-memory": argon2.profiles.RFC_9106_LOW_MEMORY,
+    "rfc9106-high-memory": argon2.profiles.RFC_9106_HIGH_MEMORY,
+    "cheapest": argon2.profiles.CHEAPEST,
+}
+DEFAULT_ARGON2_PROFILE = "rfc9106-low-memory"
+
+
+def default_db_path() -> Path:
+    """The database in the user's data directory, e.g. ``~/.local/share/clubroom``."""
+    return Path(platformdirs.user_data_dir("clubroom", appauthor=False)) / "clubroom.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything an operator can tune; defaults are the safe, documented ones."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    db_path: Path = field(default_factory=default_db_path)
+    grace: float = 30.0
+    rate_limit: float = 5.0
+    rate_burst: int = 10
+    room_rate_limit: float = 2.0
+    room_rate_burst: int = 20
+    max_frame: int = MAX_FRAME_BYTES
+    argon2_profile: str = DEFAULT_ARGON2_PROFILE
+    hash_workers: int = 2
+    login_failures_per_user: int = 5
+    login_failures_per_address: int = 20
+    login_window: float = 60.0
+    max_connections_per_address: int = 200
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 600.0
+    ping_interval: float = 20.0
+    send_buffer_limit: int = 4 * 1024 * 1024
+    synchronous: str = "FULL"
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    log_level: str = "INFO"
+
+    @property
+    def argon2_parameters(self) -> argon2.Parameters:
+        """The argon2id cost parameters named by ``argon2_profile``."""
+        return ARGON2_PROFILES[self.argon2_profile]
+
+    @property
+    def scheme(self) -> str:
+        """``wss`` when a certificate is configured, else ``ws``."""
+        return "wss" if self.certfile else "ws"
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with some fields changed (settings themselves never change)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

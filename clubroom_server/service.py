@@ -1,0 +1,385 @@
+"""The chat itself: what each request does, in the words of the contract.
+
+The session hands every decoded request to ``ChatService.handle``; the
+service checks the rules, talks to the store and the room registry, and
+returns the reply (or raises ``ProtocolError``). It never touches a socket
+except through ``Peer.send``, and never formats an error frame itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import protocol
+from clubroom_server.auth import PasswordHasher, SlidingWindow, TokenBucket, new_token, token_hash
+from clubroom_server.config import Settings
+from clubroom_server.peer import Peer, fanout
+from clubroom_server.rooms import Room, Rooms
+from clubroom_server.store import MessageRecord, RoomRecord, Store, StoreError, UserRecord
+from protocol import ErrorCode, ProtocolError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Peer, Any], Awaitable[protocol.Reply | None]]
+NonceKey = tuple[int, int, str]
+
+NOT_SAVED = "The server could not save that just now; please try again in a moment."
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def to_wire(room: Room, record: MessageRecord) -> protocol.Message:
+    return protocol.Message(
+        id=record.id,
+        room=room.name,
+        author=record.author,
+        text=record.text,
+        at=protocol.format_time(record.at_ms),
+    )
+
+
+class ChatService:
+    """Accounts, rooms and messages: one method per request type."""
+
+    def __init__(self, settings: Settings, store: Store, hasher: PasswordHasher) -> None:
+        self._settings = settings
+        self._store = store
+        self._hasher = hasher
+        self.rooms = Rooms(settings.grace, fanout, self._room_deleted)  # type: ignore[arg-type]
+        self._failed_by_user = SlidingWindow(
+            settings.login_failures_per_user, settings.login_window
+        )
+        self._failed_by_address = SlidingWindow(
+            settings.login_failures_per_address, settings.login_window
+        )
+        self._send_bucket = TokenBucket(settings.rate_limit, settings.rate_burst)
+        self._room_bucket = TokenBucket(settings.room_rate_limit, settings.room_rate_burst)
+        self._registering: set[str] = set()
+        self._nonce_claims: dict[NonceKey, asyncio.Future[protocol.Message]] = {}
+        self._last_at_ms = 0
+        self._handlers: dict[type, Handler] = {
+            protocol.Register: self.register,
+            protocol.Login: self.login,
+            protocol.Resume: self.resume,
+            protocol.Logout: self.logout,
+            protocol.CreateRoom: self.create_room,
+            protocol.JoinRoom: self.join_room,
+            protocol.LeaveRoom: self.leave_room,
+            protocol.Send: self.send,
+            protocol.History: self.history,
+        }
+
+    async def start(self) -> None:
+        """Restore stored rooms (each gets one grace period) and drop expired tokens."""
+        await self._store.purge_expired_tokens(now_ms())
+        for record in await self._store.all_rooms():
+            self.rooms.add(record, expire_if_unjoined=True)
+        log.info("restored %d room(s) from the database", len(self.rooms))
+
+    def close(self) -> None:
+        self.rooms.close()
+
+    async def handle(self, peer: Peer, request: protocol.Request) -> protocol.Reply | None:
+        """Run one request; authentication is checked here, once for all room requests."""
+        if peer.user is None and request.__struct_config__.tag not in protocol.AUTH_FREE_TYPES:
+            raise ProtocolError(ErrorCode.UNAUTHENTICATED, "Log in or register first.")
+        try:
+            return await self._handlers[type(request)](peer, request)
+        except StoreError:
+            raise ProtocolError(ErrorCode.INTERNAL_ERROR, NOT_SAVED) from None
+
+    def disconnect(self, peer: Peer) -> None:
+        """A connection dropped: its memberships enter the grace period."""
+        for room in peer.rooms.values():
+            self.rooms.detach(room, peer, grace=True)
+        peer.rooms.clear()
+
+    # --------------------------------------------------------------- accounts
+
+    async def register(self, peer: Peer, request: protocol.Register) -> protocol.Reply:
+        _require_anonymous(peer)
+        username = protocol.check_username(request.username)
+        protocol.check_password(request.password, username)
+        key = protocol.username_key(username)
+        if key in self._registering or await self._store.user_by_key(key) is not None:
+            raise ProtocolError(
+                ErrorCode.USERNAME_TAKEN, f"The username {username!r} is taken; pick another."
+            )
+        self._registering.add(key)
+        try:
+            password_hash = await self._hasher.hash(request.password)
+            user_id = await self._store.add_user(username, key, password_hash, now_ms())
+        finally:
+            self._registering.discard(key)
+        log.info("registered user %s", username)
+        return await self._welcome(peer, UserRecord(user_id, username, key, password_hash), request)
+
+    async def login(self, peer: Peer, request: protocol.Login) -> protocol.Reply:
+        _require_anonymous(peer)
+        key = protocol.username_key(request.username)
+        self._check_throttle(key, peer.address)
+        user = await self._store.user_by_key(key)
+        password_hash = user.password_hash if user else None
+        if not await self._hasher.verify(password_hash, request.password) or user is None:
+            self._failed_by_user.record(key)
+            self._failed_by_address.record(peer.address)
+            raise ProtocolError(
+                ErrorCode.INVALID_CREDENTIALS, "That username and password do not match."
+            )
+        self._failed_by_user.clear(key)
+        if self._hasher.needs_rehash(user.password_hash):
+            await self._store.set_password_hash(user.id, await self._hasher.hash(request.password))
+        return await self._welcome(peer, user, request)
+
+    async def resume(self, peer: Peer, request: protocol.Resume) -> protocol.Reply:
+        _require_anonymous(peer)
+        self._check_throttle(None, peer.address)
+        hashed = token_hash(request.token)
+        found = await self._store.user_by_token(hashed, now_ms())
+        if found is None:
+            self._failed_by_address.record(peer.address)
+            raise ProtocolError(
+                ErrorCode.INVALID_TOKEN, "This session has expired or ended; please log in again."
+            )
+        user, expires_ms = found
+        self._authenticate(peer, user, hashed)
+        return protocol.Welcome(
+            id=request.id,
+            username=user.username,
+            token=request.token,
+            expires_at=protocol.format_time(expires_ms),
+        )
+
+    async def logout(self, peer: Peer, request: protocol.Logout) -> protocol.Reply:
+        if peer.user is not None:
+            for room in list(peer.rooms.values()):
+                self._leave(peer, room)
+            hashed, peer.user, peer.token_hash = peer.token_hash, None, None
+            if hashed:
+                await self._store.revoke_token(hashed)
+        return protocol.Ok(id=request.id)
+
+    async def _welcome(
+        self, peer: Peer, user: UserRecord, request: protocol.Register | protocol.Login
+    ) -> protocol.Reply:
+        token = new_token()
+        hashed = token_hash(token)
+        expires_ms = now_ms() + protocol.TOKEN_LIFETIME_SECONDS * 1000
+        await self._store.add_token(hashed, user.id, expires_ms)
+        self._authenticate(peer, user, hashed)
+        return protocol.Welcome(
+            id=request.id,
+            username=user.username,
+            token=token,
+            expires_at=protocol.format_time(expires_ms),
+        )
+
+    @staticmethod
+    def _authenticate(peer: Peer, user: UserRecord, hashed: str) -> None:
+        peer.user, peer.token_hash = user, hashed
+
+    def _check_throttle(self, user_key: str | None, address: str) -> None:
+        waits = [self._failed_by_address.retry_after(address)]
+        if user_key is not None:
+            waits.append(self._failed_by_user.retry_after(user_key))
+        wait = max((w for w in waits if w is not None), default=None)
+        if wait is not None:
+            raise ProtocolError(
+                ErrorCode.TOO_MANY_ATTEMPTS,
+                f"Too many failed attempts; try again in {wait:.0f} seconds.",
+                retry_after=round(wait, 3),
+            )
+
+    # ------------------------------------------------------------------ rooms
+
+    async def create_room(self, peer: Peer, request: protocol.CreateRoom) -> protocol.Reply | None:
+        name = protocol.check_room_name(request.room)
+        key = protocol.room_key(name)
+        if self.rooms.get(key) is not None:
+            raise ProtocolError(ErrorCode.ROOM_EXISTS, f"A room called {name!r} already exists.")
+        self._take(self._room_bucket, peer)
+        record = RoomRecord(self._store.allocate_id("rooms"), name, key)
+        room = self.rooms.add(record)
+        self._enter(peer, room)
+        try:
+            await self._store.enqueue_add_room(record, now_ms())
+        except StoreError:
+            self._leave(peer, room)  # the room is empty again, so it goes too
+            raise
+        self._reply_joined(peer, room, request.id, [], more=False, last_id=0)
+        return None
+
+    async def join_room(self, peer: Peer, request: protocol.JoinRoom) -> protocol.Reply | None:
+        name = protocol.check_room_name(request.room)
+        room = self.rooms.get(protocol.room_key(name))
+        if room is None:
+            raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"There is no room called {name!r}.")
+        was_member = room.key in peer.rooms
+        if not was_member:
+            self._take(self._room_bucket, peer)
+        self._enter(peer, room)
+        try:
+            if request.after is None:
+                records, more = await self._store.latest_messages(room.id, protocol.JOIN_LATEST)
+            else:
+                records, more = await self._store.messages_after(
+                    room.id, request.after, protocol.JOIN_AFTER_MAX
+                )
+        except StoreError:
+            if not was_member:
+                self._leave(peer, room)
+            raise
+        last_id = records[-1].id if records else (request.after or 0)
+        messages = [to_wire(room, record) for record in records]
+        self._reply_joined(peer, room, request.id, messages, more=more, last_id=last_id)
+        return None
+
+    async def leave_room(self, peer: Peer, request: protocol.LeaveRoom) -> protocol.Reply:
+        self._leave(peer, self._joined_room(peer, request.room))
+        return protocol.Ok(id=request.id)
+
+    def _enter(self, peer: Peer, room: Room) -> None:
+        peer.rooms[room.key] = room
+        self.rooms.attach(room, peer)
+
+    def _leave(self, peer: Peer, room: Room) -> None:
+        peer.rooms.pop(room.key, None)
+        self.rooms.detach(room, peer, grace=False)
+
+    def _reply_joined(
+        self,
+        peer: Peer,
+        room: Room,
+        request_id: protocol.RequestId | None,
+        messages: list[protocol.Message],
+        *,
+        more: bool,
+        last_id: int,
+    ) -> None:
+        """Send ``joined`` first, then let the room's buffered events follow it."""
+        joined = protocol.Joined(
+            id=request_id,
+            room=room.name,
+            members=room.member_names(),
+            messages=messages,
+            more=more,
+        )
+        peer.send(protocol.encode(joined))
+        self.rooms.go_live(room, peer, last_id, live=not more)
+
+    def _joined_room(self, peer: Peer, name: str) -> Room:
+        key = protocol.room_key(protocol.check_room_name(name))
+        room = peer.rooms.get(key)
+        if room is None:
+            raise ProtocolError(
+                ErrorCode.NOT_IN_ROOM, f"Join the room {name.strip()!r} before using it."
+            )
+        return room
+
+    def _room_deleted(self, room: Room) -> None:
+        log.info("room %r is empty; deleting it and its messages", room.name)
+        future = self._store.enqueue_delete_room(room.id)
+        future.add_done_callback(_log_failure)
+
+    # --------------------------------------------------------------- messages
+
+    async def send(self, peer: Peer, request: protocol.Send) -> protocol.Reply:
+        room = self._joined_room(peer, request.room)
+        text = protocol.check_text(request.text)
+        if request.nonce is None:
+            message = await self._store_message(peer, room, text, None)
+        else:
+            message = await self._send_once(peer, room, text, request.nonce)
+        return protocol.Sent(id=request.id, room=room.name, message=message)
+
+    async def _send_once(self, peer: Peer, room: Room, text: str, nonce: str) -> protocol.Message:
+        """Store a message unless this user's nonce already stored one in this room.
+
+        The first send of a nonce claims it in memory before looking in the
+        database, so a resend racing the original waits for it instead of
+        storing a second copy.
+        """
+        assert peer.user is not None
+        key: NonceKey = (room.id, peer.user.id, nonce)
+        claim = self._nonce_claims.get(key)
+        if claim is not None:
+            return await asyncio.shield(claim)
+        claim = self._nonce_claims[key] = asyncio.get_running_loop().create_future()
+        try:
+            earlier = await self._store.message_by_nonce(room.id, peer.user.id, nonce)
+            message = (
+                to_wire(room, earlier)
+                if earlier is not None
+                else await self._store_message(peer, room, text, nonce)
+            )
+        except BaseException as exc:
+            claim.set_exception(exc)
+            claim.exception()  # whoever waits re-raises it; nobody else must
+            raise
+        else:
+            claim.set_result(message)
+            return message
+        finally:
+            del self._nonce_claims[key]
+
+    async def _store_message(
+        self, peer: Peer, room: Room, text: str, nonce: str | None
+    ) -> protocol.Message:
+        """Store durably, announce to the room right after the commit, then answer."""
+        assert peer.user is not None
+        self._take(self._send_bucket, peer)
+        record = MessageRecord(
+            self._store.allocate_id("messages"), room.id, peer.user.username, text, self._now()
+        )
+        message = to_wire(room, record)
+        event = protocol.encode(protocol.MessageEvent(message=message))
+        stored = self._store.enqueue_message(
+            record,
+            peer.user.id,
+            nonce,
+            on_commit=lambda: self.rooms.publish_message(room, record.id, event),
+        )
+        await asyncio.shield(stored)
+        return message
+
+    async def history(self, peer: Peer, request: protocol.History) -> protocol.Reply:
+        room = self._joined_room(peer, request.room)
+        records, more = await self._store.messages_before(room.id, request.before, request.limit)
+        return protocol.HistoryPage(
+            id=request.id,
+            room=room.name,
+            messages=[to_wire(room, record) for record in records],
+            more=more,
+        )
+
+    def _now(self) -> int:
+        """Wall-clock milliseconds that never go backwards, like message ids."""
+        self._last_at_ms = max(self._last_at_ms, now_ms())
+        return self._last_at_ms
+
+    def _take(self, bucket: TokenBucket, peer: Peer) -> None:
+        wait = bucket.take(peer.user_key)
+        if wait is not None:
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"Slow down: try again in {wait:.1f} seconds.",
+                retry_after=round(wait, 3),
+            )
+
+
+def _require_anonymous(peer: Peer) -> None:
+    if peer.user is not None:
+        raise ProtocolError(
+            ErrorCode.ALREADY_AUTHENTICATED, "You are already logged in; log out first."
+        )
+
+
+def _log_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("deleting an empty room failed: %s", future.exception())

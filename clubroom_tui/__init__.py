@@ -1,0 +1,1 @@
+"""Clubroom's terminal client: a protocol client (``client``) and a Textual app on top."""

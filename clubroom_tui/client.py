@@ -1,0 +1,774 @@
+"""An asyncio client of the Clubroom protocol, with no UI.
+
+The Textual app, the tests and bots all talk to a server through this class.
+It matches replies to requests by id, turns server frames into a stream of
+typed events, and hides outages: it reconnects with exponential backoff and
+jitter, resumes the session with its token, re-joins its rooms from the last
+message it saw, and re-sends unacknowledged messages with their original
+nonce, so that every message is seen exactly once and nothing typed is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import ssl as ssl_module
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import msgspec
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from protocol import (
+    DEFAULT_URL,
+    HISTORY_DEFAULT,
+    SUBPROTOCOL,
+    CreateRoom,
+    Error,
+    ErrorCode,
+    History,
+    HistoryPage,
+    Joined,
+    JoinRoom,
+    LeaveRoom,
+    Login,
+    Logout,
+    MemberJoined,
+    MemberLeft,
+    Message,
+    MessageEvent,
+    Ok,
+    ProtocolError,
+    Register,
+    Resume,
+    Send,
+    Sent,
+    ServerFrame,
+    Welcome,
+    check_text,
+    decode_server_frame,
+    encode,
+    room_key,
+)
+
+log = logging.getLogger(__name__)
+
+ReplyT = TypeVar("ReplyT", bound=ServerFrame)
+
+
+# --------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------
+
+
+class ClientError(Exception):
+    """Base of everything this client raises; ``str()`` is a sentence for people."""
+
+
+class NotConnected(ClientError):
+    """The request was not sent because there is no usable connection right now."""
+
+
+class ConnectionLost(ClientError):
+    """The connection dropped before the reply arrived; the request may or may not have run."""
+
+
+class RequestTimeout(ClientError):
+    """No reply arrived within the timeout."""
+
+
+class SendAbandoned(ClientError):
+    """A queued message will never be sent (logged out, left the room, session ended)."""
+
+
+class RequestFailed(ClientError):
+    """The server answered with an ``error`` frame."""
+
+    def __init__(self, code: ErrorCode, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+    @classmethod
+    def from_frame(cls, frame: Error) -> RequestFailed:
+        return cls(frame.code, frame.message, frame.retry_after)
+
+
+# --------------------------------------------------------------------------
+# State and events
+# --------------------------------------------------------------------------
+
+
+class ConnectionState(StrEnum):
+    """Where the connection stands; ``OFFLINE`` waits for the next attempt (or is closed)."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    """The connection state changed; ``detail`` says why, ``retry_in`` when offline."""
+
+    state: ConnectionState
+    detail: str
+    retry_in: float | None = None
+
+
+@dataclass(frozen=True)
+class MessagesAdded:
+    """New messages in a room, oldest first, each once.
+
+    ``snapshot`` marks the latest messages a fresh join brings (old news);
+    live messages and those caught up after an outage have it False.
+    """
+
+    room: str
+    messages: tuple[Message, ...]
+    snapshot: bool = False
+
+
+@dataclass(frozen=True)
+class MembersChanged:
+    """A room's member list; ``joined``/``left`` name who caused it, None for a snapshot."""
+
+    room: str
+    members: tuple[str, ...]
+    joined: str | None = None
+    left: str | None = None
+
+
+@dataclass(frozen=True)
+class SendDelayed:
+    """The server said to slow down; the queued message goes out after ``retry_after`` s."""
+
+    room: str
+    retry_after: float
+
+
+@dataclass(frozen=True)
+class RoomLost:
+    """A room could not be re-joined after an outage (it was deleted meanwhile)."""
+
+    room: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SessionEnded:
+    """The server no longer accepts our token; the user has to log in again."""
+
+    reason: str
+
+
+ClientEvent = StateChanged | MessagesAdded | MembersChanged | SendDelayed | RoomLost | SessionEnded
+
+
+@dataclass
+class RoomState:
+    """What the client knows of one joined room; messages are kept sorted by id."""
+
+    name: str
+    members: tuple[str, ...] = ()
+    messages: list[Message] = field(default_factory=list)
+    has_older: bool = False
+
+    @property
+    def last_id(self) -> int | None:
+        return self.messages[-1].id if self.messages else None
+
+    @property
+    def oldest_id(self) -> int | None:
+        return self.messages[0].id if self.messages else None
+
+    def add_newer(self, messages: list[Message]) -> list[Message]:
+        """Append the messages newer than what we have; return those that were new."""
+        last = self.last_id
+        fresh = [m for m in messages if last is None or m.id > last]
+        fresh.sort(key=lambda m: m.id)
+        self.messages.extend(fresh)
+        return fresh
+
+    def add_older(self, messages: list[Message]) -> list[Message]:
+        """Prepend the messages older than what we have; return those that were new."""
+        oldest = self.oldest_id
+        older = sorted((m for m in messages if oldest is None or m.id < oldest), key=lambda m: m.id)
+        self.messages[:0] = older
+        return older
+
+
+@dataclass
+class PendingSend:
+    """A message the user typed that the server has not confirmed yet."""
+
+    room: str
+    text: str
+    nonce: str
+    future: asyncio.Future[Message]
+
+
+class EventStream:
+    """One subscriber's queue of client events; iterate it with ``async for``."""
+
+    _END: Any = object()
+
+    def __init__(self, unsubscribe: Callable[[EventStream], None]) -> None:
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._unsubscribe = unsubscribe
+
+    def put(self, event: ClientEvent) -> None:
+        self._queue.put_nowait(event)
+
+    def close(self) -> None:
+        """Stop receiving; an ``async for`` over the stream ends."""
+        self._unsubscribe(self)
+        self._queue.put_nowait(self._END)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> ClientEvent:
+        item = await self._queue.get()
+        if item is self._END:
+            raise StopAsyncIteration
+        return item
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter: attempt n waits a random 50–100 % of initial·2ⁿ⁻¹."""
+
+    initial: float = 0.5
+    maximum: float = 15.0
+    factor: float = 2.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        ceiling = min(self.maximum, self.initial * self.factor ** max(0, attempt - 1))
+        return ceiling * (0.5 + rng.random() / 2)
+
+
+@dataclass
+class _Pending:
+    request: Any
+    future: asyncio.Future[Any]
+
+
+# --------------------------------------------------------------------------
+# The client
+# --------------------------------------------------------------------------
+
+
+class ClubroomClient:
+    """A long-lived connection to one server that survives outages.
+
+    Call ``start()`` once; it keeps (re)connecting in the background until
+    ``close()``. Requests raise ``NotConnected`` while offline, except
+    ``send``/``queue_send``, which queue and deliver once connected again.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        request_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        backoff: Backoff | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.url = url
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self.backoff = backoff or Backoff()
+        self.state = ConnectionState.OFFLINE
+        self.state_detail = "Not started."
+        self.username: str | None = None
+        self.token: str | None = None
+        self.rooms: dict[str, RoomState] = {}
+        self._ssl = ssl
+        self._rng = rng or random.Random()
+        self._ws: ClientConnection | None = None
+        self._ready = asyncio.Event()
+        self._pending: dict[int, _Pending] = {}
+        self._next_id = 0
+        self._outbox: deque[PendingSend] = deque()
+        self._outbox_changed = asyncio.Event()
+        self._subscribers: list[EventStream] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Begin connecting in the background; returns at once."""
+        if self._tasks or self._closed:
+            return
+        self._tasks = [
+            asyncio.create_task(self._supervise(), name="clubroom-connection"),
+            asyncio.create_task(self._pump_outbox(), name="clubroom-outbox"),
+        ]
+
+    async def wait_ready(self) -> None:
+        """Wait until connected (and, after an outage, resumed); wrap it in a timeout."""
+        await self._ready.wait()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    async def close(self) -> None:
+        """Close the connection and stop reconnecting; queued messages are abandoned."""
+        if self._closed:
+            return
+        self._closed = True
+        self._ready.clear()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._fail_pending(ConnectionLost("The client was closed."))
+        self._abandon_outbox(lambda item: True, "The client was closed before it was sent.")
+        self._set_state(ConnectionState.OFFLINE, "Closed.")
+        for stream in list(self._subscribers):
+            stream.close()
+
+    def subscribe(self) -> EventStream:
+        """A new stream that receives every event from now on."""
+        stream = EventStream(self._subscribers.remove)
+        self._subscribers.append(stream)
+        return stream
+
+    # -- accounts ----------------------------------------------------------
+
+    async def register(self, username: str, password: str) -> Welcome:
+        """Create an account and log in with it."""
+        return await self._request(Register(username=username, password=password), Welcome)
+
+    async def login(self, username: str, password: str) -> Welcome:
+        return await self._request(Login(username=username, password=password), Welcome)
+
+    async def resume(self, token: str) -> Welcome:
+        """Log in with a token from an earlier ``welcome``."""
+        return await self._request(Resume(token=token), Welcome)
+
+    async def logout(self) -> None:
+        """Revoke the token and leave every room; queued messages are abandoned."""
+        await self._request(Logout(), Ok)
+
+    def forget_session(self) -> None:
+        """Drop the token and rooms locally (when ``logout`` could not reach the server)."""
+        self._end_session()
+
+    # -- rooms -------------------------------------------------------------
+
+    async def create_room(self, room: str) -> Joined:
+        return await self._request(CreateRoom(room=room), Joined)
+
+    async def join_room(self, room: str) -> Joined:
+        """Join a room: its latest messages and members arrive as events too."""
+        return await self._request(JoinRoom(room=room), Joined)
+
+    async def leave_room(self, room: str) -> None:
+        await self._request(LeaveRoom(room=room), Ok)
+
+    async def history(
+        self, room: str, before: int | None = None, limit: int | None = None
+    ) -> HistoryPage:
+        """Older messages; ``before`` defaults to the oldest message we hold."""
+        state = self._room(room)
+        if before is None:
+            before = state.oldest_id if state and state.oldest_id is not None else 0
+        request = History(room=room, before=before, limit=limit or HISTORY_DEFAULT)
+        return await self._request(request, HistoryPage)
+
+    def queue_send(self, room: str, text: str) -> PendingSend:
+        """Queue a message for a joined room; its future resolves with the stored message.
+
+        Raises ``RequestFailed`` at once for text the server would refuse. The
+        message survives outages and is sent exactly once (by nonce); awaiting
+        the future through ``asyncio.shield`` keeps a cancelled waiter from
+        cancelling the send.
+        """
+        state = self._room(room)
+        if state is None:
+            raise RequestFailed(ErrorCode.NOT_IN_ROOM, "You are not in that room.")
+        try:
+            check_text(text)
+        except ProtocolError as exc:
+            raise RequestFailed(exc.code, exc.message) from None
+        item = PendingSend(
+            room=state.name,
+            text=text,
+            nonce=uuid.uuid4().hex,
+            future=asyncio.get_running_loop().create_future(),
+        )
+        self._outbox.append(item)
+        self._outbox_changed.set()
+        return item
+
+    async def send(self, room: str, text: str) -> Message:
+        """Send a message and wait until the server stored it (across outages)."""
+        return await asyncio.shield(self.queue_send(room, text).future)
+
+    def pending_sends(self, room: str) -> list[PendingSend]:
+        """The messages for a room still waiting for the server, oldest first."""
+        key = room_key(room)
+        return [item for item in self._outbox if room_key(item.room) == key]
+
+    # -- requests ----------------------------------------------------------
+
+    async def _request(self, request: Any, expected: type[ReplyT]) -> ReplyT:
+        """Send a request on a ready connection and return its typed reply."""
+        if not self._ready.is_set():
+            raise NotConnected(self._not_connected_reason())
+        return await self._call(request, expected)
+
+    async def _call(self, request: Any, expected: type[ReplyT]) -> ReplyT:
+        """Send a request on the current connection, ready or not (used while resuming)."""
+        ws = self._ws
+        if ws is None:
+            raise NotConnected(self._not_connected_reason())
+        self._next_id += 1
+        request_id = self._next_id
+        request = msgspec.structs.replace(request, id=request_id)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = _Pending(request, future)
+        try:
+            await ws.send(encode(request), text=True)
+            async with asyncio.timeout(self.request_timeout):
+                reply = await future
+        except TimeoutError:
+            raise RequestTimeout(
+                f"The server did not answer within {self.request_timeout:g} seconds."
+            ) from None
+        except ConnectionClosed:
+            raise ConnectionLost("The connection dropped before the server answered.") from None
+        finally:
+            self._pending.pop(request_id, None)
+        if not isinstance(reply, expected):
+            raise ClientError(f"The server answered {type(reply).__name__} unexpectedly.")
+        return reply
+
+    def _not_connected_reason(self) -> str:
+        if self.state is ConnectionState.OFFLINE and self.state_detail:
+            return f"Not connected to the server. {self.state_detail}"
+        return "Not connected to the server yet; still trying."
+
+    # -- connection --------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Connect, serve the connection until it drops, wait, and again, until closed."""
+        attempt = 0
+        ever_connected = False
+        while not self._closed:
+            if ever_connected:
+                self._set_state(ConnectionState.RECONNECTING, "Connection lost; reconnecting…")
+            else:
+                self._set_state(ConnectionState.CONNECTING, f"Connecting to {self.url}…")
+            try:
+                ws = await self._open()
+            except (OSError, InvalidHandshake, TimeoutError, InvalidURI) as exc:
+                attempt += 1
+                delay = self.backoff.delay(attempt, self._rng)
+                self._set_state(
+                    ConnectionState.OFFLINE,
+                    f"Cannot reach {self.url} ({describe_failure(exc)}); "
+                    f"retrying in {delay:.0f} s.",
+                    retry_in=delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            ever_connected = True
+            if await self._serve(ws):
+                attempt = 0
+            else:
+                attempt += 1
+                await asyncio.sleep(self.backoff.delay(attempt, self._rng))
+
+    async def _open(self) -> ClientConnection:
+        return await connect(
+            self.url,
+            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            compression=None,
+            ssl=self._ssl,
+            open_timeout=self.connect_timeout,
+            close_timeout=2,
+            proxy=None,
+        )
+
+    async def _serve(self, ws: ClientConnection) -> bool:
+        """Restore the session on a fresh connection, then read until it closes.
+
+        Returns whether the restore worked (a failed one counts as a failed attempt).
+        """
+        self._ws = ws
+        reader = asyncio.create_task(self._read(ws), name="clubroom-reader")
+        restored = False
+        try:
+            await self._restore()
+            restored = True
+            self._set_state(ConnectionState.CONNECTED, f"Connected to {self.url}.")
+            self._ready.set()
+            await reader
+        except ClientError as exc:
+            log.info("restoring the session failed: %s", exc)
+        except Exception:
+            log.exception("unexpected failure on the connection; reconnecting")
+        finally:
+            self._connection_lost()
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await ws.close()
+            with contextlib.suppress(BaseException):
+                await reader
+            self._ws = None
+        return restored
+
+    async def _read(self, ws: ClientConnection) -> None:
+        """Dispatch every frame until the connection closes."""
+        try:
+            async for data in ws:
+                try:
+                    frame = decode_server_frame(data)
+                except msgspec.DecodeError as exc:
+                    log.warning("ignoring an undecodable frame: %s", exc)
+                    continue
+                self._dispatch(frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._connection_lost()
+
+    def _connection_lost(self) -> None:
+        """Mark the connection unusable at once, so no one sends on it meanwhile."""
+        self._ready.clear()
+        self._fail_pending(ConnectionLost("The connection dropped before the server answered."))
+
+    def _fail_pending(self, error: ClientError) -> None:
+        pending, self._pending = self._pending, {}
+        for item in pending.values():
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    async def _restore(self) -> None:
+        """After a reconnect: resume with the token and re-join rooms from the last id seen."""
+        if self.token is None:
+            return
+        try:
+            await self._call(Resume(token=self.token), Welcome)
+        except RequestFailed as exc:
+            if exc.code is not ErrorCode.INVALID_TOKEN:
+                raise
+            self._end_session()
+            self._emit(SessionEnded(exc.message))
+            return
+        for state in list(self.rooms.values()):
+            try:
+                await self._rejoin(state)
+            except RequestFailed as exc:
+                self._forget_room(state.name, f"It was not re-joined: {exc.message}")
+                self._emit(RoomLost(state.name, exc.message))
+
+    async def _rejoin(self, state: RoomState) -> None:
+        """Join again with ``after``, looping while the server says ``more``."""
+        after = state.last_id if state.last_id is not None else 0
+        while True:
+            joined = await self._call(JoinRoom(room=state.name, after=after), Joined)
+            if not joined.more:
+                return
+            after = joined.messages[-1].id if joined.messages else after
+
+    # -- incoming frames ---------------------------------------------------
+
+    def _dispatch(self, frame: ServerFrame) -> None:
+        """Apply a frame to our state (synchronously, so events keep their order)."""
+        if isinstance(frame, MessageEvent):
+            self._on_message(frame.message)
+        elif isinstance(frame, MemberJoined | MemberLeft):
+            self._on_member_change(frame)
+        else:
+            self._on_reply(frame)
+
+    def _on_reply(self, frame: Welcome | Ok | Joined | Sent | HistoryPage | Error) -> None:
+        pending = self._pending.pop(frame.id, None) if isinstance(frame.id, int) else None
+        if pending is None:
+            log.debug("ignoring a reply nobody waits for: %r", frame)
+            return
+        if isinstance(frame, Error):
+            if not pending.future.done():
+                pending.future.set_exception(RequestFailed.from_frame(frame))
+            return
+        self._absorb(pending.request, frame)
+        if not pending.future.done():
+            pending.future.set_result(frame)
+
+    def _absorb(self, request: Any, reply: ServerFrame) -> None:
+        if isinstance(reply, Welcome):
+            self.username, self.token = reply.username, reply.token
+        elif isinstance(reply, Joined):
+            self._on_joined(request, reply)
+        elif isinstance(reply, HistoryPage):
+            state = self._room(reply.room)
+            if state is not None and request.before == state.oldest_id:
+                state.add_older(reply.messages)
+                state.has_older = reply.more
+        elif isinstance(reply, Ok) and isinstance(request, LeaveRoom):
+            self._forget_room(request.room, "You left the room before it was sent.")
+        elif isinstance(reply, Ok) and isinstance(request, Logout):
+            self._end_session()
+
+    def _on_joined(self, request: Any, joined: Joined) -> None:
+        key = room_key(joined.room)
+        state = self.rooms.get(key)
+        fresh_join = getattr(request, "after", None) is None
+        if state is None:
+            state = self.rooms[key] = RoomState(name=joined.room)
+            state.has_older = fresh_join and joined.more
+        state.members = tuple(sorted(joined.members, key=str.lower))
+        self._emit(MembersChanged(state.name, state.members))
+        fresh = state.add_newer(joined.messages)
+        if fresh:
+            self._emit(MessagesAdded(state.name, tuple(fresh), snapshot=fresh_join))
+
+    def _on_message(self, message: Message) -> None:
+        state = self._room(message.room)
+        if state is None:
+            return
+        fresh = state.add_newer([message])
+        if fresh:
+            self._emit(MessagesAdded(state.name, tuple(fresh)))
+
+    def _on_member_change(self, frame: MemberJoined | MemberLeft) -> None:
+        state = self._room(frame.room)
+        if state is None:
+            return
+        members = set(state.members)
+        if isinstance(frame, MemberJoined):
+            members.add(frame.username)
+        else:
+            members.discard(frame.username)
+        state.members = tuple(sorted(members, key=str.lower))
+        joined = isinstance(frame, MemberJoined)
+        self._emit(
+            MembersChanged(
+                state.name,
+                state.members,
+                joined=frame.username if joined else None,
+                left=None if joined else frame.username,
+            )
+        )
+
+    # -- outbox ------------------------------------------------------------
+
+    async def _pump_outbox(self) -> None:
+        """Send queued messages one at a time, in order, retrying with the same nonce."""
+        while True:
+            while not self._outbox:
+                self._outbox_changed.clear()
+                await self._outbox_changed.wait()
+            await self._ready.wait()
+            item = self._outbox[0]
+            if item.future.done():
+                self._outbox.popleft()
+                continue
+            try:
+                request = Send(room=item.room, text=item.text, nonce=item.nonce)
+                sent = await self._call(request, Sent)
+            except (NotConnected, ConnectionLost, RequestTimeout):
+                continue  # the same item goes again, same nonce, once ready
+            except RequestFailed as exc:
+                if exc.code is ErrorCode.RATE_LIMITED:
+                    delay = exc.retry_after if exc.retry_after is not None else 1.0
+                    self._emit(SendDelayed(item.room, delay))
+                    await asyncio.sleep(delay)
+                    continue
+                self._finish_send(item, error=exc)
+            except ClientError as exc:
+                self._finish_send(item, error=exc)
+            else:
+                self._finish_send(item, message=sent.message)
+
+    def _finish_send(
+        self, item: PendingSend, *, message: Message | None = None, error: Exception | None = None
+    ) -> None:
+        if self._outbox and self._outbox[0] is item:
+            self._outbox.popleft()
+        if item.future.done():
+            return
+        if error is not None:
+            item.future.set_exception(error)
+        else:
+            item.future.set_result(message)  # type: ignore[arg-type]
+
+    def _abandon_outbox(self, which: Callable[[PendingSend], bool], reason: str) -> None:
+        keep: deque[PendingSend] = deque()
+        for item in self._outbox:
+            if which(item):
+                if not item.future.done():
+                    item.future.set_exception(SendAbandoned(reason))
+            else:
+                keep.append(item)
+        self._outbox = keep
+
+    # -- helpers -----------------------------------------------------------
+
+    def _room(self, room: str) -> RoomState | None:
+        return self.rooms.get(room_key(room))
+
+    def _forget_room(self, room: str, reason: str) -> None:
+        key = room_key(room)
+        self.rooms.pop(key, None)
+        self._abandon_outbox(lambda item: room_key(item.room) == key, reason)
+
+    def _end_session(self) -> None:
+        self.username = self.token = None
+        self.rooms.clear()
+        self._abandon_outbox(lambda item: True, "You were logged out before it was sent.")
+
+    def _set_state(
+        self, state: ConnectionState, detail: str, retry_in: float | None = None
+    ) -> None:
+        self.state, self.state_detail = state, detail
+        self._emit(StateChanged(state, detail, retry_in))
+
+    def _emit(self, event: ClientEvent) -> None:
+        for stream in self._subscribers:
+            stream.put(event)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A short human reason for a failed connection attempt."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return "unknown host"
+    if isinstance(exc, ssl_module.SSLCertVerificationError):
+        return "its certificate is not trusted; pass --cafile"
+    if isinstance(exc, ssl_module.SSLError):
+        return "TLS failed"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, InvalidStatus):
+        return f"HTTP status {exc.response.status_code}"
+    if isinstance(exc, InvalidURI):
+        return "invalid address"
+    if isinstance(exc, InvalidHandshake):
+        return "not a Clubroom server"
+    return str(exc) or type(exc).__name__

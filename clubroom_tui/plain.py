@@ -1,0 +1,35 @@
+"""Other people's text made safe to show: never markup, never a terminal escape.
+
+Message texts, usernames and room names come from other users. They are
+always put into ``rich.text.Text`` objects (so ``[bold]`` stays literal) and
+any control character is replaced by a visible stand-in first, so an ESC or
+a bidirectional override can neither drive the terminal nor disguise text.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rich.style import Style
+from rich.text import Text
+
+_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _stand_in(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x20:
+        return chr(0x2400 + code)  # the Unicode "control pictures": ESC becomes ␛
+    if code == 0x7F:
+        return "\u2421"  # ␡
+    return f"\\u{code:04x}" if code > 0xFF else f"\\x{code:02x}"
+
+
+def printable(value: str) -> str:
+    """The string with every control or direction-override character made visible."""
+    return _UNSAFE.sub(_stand_in, value)
+
+
+def plain(value: str, style: str | Style = "") -> Text:
+    """Someone else's text as a ``Text`` that shows exactly its characters."""
+    return Text(printable(value), style=style, end="")

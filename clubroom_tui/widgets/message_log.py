@@ -1,0 +1,220 @@
+"""The scrolling conversation: messages, join/leave notices, day separators, outgoing text.
+
+Everything other people wrote goes through ``plain()``: it is shown exactly as
+typed and can never be markup or a terminal escape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import ClassVar
+
+from rich.style import Style
+from rich.text import Text
+from textual.events import Resize
+from textual.message import Message as TextualMessage
+from textual.widgets import RichLog
+
+from clubroom_tui.plain import plain
+from protocol import Message, parse_time
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A line about the room rather than in it, such as "bob joined"."""
+
+    text: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """Something the user sent that the server has not stored yet."""
+
+    text: str
+    status: str
+
+
+Entry = Message | Notice
+
+
+def local_time(entry: Entry) -> datetime:
+    """When the entry happened, in the reader's local time zone."""
+    if isinstance(entry, Notice):
+        return entry.at
+    return parse_time(entry.at).astimezone()
+
+
+def day_label(day: date) -> str:
+    return day.strftime("%A %d %B %Y")
+
+
+class MessageLog(RichLog):
+    """The room's conversation, oldest at the top; it keeps its entries to redraw on resize."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "message-log--time",
+        "message-log--author",
+        "message-log--mine",
+        "message-log--notice",
+        "message-log--day",
+        "message-log--outgoing",
+    }
+
+    class NearTop(TextualMessage):
+        """The reader is at the top of the log, so older messages are wanted."""
+
+    def __init__(self, me: str, *, id: str | None = None) -> None:
+        super().__init__(wrap=True, markup=False, highlight=False, min_width=1, id=id)
+        self.auto_scroll = False
+        self.me = me.lower()
+        self._entries: list[Entry] = []
+        self._ids: set[int] = set()
+        self._outgoing: dict[str, Outgoing] = {}
+        self._drawn_width = 0
+        self._last_day: date | None = None
+        self._redrawing = False
+
+    def on_mount(self) -> None:
+        self.watch(self, "scroll_y", self._scrolled, init=False)
+
+    # -- what the screen calls ----------------------------------------------
+
+    def add_messages(self, messages: Iterable[Message]) -> None:
+        """Add newer messages at the bottom; ones already shown are skipped."""
+        fresh = [m for m in messages if m.id not in self._ids]
+        if not fresh:
+            return
+        self._ids.update(m.id for m in fresh)
+        self._entries.extend(fresh)
+        self._append(fresh)
+
+    def add_older(self, messages: Iterable[Message]) -> None:
+        """Add older messages at the top, keeping the reader's place."""
+        fresh = sorted((m for m in messages if m.id not in self._ids), key=lambda m: m.id)
+        if not fresh:
+            return
+        self._ids.update(m.id for m in fresh)
+        self._entries[:0] = fresh
+        self._redraw(prepended=True)
+
+    def add_notice(self, text: str) -> None:
+        notice = Notice(text, datetime.now().astimezone())
+        self._entries.append(notice)
+        self._append([notice])
+
+    def show_outgoing(self, key: str, text: str, status: str) -> None:
+        """Show (or update) a message on its way, below the conversation."""
+        self._outgoing[key] = Outgoing(text, status)
+        self._redraw()
+
+    def drop_outgoing(self, key: str) -> None:
+        if self._outgoing.pop(key, None) is not None:
+            self._redraw()
+
+    @property
+    def shown_ids(self) -> frozenset[int]:
+        return frozenset(self._ids)
+
+    # -- drawing -------------------------------------------------------------
+
+    def on_resize(self, event: Resize) -> None:
+        """Re-wrap everything when the width changes (RichLog alone would not)."""
+        if event.size.width and event.size.width != self._drawn_width:
+            self.call_after_refresh(self._redraw)
+
+    def _append(self, entries: list[Entry]) -> None:
+        if not self._drawn_width:
+            return  # drawn on the first resize
+        if self._outgoing:
+            self._redraw()
+            return
+        at_bottom = self._at_bottom()
+        for entry in entries:
+            self._write_entry(entry)
+        if at_bottom:
+            self.scroll_end(animate=False, immediate=False)
+
+    def _redraw(self, prepended: bool = False) -> None:
+        if not self.size.width:
+            return
+        at_bottom = self._at_bottom() or not self._drawn_width
+        old_y, old_count = self.scroll_y, len(self.lines)
+        self._redrawing = True
+        try:
+            self.clear()
+            self._last_day = None
+            for entry in self._entries:
+                self._write_entry(entry)
+            for outgoing in self._outgoing.values():
+                self.write(self._outgoing_line(outgoing), scroll_end=False)
+            self._drawn_width = self.size.width
+        finally:
+            self._redrawing = False
+        if at_bottom and not prepended:
+            self.scroll_end(animate=False, immediate=False)
+        else:
+            shift = len(self.lines) - old_count if prepended else 0
+            self.scroll_to(y=old_y + shift, animate=False, immediate=True)
+        self._check_top()
+
+    def _write_entry(self, entry: Entry) -> None:
+        moment = local_time(entry)
+        if moment.date() != self._last_day:
+            self._last_day = moment.date()
+            self.write(self._day_line(moment.date()), scroll_end=False)
+        self.write(self._entry_line(entry, moment), scroll_end=False)
+
+    def _style(self, name: str) -> Style:
+        return self.get_component_rich_style(f"message-log--{name}", partial=True)
+
+    def _day_line(self, day: date) -> Text:
+        return Text(f"── {day_label(day)} ──", style=self._style("day"), justify="center")
+
+    def _entry_line(self, entry: Entry, moment: datetime) -> Text:
+        clock = (moment.strftime("%H:%M"), self._style("time"))
+        if isinstance(entry, Notice):
+            return Text.assemble(clock, " ", plain(entry.text, self._style("notice")))
+        mine = entry.author.lower() == self.me
+        text_style = self._style("mine") if mine else Style()
+        author_style = self._style("mine") if mine else self._style("author")
+        return Text.assemble(
+            clock,
+            " ",
+            plain(entry.author, author_style),
+            (": ", text_style),
+            plain(entry.text, text_style),
+        )
+
+    def _outgoing_line(self, outgoing: Outgoing) -> Text:
+        style = self._style("outgoing")
+        return Text.assemble(
+            ("  ⋯  ", style), plain(outgoing.text, style), (f"  ({outgoing.status})", style)
+        )
+
+    # -- scrolling -----------------------------------------------------------
+
+    def _at_bottom(self) -> bool:
+        return self.scroll_y >= self.max_scroll_y
+
+    def _scrolled(self, _old: float, _new: float) -> None:
+        if not self._redrawing:
+            self._check_top()
+
+    def _check_top(self) -> None:
+        if self._drawn_width and self.scroll_y <= 0:
+            self.post_message(self.NearTop())
+
+    def action_scroll_home(self) -> None:
+        super().action_scroll_home()
+        self._check_top()
+
+    def action_page_up(self) -> None:
+        super().action_page_up()
+        self._check_top()
+
+    def action_scroll_up(self) -> None:
+        super().action_scroll_up()
+        self._check_top()
