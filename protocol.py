@@ -360,8 +360,11 @@ def password_problem(password: str, username: str) -> str | None:
 
 
 def check_room_name(room: str) -> str:
-    """Return the trimmed room name, or raise ``invalid_room_name``."""
-    name = room.strip(" ")
+    """Return the trimmed (NFC-composed) room name, or raise ``invalid_room_name``.
+
+    Composing first lets ``e`` + combining accent count as the letter it shows.
+    """
+    name = unicodedata.normalize("NFC", room.strip(" "))
     if not 1 <= len(name) <= MAX_ROOM_NAME_LENGTH or not all(
         c.isalnum() or c in " -_." for c in name
     ):

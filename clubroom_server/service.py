@@ -212,7 +212,7 @@ class ChatService:
         except StoreError:
             self._leave(peer, room)  # the room is empty again, so it goes too
             raise
-        self._reply_joined(peer, room, request.id, [], more=False, last_id=0)
+        self._reply_joined(peer, room, request.id, [], more=False, last_id=0, live=True)
         return None
 
     async def join_room(self, peer: Peer, request: protocol.JoinRoom) -> protocol.Reply | None:
@@ -237,7 +237,12 @@ class ChatService:
             raise
         last_id = records[-1].id if records else (request.after or 0)
         messages = [to_wire(room, record) for record in records]
-        self._reply_joined(peer, room, request.id, messages, more=more, last_id=last_id)
+        # Only a catch-up page (``after`` with more to come) keeps the connection
+        # silent; without ``after``, ``more`` only says that older history exists.
+        catching_up = request.after is not None and more
+        self._reply_joined(
+            peer, room, request.id, messages, more=more, last_id=last_id, live=not catching_up
+        )
         return None
 
     async def leave_room(self, peer: Peer, request: protocol.LeaveRoom) -> protocol.Reply:
@@ -261,6 +266,7 @@ class ChatService:
         *,
         more: bool,
         last_id: int,
+        live: bool,
     ) -> None:
         """Send ``joined`` first, then let the room's buffered events follow it."""
         joined = protocol.Joined(
@@ -271,7 +277,7 @@ class ChatService:
             more=more,
         )
         peer.send(protocol.encode(joined))
-        self.rooms.go_live(room, peer, last_id, live=not more)
+        self.rooms.go_live(room, peer, last_id, live=live)
 
     def _joined_room(self, peer: Peer, name: str) -> Room:
         key = protocol.room_key(protocol.check_room_name(name))

@@ -1,0 +1,162 @@
+"""Log in or register; with a remembered session, resume without a password."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, Checkbox, Footer, Input, Static
+
+from clubroom_tui.client import (
+    ClientError,
+    ClubroomClient,
+    ConnectionLost,
+    ConnectionState,
+    NotConnected,
+    RequestFailed,
+    RequestTimeout,
+)
+from clubroom_tui.sessions import SavedSession
+from clubroom_tui.widgets.status_bar import StatusBar
+from protocol import PASSWORD_MAX, PASSWORD_RULES, USERNAME_MAX, password_problem
+
+SESSION_EXPIRED = "Your saved session has expired or was revoked; please log in again."
+
+
+class LoginScreen(Screen[None]):
+    """Username, masked password, "Remember me", and the two ways in."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+l", "log_in", "Log in"),
+        Binding("ctrl+r", "register", "Register"),
+    ]
+
+    class LoggedIn(Message):
+        """The connection is authenticated as ``username``."""
+
+        def __init__(self, username: str, remember: bool) -> None:
+            super().__init__()
+            self.username = username
+            self.remember = remember
+
+    class SavedSessionRejected(Message):
+        """The remembered token no longer works, so it should be forgotten."""
+
+    def __init__(
+        self, client: ClubroomClient, *, saved: SavedSession | None = None, notice: str = ""
+    ) -> None:
+        super().__init__()
+        self.client = client
+        self.saved = saved
+        self.notice = notice
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar("Log in")
+        with Vertical(id="login-form"):
+            yield Static(Text("Welcome to Clubroom", style="bold"), id="login-title")
+            yield Input(placeholder="Username", id="username", max_length=USERNAME_MAX)
+            yield Input(
+                placeholder="Password", password=True, id="password", max_length=PASSWORD_MAX
+            )
+            yield Checkbox("Remember me", value=self.saved is not None, id="remember")
+            with Horizontal(id="login-buttons"):
+                yield Button("Log in", variant="primary", id="log-in")
+                yield Button("Register", id="register")
+            yield Static(Text(f"New passwords: {PASSWORD_RULES}."), id="password-rules")
+            yield Static(Text(self.notice), id="login-error", classes="error")
+            yield Static(id="connection-notice")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#username", Input).focus()
+        self.watch(self.app, "connection_detail", self._show_connection)
+        if self.saved is not None:
+            self.resume_saved(self.saved)
+
+    def _show_connection(self, detail: str) -> None:
+        connected = getattr(self.app, "connection_state", None) is ConnectionState.CONNECTED
+        notice = self.query_one("#connection-notice", Static)
+        notice.update(Text("" if connected else detail))
+
+    def show_error(self, text: str) -> None:
+        self.query_one("#login-error", Static).update(Text(text))
+
+    # -- the form ------------------------------------------------------------
+
+    @on(Input.Submitted, "#username")
+    def _next_field(self) -> None:
+        self.query_one("#password", Input).focus()
+
+    @on(Input.Submitted, "#password")
+    @on(Button.Pressed, "#log-in")
+    def action_log_in(self) -> None:
+        self.authenticate(register=False)
+
+    @on(Button.Pressed, "#register")
+    def action_register(self) -> None:
+        self.authenticate(register=True)
+
+    def _credentials(self, register: bool) -> tuple[str, str] | None:
+        """The typed username and password, or None after saying what is missing."""
+        username = self.query_one("#username", Input).value.strip()
+        password = self.query_one("#password", Input).value
+        if not username:
+            self.show_error("Type your username first.")
+            return None
+        if not password:
+            self.show_error("Type your password first.")
+            return None
+        problem = password_problem(password, username) if register else None
+        if problem:
+            self.show_error(f"{problem} New passwords need {PASSWORD_RULES}.")
+            return None
+        return username, password
+
+    @work(exclusive=True, group="auth")
+    async def authenticate(self, register: bool) -> None:
+        credentials = self._credentials(register)
+        if credentials is None:
+            return
+        self.show_error("Creating your account…" if register else "Logging in…")
+        action = self.client.register if register else self.client.login
+        try:
+            welcome = await action(*credentials)
+        except ClientError as exc:
+            self.show_error(str(exc))
+            if isinstance(exc, RequestFailed):
+                self.query_one("#password", Input).value = ""
+            return
+        self.show_error("")
+        remember = self.query_one("#remember", Checkbox).value
+        self.post_message(self.LoggedIn(welcome.username, remember))
+
+    # -- remember me -----------------------------------------------------------
+
+    @work(exclusive=True, group="auth")
+    async def resume_saved(self, saved: SavedSession) -> None:
+        """Wait for the server, resume with the saved token and re-join the saved rooms."""
+        self.show_error("Resuming your saved session…")
+        while True:
+            await self.client.wait_ready()
+            try:
+                welcome = await self.client.resume(saved.token)
+            except (NotConnected, ConnectionLost, RequestTimeout):
+                continue
+            except ClientError:
+                self.show_error(SESSION_EXPIRED)
+                self.post_message(self.SavedSessionRejected())
+                return
+            break
+        for room in saved.rooms:
+            try:
+                await self.client.join_room(room)
+            except ClientError:
+                continue  # deleted meanwhile: it simply is not in the list
+        self.show_error("")
+        self.post_message(self.LoggedIn(welcome.username, remember=True))
