@@ -47,9 +47,7 @@ async def _serve(host: str, port: int) -> None:
     stop = asyncio.get_running_loop().create_future()
     for signum in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set_result, None)
-    async with serve(
-        _relay, host, port, compression=None, process_request=_healthz
-    ) as server:
+    async with serve(_relay, host, port, compression=None, process_request=_healthz) as server:
         bound = next(iter(server.sockets)).getsockname()[1]
         print(f"Ceiling listening on ws://{host}:{bound}", flush=True)
         await stop

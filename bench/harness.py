@@ -175,7 +175,10 @@ class Harness:
 
     def open_ceiling(self, server: ServerProcess, paths: dict[int, str], **kwargs: Any) -> None:
         self.open(
-            [ClientSpec(cid, server.port, path, None, json_mode=False) for cid, path in paths.items()],
+            [
+                ClientSpec(cid, server.port, path, None, json_mode=False)
+                for cid, path in paths.items()
+            ],
             **kwargs,
         )
 
@@ -195,7 +198,7 @@ class Harness:
         per_worker = max(1, concurrency // self.pool.size)
         return [
             self.pool.start(index, "request", items=group, concurrency=per_worker,
-                            timeout=timeout, start_at_ns=start_at_ns)
+                            wait_seconds=timeout, start_at_ns=start_at_ns)
             for index, group in enumerate(self.pool.split(items))
             if group
         ]  # fmt: skip
@@ -235,7 +238,9 @@ class Harness:
 
     def enter_rooms(self, rooms: dict[str, list[int]]) -> None:
         """The first member of each room creates it, then the others join."""
-        creators = [(cids[0], {"type": "create_room", "room": room}) for room, cids in rooms.items()]
+        creators = [
+            (cids[0], {"type": "create_room", "room": room}) for room, cids in rooms.items()
+        ]
         self.requests(creators, expect="joined")
         joiners = [
             (cid, {"type": "join_room", "room": room})
@@ -270,9 +275,7 @@ class Harness:
             self.resume(mapping)
         self.enter_rooms(club_rooms)
         ceil_rooms = {f"/{prefix}-room-{r}": self.new_cids(clients) for r in range(rooms)}
-        self.open_ceiling(
-            ceiling, {cid: path for path, cids in ceil_rooms.items() for cid in cids}
-        )
+        self.open_ceiling(ceiling, {cid: path for path, cids in ceil_rooms.items() for cid in cids})
         time.sleep(0.2)  # let member_joined events settle before anything is measured
         return (
             ChatGroup(CLUBROOM, clubroom, club_rooms, _pick_senders(club_rooms, senders)),
@@ -310,7 +313,7 @@ class Harness:
         expected = self._expected(group, sends)
         collected = pool.call_each(
             "collect",
-            [{"expected": want, "timeout": self.config.drain_timeout} for want in expected],
+            [{"expected": want, "wait_seconds": self.config.drain_timeout} for want in expected],
         )
         side_results = [pending.result() for pending in side_pending]
         return ChatRun(

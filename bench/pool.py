@@ -7,6 +7,7 @@ plus a login storm on some) can be in flight at once and collected later.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -102,10 +103,8 @@ class WorkerPool:
         """Ask every worker to exit, then make sure it did."""
         for index, process in enumerate(self._processes):
             if process.is_alive():
-                try:
+                with contextlib.suppress(OSError, EOFError, WorkerError):
                     self.call(index, "exit")
-                except (OSError, EOFError, WorkerError):
-                    pass
             process.join(5)
             if process.is_alive():
                 process.terminate()

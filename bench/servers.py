@@ -161,12 +161,17 @@ def start_clubroom(
     argon2_profile: str | None = "cheapest",
     env: dict[str, str] | None = None,
 ) -> ServerProcess:
-    """Launch ``clubroom-server serve`` on a free port with rate limiting off."""
+    """Launch ``clubroom-server serve`` on a free port with rate limiting off.
+
+    ``argon2_profile=None`` keeps the server's default (real) hashing cost.
+    """
     port = free_port()
     argv = [
         sys.executable, "-m", "clubroom_server", "serve",
         "--host", "127.0.0.1", "--port", str(port),
         "--db", str(db_path), "--grace", "5", "--rate-limit", "0",
+        # the load comes from one address and joins many rooms: those limits are off too
+        "--room-rate-limit", "0", "--max-connections-per-address", "0",
     ]  # fmt: skip
     if argon2_profile:
         argv += ["--argon2-profile", argon2_profile]

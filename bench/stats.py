@@ -97,9 +97,7 @@ class ScenarioResult:
             "headline": self.headline,
             "clubroom": self.clubroom.to_json(),
             "ceiling": self.ceiling.to_json(),
-            "delivered_ratio": min(
-                self.clubroom.delivered_ratio, self.ceiling.delivered_ratio
-            ),
+            "delivered_ratio": min(self.clubroom.delivered_ratio, self.ceiling.delivered_ratio),
             "ratios": self.ratios,
             "details": self.details,
         }

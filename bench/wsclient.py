@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
 import socket
@@ -311,10 +312,8 @@ class FrameClient(asyncio.Protocol):
             return
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError, AttributeError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            except (OSError, AttributeError):
-                pass
         transport.abort()
 
 
@@ -326,7 +325,7 @@ async def connect(
     *,
     subprotocol: str | None = None,
     json_mode: bool = True,
-    timeout: float = 30.0,
+    handshake_seconds: float = 30.0,
 ) -> FrameClient:
     """Open a connection and finish its handshake, or raise."""
     loop = asyncio.get_running_loop()
@@ -338,7 +337,7 @@ async def connect(
         port,
     )
     try:
-        await asyncio.wait_for(client.ready, timeout)
+        await asyncio.wait_for(client.ready, handshake_seconds)
     except BaseException:
         client.abort()
         raise

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 PASSWORD = "correct-horse-1!"
 TIMEOUT = 5.0
@@ -37,6 +38,21 @@ class WireClient:
         return cls(await connect(url, **kwargs))
 
     async def _read(self) -> None:
+        try:
+            await self._dispatch_frames()
+        except ConnectionClosed:
+            pass
+        finally:
+            for future in self._replies.values():
+                if not future.done():
+                    future.set_exception(ConnectionError("the connection closed"))
+
+    async def wait_closed(self) -> int | None:
+        """Wait for the server to close the connection; return the close code."""
+        await asyncio.wait_for(asyncio.shield(self._reader), TIMEOUT)
+        return self.ws.close_code
+
+    async def _dispatch_frames(self) -> None:
         async for raw in self.ws:
             frame = json.loads(raw)
             future = self._replies.pop(frame.get("id"), None) if "id" in frame else None

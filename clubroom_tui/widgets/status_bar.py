@@ -33,9 +33,10 @@ class StatusBar(Widget):
     user: reactive[str] = reactive("")
     state: reactive[ConnectionState] = reactive(ConnectionState.CONNECTING)
 
-    def __init__(self, place: str = "", *, id: str | None = None) -> None:
+    def __init__(self, place: str = "", *, user: str = "", id: str | None = None) -> None:
         super().__init__(id=id)
-        self.place = place
+        self.set_reactive(StatusBar.place, place)
+        self.set_reactive(StatusBar.user, user)
 
     def on_mount(self) -> None:
         """Follow the app's connection state (data comes down, it is never asked for)."""

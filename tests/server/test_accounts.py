@@ -160,9 +160,9 @@ async def test_logout_when_anonymous_is_ok(connect: Connect) -> None:
 async def test_authenticating_twice_is_refused(connect: Connect, kind: str) -> None:
     """register/login/resume on an authenticated connection: already_authenticated."""
     client = await connect("ann")
-    fields = {"token": client.token} if kind == "resume" else {
-        "username": "ann", "password": PASSWORD
-    }
+    fields = (
+        {"token": client.token} if kind == "resume" else {"username": "ann", "password": PASSWORD}
+    )
     assert (await client.call(kind, **fields))["code"] == "already_authenticated"
 
 

@@ -150,8 +150,9 @@ async def test_sending_too_fast_is_rate_limited(make_server: MakeServer) -> None
 
 async def fill(client: WireClient, count: int, room: str = "Lobby") -> list[int]:
     """Send ``count`` messages and return their ids."""
-    return [(await client.ok("send", room=room, text=f"m{n}"))["message"]["id"]
-            for n in range(count)]
+    return [
+        (await client.ok("send", room=room, text=f"m{n}"))["message"]["id"] for n in range(count)
+    ]
 
 
 @pytest.fixture
@@ -249,6 +250,6 @@ async def test_join_snapshot_races_no_message(unlimited: RunningServer) -> None:
         seen += [e["message"]["id"] for e in joiner.drain_events() if e["type"] == "message"]
         assert seen == sorted(set(seen)), "no duplicate, in order"
         assert seen[-1] == sent[-1] and set(sent) >= set(seen)
-        assert set(sent[sent.index(seen[0]):]) == set(seen), "no gap"
+        assert set(sent[sent.index(seen[0]) :]) == set(seen), "no gap"
         await joiner.close()
     await ann.close()

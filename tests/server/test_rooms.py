@@ -12,8 +12,12 @@ async def test_create_room_joins_it(connect: Connect) -> None:
     ann = await connect("ann")
     reply = await ann.ok("create_room", room="  Book Club  ")
     assert reply == {
-        "type": "joined", "id": reply["id"], "room": "Book Club",
-        "members": ["ann"], "messages": [], "more": False,
+        "type": "joined",
+        "id": reply["id"],
+        "room": "Book Club",
+        "members": ["ann"],
+        "messages": [],
+        "more": False,
     }
 
 
@@ -27,7 +31,9 @@ async def test_room_names_are_unique_without_regard_to_case_or_form(connect: Con
     assert (await bob.ok("join_room", room="ＣＡＦÉ"))["room"] == "Café"
 
 
-@pytest.mark.parametrize("name", ["", "   ", "x" * 65, "semi;colon", "tab\there", "new\nline", "<b>"])
+@pytest.mark.parametrize(
+    "name", ["", "   ", "x" * 65, "semi;colon", "tab\there", "new\nline", "<b>"]
+)
 async def test_invalid_room_names_are_refused(connect: Connect, name: str) -> None:
     """A name outside 1–64 letters, digits, spaces and - _ . gets invalid_room_name."""
     ann = await connect("ann")
@@ -50,7 +56,9 @@ async def test_join_announces_to_others_and_lists_members(connect: Connect) -> N
     reply = await bob.ok("join_room", room="lobby")
     assert reply["members"] == ["ann", "bob"]
     assert await ann.event("member_joined") == {
-        "type": "member_joined", "room": "Lobby", "username": "bob"
+        "type": "member_joined",
+        "room": "Lobby",
+        "username": "bob",
     }
     await bob.no_event()
 

@@ -1,0 +1,175 @@
+"""Turning results into the terminal table, a Markdown table and the JSON file."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from bench.stats import Measurement, ScenarioResult, TargetCheck
+
+_PRIMARY_RATIO = {
+    "s1": ("deliveries_per_s", "dlv/s"),
+    "s2": ("p99", "p99"),
+    "s3": ("rss_per_connection", "RSS/conn"),
+    "s4": ("storm_p99_vs_ceiling", "p99"),
+    "s5": ("big_join_vs_ceiling_round_trip", "join/rtt"),
+}
+_COLUMNS = (
+    "scenario", "server", "deliv/s", "p50 ms", "p99 ms", "max ms",
+    "CPU µs/dlv", "RSS MiB", "dlv/exp", "× ceiling",
+)  # fmt: skip
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on (they mean little without it)."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        memory = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
+    import websockets
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(memory / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "websockets": websockets.__version__,
+    }
+
+
+def targets(results: dict[str, ScenarioResult]) -> list[TargetCheck]:
+    """The issue's targets, checked against whatever scenarios ran."""
+    checks: list[TargetCheck] = []
+    if (s1 := results.get("s1")) is not None:
+        checks += [
+            TargetCheck("S1 deliveries/s ≥ 0.8× ceiling", s1.ratios.get("deliveries_per_s"), 0.8,
+                        higher_is_better=True),
+            TargetCheck("S1 CPU/delivery ≤ 1.25× ceiling (same load)",
+                        s1.ratios.get("cpu_per_delivery_same_load"), 1.25),
+        ]  # fmt: skip
+    if (s2 := results.get("s2")) is not None:
+        checks += [
+            TargetCheck("S2 p99 ≤ 100 ms", s2.clubroom.latency.p99_ms, 100.0),
+            TargetCheck("S2 nothing lost (delivered/expected)", s2.clubroom.delivered_ratio, 1.0,
+                        higher_is_better=True),
+        ]  # fmt: skip
+    if (s3 := results.get("s3")) is not None:
+        checks.append(
+            TargetCheck("S3 RSS/idle connection ≤ 2× ceiling",
+                        s3.ratios.get("rss_per_connection"), 2.0)
+        )  # fmt: skip
+    if (s4 := results.get("s4")) is not None:
+        checks.append(
+            TargetCheck("S4 chat p99 in storm ≤ 2× without", s4.ratios.get("storm_p99_vs_calm_p99"),
+                        2.0)
+        )  # fmt: skip
+    if (s5 := results.get("s5")) is not None:
+        checks.append(
+            TargetCheck("S5 join 100k ≤ 1.5× join 1k (p50)", s5.ratios.get("big_vs_small_p50"),
+                        1.5)
+        )  # fmt: skip
+    if results:
+        worst = min(result.clubroom.delivered_ratio for result in results.values())
+        checks.append(TargetCheck("every scenario delivered/expected = 1.0", worst, 1.0,
+                                  higher_is_better=True))  # fmt: skip
+    return checks
+
+
+def _num(value: float | None, digits: int = 1, grouped: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.{digits}f}" if grouped else f"{value:.{digits}f}"
+
+
+def _cells(result: ScenarioResult, row: Measurement, first: bool) -> list[str]:
+    lat = row.latency
+    key, label = _PRIMARY_RATIO[result.key]
+    primary = result.ratios.get(key)
+    return [
+        result.title if first else "",
+        row.target,
+        _num(row.deliveries_per_s, 0, grouped=True),
+        _num(lat.p50_ms, 2),
+        _num(lat.p99_ms, 2),
+        _num(lat.max_ms, 2),
+        _num(row.cpu_us_per_delivery, 2),
+        _num(row.rss_mib, 1),
+        f"{row.delivered}/{row.expected}",
+        f"{primary:.2f} ({label})" if first and primary is not None else "",
+    ]
+
+
+def rows(results: Iterable[ScenarioResult]) -> list[list[str]]:
+    """Two rows per scenario: Clubroom (with the ratio) and the ceiling."""
+    table: list[list[str]] = []
+    for result in results:
+        table.append(_cells(result, result.clubroom, True))
+        table.append(_cells(result, result.ceiling, False))
+    return table
+
+
+def text_table(results: Iterable[ScenarioResult]) -> str:
+    """A fixed-width table for the terminal."""
+    body = rows(results)
+    widths = [max(len(cell) for cell in column) for column in zip(_COLUMNS, *body, strict=True)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(_COLUMNS, widths, strict=True))]
+    lines.append("  ".join("-" * width for width in widths))
+    for row in body:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def markdown_table(results: Iterable[ScenarioResult]) -> str:
+    """The same table in Markdown, for docs/readme-performance.md."""
+    lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(results)]
+    return "\n".join(lines)
+
+
+def targets_text(checks: list[TargetCheck], markdown: bool = False) -> str:
+    """One line per target: measured value, limit, verdict."""
+    lines = ["| target | measured | limit | verdict |", "|---|---|---|---|"] if markdown else []
+    for check in checks:
+        verdict = {True: "PASS", False: "FAIL", None: "n/a"}[check.passed]
+        value = _num(check.value, 2)
+        limit = f"{'≥' if check.higher_is_better else '≤'} {check.limit:g}"
+        if markdown:
+            lines.append(f"| {check.name} | {value} | {limit} | {verdict} |")
+        else:
+            lines.append(f"  {verdict:4}  {check.name:48} {value:>8}  ({limit})")
+    return "\n".join(lines)
+
+
+def s1_steps_text(result: ScenarioResult) -> str:
+    """S1's ladder, both servers side by side per step."""
+    lines = ["  server    send/s   offered/s  deliv/s    p99 ms   CPU µs/dlv  loadgen  ok"]
+    for target, steps in result.details["steps"].items():
+        for step in steps:
+            lines.append(
+                f"  {target:8} {step['notes']['send_rate']:>7.1f} "
+                f"{_num(step['offered_per_s'], 0, True):>10} "
+                f"{_num(step['deliveries_per_s'], 0, True):>9} "
+                f"{_num(step['latency']['p99_ms'], 1):>9} "
+                f"{_num(step['cpu_us_per_delivery'], 2):>11} "
+                f"{(step['loadgen_cpu_share'] or 0):>7.0%}  "
+                f"{'yes' if step['notes']['passed'] else 'no'}"
+            )
+    return "\n".join(lines)
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")

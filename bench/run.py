@@ -1,0 +1,159 @@
+"""``python -m bench``: run the scenarios against Clubroom and the ceiling, report both.
+
+Prints a table and writes ``bench/results/bench-<time>.json`` (plus
+``latest.json`` and ``latest.md``). ``--quick`` runs tiny versions of every
+scenario in a few seconds; the smoke test uses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import report, scenarios
+from bench.config import BenchConfig
+from bench.harness import Harness
+from bench.stats import ScenarioResult
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SCENARIOS = ("s1", "s2", "s3", "s4", "s5")
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard one; children (servers) inherit it.
+
+    10,000 idle connections need 10,000 descriptors in the server and as many
+    across the workers, well above the usual soft limit of 1,024.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds")
+    parser.add_argument(
+        "--only", default=",".join(SCENARIOS), help="comma-separated scenarios (default: all)"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
+    parser.add_argument(
+        "--ceiling-loop", choices=("asyncio", "uvloop"), default="asyncio",
+        help="event loop of the ceiling server (Clubroom uses asyncio's)",
+    )  # fmt: skip
+    parser.add_argument("--json", type=Path, help="where to write the JSON (default: results/)")
+    parser.add_argument("--s1-rate", type=float, help="S4: use this S1 peak (sends/s)")
+    return parser.parse_args(argv)
+
+
+def run_scenarios(
+    harness: Harness, selected: list[str], s1_peak: float | None
+) -> tuple[dict[str, ScenarioResult], dict[str, str]]:
+    """Run the selected scenarios in order; a failing one is recorded, not fatal."""
+    results: dict[str, ScenarioResult] = {}
+    errors: dict[str, str] = {}
+
+    def s4() -> ScenarioResult:
+        peak = s1_peak
+        if "s1" in results:
+            peak = results["s1"].details.get("peak_send_rate") or peak
+        return scenarios.s4_login_storm(harness, peak)
+
+    runners: dict[str, Callable[[], ScenarioResult]] = {
+        "s1": lambda: scenarios.s1_rising_rate(harness),
+        "s2": lambda: scenarios.s2_big_room(harness),
+        "s3": lambda: scenarios.s3_idle_connections(harness),
+        "s4": s4,
+        "s5": lambda: scenarios.s5_join_big_room(harness),
+    }
+    for key in selected:
+        started = time.monotonic()
+        harness.log(f"[{key}] running…")
+        try:
+            results[key] = runners[key]()
+        except Exception:
+            errors[key] = traceback.format_exc()
+            harness.log(f"[{key}] FAILED:\n{errors[key]}")
+            continue
+        results[key].details["seconds"] = round(time.monotonic() - started, 1)
+        harness.log(f"[{key}] {results[key].headline} ({results[key].details['seconds']} s)")
+    return results, errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = (BenchConfig.quick_preset() if args.quick else BenchConfig.full()).with_changes(
+        workers=args.workers, ceiling_loop=args.ceiling_loop
+    )
+    selected = [key.strip() for key in args.only.split(",") if key.strip()]
+    unknown = set(selected) - set(SCENARIOS)
+    if unknown:
+        print(f"unknown scenario(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    fd_limit = raise_fd_limit()
+    started_at = datetime.now(UTC)
+    started = time.monotonic()
+    harness = Harness(config)
+    try:
+        results, errors = run_scenarios(harness, selected, args.s1_rate)
+    finally:
+        harness.close()
+    checks = report.targets(results)
+    document: dict[str, Any] = {
+        "schema": 1,
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "seconds": round(time.monotonic() - started, 1),
+        "quick": config.quick,
+        "machine": {**report.machine(), "fd_limit": fd_limit},
+        "config": asdict(config),
+        "scenarios": {key: result.to_json() for key, result in results.items()},
+        "errors": errors,
+        "targets": [check.to_json() for check in checks],
+    }
+    json_path = args.json or RESULTS_DIR / f"bench-{started_at:%Y%m%d-%H%M%S}.json"
+    report.write_json(json_path, document)
+    if args.json is None:
+        report.write_json(RESULTS_DIR / "latest.json", document)
+        (RESULTS_DIR / "latest.md").write_text(
+            report.markdown_table(results.values()) + "\n\n" + report.targets_text(checks, True)
+            + "\n"
+        )  # fmt: skip
+    print_summary(results, checks, document, json_path)
+    return 1 if errors else 0
+
+
+def print_summary(
+    results: dict[str, ScenarioResult],
+    checks: list[Any],
+    document: dict[str, Any],
+    json_path: Path,
+) -> None:
+    """The terminal report: machine, table, S1's ladder, key figures, targets."""
+    info = document["machine"]
+    print(f"\nClubroom benchmark — {info['nproc']} × {info['cpu_model']}, "
+          f"Python {info['python']}, websockets {info['websockets']}"
+          f"{' (quick)' if document['quick'] else ''}\n")  # fmt: skip
+    print(report.text_table(results.values()))
+    if "s1" in results:
+        print("\nS1 steps:\n" + report.s1_steps_text(results["s1"]))
+    print("\nKey figures:")
+    for result in results.values():
+        ratios = ", ".join(f"{k} {v:.2f}" for k, v in result.ratios.items() if v is not None)
+        print(f"  {result.key}: {result.headline}; {ratios}")
+    print("\nTargets:\n" + report.targets_text(checks))
+    for key, error in document["errors"].items():
+        print(f"\n{key} failed: {error.strip().splitlines()[-1]}")
+    print(f"\nJSON: {json_path}  ({document['seconds']} s)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""The Textual app: owns the injected client, relays its events, and moves between screens."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+from typing import ClassVar
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.reactive import reactive
+from textual.screen import Screen
+
+from clubroom_tui.client import (
+    ClubroomClient,
+    ConnectionState,
+    EventStream,
+    MessagesAdded,
+    RoomLost,
+    SessionEnded,
+    StateChanged,
+)
+from clubroom_tui.news import ClientNews
+from clubroom_tui.screens.dashboard import DashboardScreen
+from clubroom_tui.screens.login import LoginScreen
+from clubroom_tui.screens.room import RoomScreen
+from clubroom_tui.sessions import SavedSession, SessionStore
+from protocol import room_key
+
+
+class ClubroomApp(App[None]):
+    """Login → dashboard → rooms, over one long-lived ``ClubroomClient``."""
+
+    CSS_PATH = "clubroom.tcss"
+    TITLE = "Clubroom"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    connection_state: reactive[ConnectionState] = reactive(ConnectionState.CONNECTING)
+    connection_detail: reactive[str] = reactive("")
+
+    def __init__(self, client: ClubroomClient, sessions: SessionStore | None = None) -> None:
+        super().__init__()
+        self.client = client
+        self.sessions = sessions
+        self.unread: dict[str, int] = {}
+        self.remember = False
+        self._events: EventStream | None = None
+
+    async def on_mount(self) -> None:
+        self._events = self.client.subscribe()
+        self.relay_client_events(self._events)
+        await self.client.start()
+        saved = self.sessions.load(self.client.url) if self.sessions else None
+        await self.push_screen(LoginScreen(self.client, saved=saved))
+
+    @work(group="client-events")
+    async def relay_client_events(self, events: EventStream) -> None:
+        """Turn client events into Textual messages, in order, for as long as the app runs."""
+        async for event in events:
+            self.post_message(ClientNews(event))
+
+    async def action_quit(self) -> None:
+        """Close the connection properly, then exit."""
+        await self.client.close()
+        self.exit()
+
+    # -- news from the connection ------------------------------------------------
+
+    def on_client_news(self, news: ClientNews) -> None:
+        event = news.event
+        if isinstance(event, StateChanged):
+            self.connection_state = event.state
+            self.connection_detail = event.detail
+        elif isinstance(event, MessagesAdded):
+            self._count_unread(event)
+        elif isinstance(event, RoomLost):
+            self.unread.pop(room_key(event.room), None)
+            self._save_session()
+            self.notify(f"You are no longer in {event.room}: {event.reason}", severity="warning")
+        elif isinstance(event, SessionEnded):
+            self._forget_session()
+            self._show_login(f"You were logged out: {event.reason}")
+            return
+        self.screen.post_message(ClientNews(event))
+
+    def _count_unread(self, event: MessagesAdded) -> None:
+        key = room_key(event.room)
+        viewing = isinstance(self.screen, RoomScreen) and self.screen.key == key
+        if event.snapshot or viewing:
+            return
+        me = (self.client.username or "").lower()
+        fresh = sum(1 for m in event.messages if m.author.lower() != me)
+        self.unread[key] = self.unread.get(key, 0) + fresh
+
+    # -- moving between screens ------------------------------------------------------
+
+    def on_login_screen_logged_in(self, event: LoginScreen.LoggedIn) -> None:
+        self.remember = event.remember
+        if self.remember:
+            self._save_session()
+        else:
+            self._forget_session()
+        self.switch_screen(DashboardScreen(self.client, self.unread))
+
+    def on_login_screen_saved_session_rejected(self) -> None:
+        self._forget_session()
+
+    def on_dashboard_screen_room_chosen(self, event: DashboardScreen.RoomChosen) -> None:
+        self._save_session()
+        self.open_room(event.room)
+
+    def on_dashboard_screen_logged_out(self) -> None:
+        self._forget_session()
+        self.unread.clear()
+        self._show_login("You have logged out.")
+
+    def on_room_screen_left(self, event: RoomScreen.Left) -> None:
+        self.unread.pop(room_key(event.room), None)
+        self._save_session()
+        if isinstance(self.screen, RoomScreen):
+            self.pop_screen()
+
+    def open_room(self, room: str) -> None:
+        """Show a room the client is in, from the dashboard or from another room."""
+        self.unread[room_key(room)] = 0
+        screen = RoomScreen(self.client, room)
+        if isinstance(self.screen, RoomScreen):
+            self.switch_screen(screen)
+        else:
+            self.push_screen(screen)
+
+    def back_to_dashboard(self) -> None:
+        while isinstance(self.screen, RoomScreen):
+            self.pop_screen()
+
+    def _show_login(self, notice: str) -> None:
+        while len(self.screen_stack) > 2:
+            self.pop_screen()
+        self.switch_screen(LoginScreen(self.client, notice=notice))
+
+    # -- remember me ---------------------------------------------------------------
+
+    def _save_session(self) -> None:
+        if not (self.remember and self.sessions and self.client.token):
+            return
+        rooms = tuple(state.name for state in self.client.rooms.values())
+        self.sessions.save(self.client.url, SavedSession(self.client.token, rooms))
+
+    def _forget_session(self) -> None:
+        self.remember = False
+        if self.sessions:
+            self.sessions.forget(self.client.url)
+
+    # -- command palette -------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        if isinstance(screen, DashboardScreen):
+            yield SystemCommand("Create room", "Name a new room", screen.action_focus_create)
+            yield SystemCommand("Join room", "Name a room to join", screen.action_focus_join)
+            yield SystemCommand("Log out", "End this session", screen.action_log_out)
+        if isinstance(screen, RoomScreen):
+            yield SystemCommand("Back to dashboard", "Stay in the room", self.back_to_dashboard)
+            yield SystemCommand("Leave room", f"Leave {screen.room} for good", screen.action_leave)
+        for state in sorted(self.client.rooms.values(), key=lambda s: s.name.lower()):
+            open_it = partial(self.open_room, state.name)
+            yield SystemCommand(f"Open {state.name}", "Show this room", open_it)

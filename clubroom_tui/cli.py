@@ -1,0 +1,77 @@
+"""The ``clubroom`` command: ``clubroom connect [URL]`` opens the terminal client."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from urllib.parse import urlparse
+
+import click
+
+from clubroom_tui.app import ClubroomApp
+from clubroom_tui.client import ClubroomClient
+from clubroom_tui.sessions import SessionStore, default_config_dir
+from protocol import DEFAULT_URL
+
+
+@click.group()
+@click.version_option(package_name="clubroom")
+def main() -> None:
+    """Clubroom: rooms-based, real-time, private-by-default chat in the terminal."""
+
+
+KEYS_HELP = """
+\b
+Keys (also listed in the footer; ctrl+p opens the command palette):
+  everywhere   ctrl+q quit (closes the connection)   ctrl+p commands
+               tab / shift+tab move between fields and buttons
+  login        enter in username → password; enter in password logs in
+               ctrl+l log in   ctrl+r register   space toggles "Remember me"
+  dashboard    ctrl+n create room   ctrl+g join room   ctrl+r your rooms
+               (arrows + enter open a room)   ctrl+o log out
+  room         enter sends   escape back to the dashboard (stay in the room)
+               ctrl+l leave the room   ctrl+t show/hide members
+               pageup/pagedown scroll; scrolling to the top loads older messages
+"""
+
+
+@main.command(epilog=KEYS_HELP)
+@click.argument("url", default=DEFAULT_URL, metavar="[URL]")
+@click.option(
+    "--cafile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM file of the CA that signed the server's certificate (wss:// with a private CA).",
+)
+@click.option(
+    "--config-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="CLUBROOM_CONFIG_DIR",
+    show_envvar=True,
+    help=f"Where 'Remember me' keeps its token (file mode 0600). [default: {default_config_dir()}]",
+)
+def connect(url: str, cafile: Path | None, config_dir: Path | None) -> None:
+    """Open the chat client on the server at URL (default ws://127.0.0.1:8765).
+
+    URL is ws://HOST:PORT or wss://HOST:PORT. If the server cannot be reached,
+    the client says so and keeps retrying; once connected it reconnects by
+    itself after an outage, catching up on missed messages and sending what
+    you typed meanwhile exactly once.
+
+    Log in or register ("Remember me" skips the password next time), then
+    create or join rooms from the dashboard.
+    """
+    client = ClubroomClient(url, ssl=_tls_context(url, cafile))
+    sessions = SessionStore(config_dir or default_config_dir())
+    ClubroomApp(client, sessions).run()
+
+
+def _tls_context(url: str, cafile: Path | None) -> ssl.SSLContext | None:
+    """Validate the URL and build the TLS context that wss:// needs."""
+    scheme = urlparse(url).scheme
+    if scheme not in ("ws", "wss"):
+        raise click.BadParameter("use a ws:// or wss:// address", param_hint="URL")
+    if scheme == "ws":
+        if cafile is not None:
+            raise click.BadParameter("--cafile only applies to wss:// addresses")
+        return None
+    return ssl.create_default_context(cafile=str(cafile) if cafile else None)

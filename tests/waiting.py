@@ -1,0 +1,17 @@
+"""Waiting for a condition instead of sleeping a fixed time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+
+async def wait_until(condition: Callable[[], object], within: float = 5.0) -> None:
+    """Poll ``condition`` until it is true; fail (TimeoutError) after ``within`` seconds.
+
+    Polling is right here: the things waited for (a row in the SQLite file, a
+    line on a screen) have no event to await.
+    """
+    async with asyncio.timeout(within):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
