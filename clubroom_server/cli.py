@@ -20,7 +20,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def _option(flag: str, field: str, kind: Any, help: str, **extra: Any):  # type: ignore[no-untyped-def]
-    """A ``serve`` option that is also read from ``CLUBROOM_<FIELD>``."""
+    """A ``serve`` option that is also read from ``CLUBROOM_<FLAG>`` (``--db`` → ``CLUBROOM_DB``)."""
     default = extra.pop("default", None)
     if default is None and field in _DEFAULTS:
         field_default = _DEFAULTS[field].default
@@ -30,7 +30,7 @@ def _option(flag: str, field: str, kind: Any, help: str, **extra: Any):  # type:
         field,
         type=kind,
         default=default,
-        envvar=f"CLUBROOM_{field.upper()}",
+        envvar="CLUBROOM_" + flag.lstrip("-").upper().replace("-", "_"),
         show_default=default is not None,
         show_envvar=True,
         help=help,

@@ -44,7 +44,7 @@ async def test_default_database_lives_in_the_user_data_directory(tmp_path: Path)
 async def test_options_can_come_from_the_environment(tmp_path: Path) -> None:
     """CLUBROOM_* variables set the options (here the database and the frame limit)."""
     env = {
-        "CLUBROOM_DB_PATH": str(tmp_path / "env.db"),
+        "CLUBROOM_DB": str(tmp_path / "env.db"),
         "CLUBROOM_MAX_FRAME": "1024",
         "CLUBROOM_ARGON2_PROFILE": "cheapest",
         "CLUBROOM_PORT": "0",
