@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import secrets
 import time
 from collections import deque
@@ -65,11 +64,6 @@ def new_token() -> str:
 def token_hash(token: str) -> str:
     """What is stored of a token: its SHA-256 (tokens are random, so no salt is needed)."""
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def same_hash(a: str, b: str) -> bool:
-    """Compare two hashes in constant time."""
-    return hmac.compare_digest(a.encode(), b.encode())
 
 
 class SlidingWindow:

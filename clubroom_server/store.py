@@ -10,6 +10,7 @@ memory from the stored sequences so a batch needs no round trip per row.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -20,6 +21,8 @@ from typing import Any, NamedTuple
 import aiosqlite
 
 log = logging.getLogger(__name__)
+# aiosqlite logs every call with its arguments at DEBUG (hashes included): never let it.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -115,6 +118,7 @@ class Store:
         self._queue: list[_Write] = []
         self._wakeup = asyncio.Event()
         self._closing = False
+        self._checkpoint_due = False
         self._write_task: asyncio.Task[None] | None = None
         self._next_ids = {"users": 1, "rooms": 1, "messages": 1}
 
@@ -204,6 +208,8 @@ class Store:
             batch, self._queue = self._queue, []
             if batch:
                 await self._commit(batch)
+                if self._checkpoint_due:
+                    await self._checkpoint()
             elif self._closing:
                 return
 
@@ -275,7 +281,9 @@ class Store:
         )
         if not rows:
             return None
-        *user, expires_ms, _ = rows[0]
+        *user, expires_ms, stored_hash = rows[0]
+        if not hmac.compare_digest(stored_hash, token_hash):
+            return None
         return UserRecord(*user), expires_ms
 
     async def revoke_token(self, token_hash: str) -> None:
@@ -297,13 +305,23 @@ class Store:
         )
 
     def enqueue_delete_room(self, room_id: int) -> asyncio.Future[None]:
-        """Delete a room; its messages go with it (``ON DELETE CASCADE``)."""
+        """Delete a room; its messages go with it (``ON DELETE CASCADE``).
+
+        ``secure_delete`` overwrites the freed pages, and the checkpoint that
+        follows the commit empties the WAL, so the text cannot be read back
+        from ``clubroom.db*`` afterwards.
+        """
+        self._checkpoint_due = True
         return self.enqueue("DELETE FROM rooms WHERE id = ?", (room_id,))
 
-    async def checkpoint(self) -> None:
-        """Fold the WAL into the main file and truncate it (deleted text leaves the disk)."""
+    async def _checkpoint(self) -> None:
+        """Fold the WAL into the main file and truncate it."""
         assert self._writer is not None
-        await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._checkpoint_due = False
+        try:
+            await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.warning("WAL checkpoint failed: %s", exc)
 
     # -------------------------------------------------------------- messages
 
