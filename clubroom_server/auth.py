@@ -14,11 +14,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 TOKEN_BYTES = 32  # 256 bits
+T = TypeVar("T")
 
 
 class PasswordHasher:
@@ -49,7 +51,7 @@ class PasswordHasher:
             return False
         return password_hash is not None
 
-    async def _run(self, fn: Callable[..., object], *args: object):  # type: ignore[no-untyped-def]
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def close(self) -> None:

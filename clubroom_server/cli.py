@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,11 @@ _DEFAULTS = Settings.__dataclass_fields__
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def _option(flag: str, field: str, kind: Any, help: str, **extra: Any):  # type: ignore[no-untyped-def]
-    """A ``serve`` option that is also read from ``CLUBROOM_<FLAG>`` (``--db`` → ``CLUBROOM_DB``)."""
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _option(flag: str, field: str, kind: Any, help: str, **extra: Any) -> Decorator:
+    """A ``serve`` option also read from ``CLUBROOM_<FLAG>`` (``--db`` → ``CLUBROOM_DB``)."""
     default = extra.pop("default", None)
     if default is None and field in _DEFAULTS:
         field_default = _DEFAULTS[field].default
@@ -163,7 +167,7 @@ def main() -> None:
     """Clubroom chat server."""
 
 
-def _serve_command(fn):  # type: ignore[no-untyped-def]
+def _serve_command(fn: Callable[..., Any]) -> click.Command:
     for option in reversed(SERVE_OPTIONS):
         fn = option(fn)
     return main.command("serve")(fn)

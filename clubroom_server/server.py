@@ -5,17 +5,20 @@ from __future__ import annotations
 import logging
 import ssl
 from collections import Counter
+from collections.abc import Sequence
 from http import HTTPStatus
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 import protocol
 from clubroom_server.config import Settings
 from clubroom_server.session import SessionHandler
 
 log = logging.getLogger(__name__)
+CLUBROOM_V1 = Subprotocol(protocol.SUBPROTOCOL)
 
 # websockets logs every frame at DEBUG, passwords included: never let it.
 # Its INFO lines (each connection opened and closed) are noise at our scale.
@@ -38,7 +41,7 @@ class ClubroomServer:
             self._handle,
             s.host,
             s.port,
-            subprotocols=[protocol.SUBPROTOCOL],  # type: ignore[list-item]
+            subprotocols=[CLUBROOM_V1],
             select_subprotocol=_select_subprotocol,
             compression=None,  # no per-connection deflate: memory, CPU and bombs
             max_size=s.max_frame,
@@ -90,9 +93,11 @@ class ClubroomServer:
         return None
 
 
-def _select_subprotocol(connection: ServerConnection, offered: object) -> str | None:
+def _select_subprotocol(
+    connection: ServerConnection, offered: Sequence[Subprotocol]
+) -> Subprotocol | None:
     """Choose ``clubroom.v1`` when offered; also accept plain tools that offer none."""
-    return protocol.SUBPROTOCOL if protocol.SUBPROTOCOL in offered else None  # type: ignore[operator]
+    return CLUBROOM_V1 if CLUBROOM_V1 in offered else None
 
 
 def _plain(status: HTTPStatus, body: str) -> Response:
