@@ -21,6 +21,7 @@ from clubroom_server.rooms import Room
 from clubroom_server.store import UserRecord
 
 log = logging.getLogger(__name__)
+_closing_tasks: set[asyncio.Task[None]] = set()
 
 
 class Peer:
@@ -59,12 +60,14 @@ class Peer:
             return
         self._closing = True
         log.warning("closing a slow consumer from %s", self.address)
-        asyncio.get_running_loop().create_task(
+        task = asyncio.get_running_loop().create_task(
             self.websocket.close(
                 protocol.CLOSE_SLOW_CONSUMER,
                 "Too far behind; reconnect and catch up with join_room after.",
             )
         )
+        _closing_tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(_closing_tasks.discard)
 
 
 def fanout(peers: Iterable[Peer], data: bytes) -> None:

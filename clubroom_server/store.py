@@ -217,7 +217,7 @@ class Store:
         """Commit a batch in one transaction; on failure retry each write alone."""
         try:
             await self._execute_all(batch)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError, OverflowError) as exc:
             await self._rollback()
             if len(batch) == 1:
                 log.error("database write failed: %s", exc)
