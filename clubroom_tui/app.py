@@ -10,12 +10,13 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
 from clubroom_tui.client import (
     ClubroomClient,
     ConnectionState,
     EventStream,
+    MembersChanged,
     MessagesAdded,
     RoomLost,
     SessionEnded,
@@ -26,7 +27,10 @@ from clubroom_tui.screens.dashboard import DashboardScreen
 from clubroom_tui.screens.login import LoginScreen
 from clubroom_tui.screens.room import RoomScreen
 from clubroom_tui.sessions import SavedSession, SessionStore
+from clubroom_tui.widgets.message_log import Notice
 from protocol import room_key
+
+MAX_KEPT_NOTICES = 200
 
 
 class ClubroomApp(App[None]):
@@ -46,6 +50,7 @@ class ClubroomApp(App[None]):
         self.client = client
         self.sessions = sessions
         self.unread: dict[str, int] = {}
+        self.notices: dict[str, list[Notice]] = {}  # per room, for when it is shown again
         self.remember = False
         self._events: EventStream | None = None
 
@@ -54,7 +59,7 @@ class ClubroomApp(App[None]):
         self.relay_client_events(self._events)
         await self.client.start()
         saved = self.sessions.load(self.client.url) if self.sessions else None
-        await self.push_screen(LoginScreen(self.client, saved=saved))
+        await self.push_screen(self._login_screen(saved=saved))
 
     @work(group="client-events")
     async def relay_client_events(self, events: EventStream) -> None:
@@ -76,24 +81,50 @@ class ClubroomApp(App[None]):
             self.connection_detail = event.detail
         elif isinstance(event, MessagesAdded):
             self._count_unread(event)
+        elif isinstance(event, MembersChanged):
+            self._keep_notice(event)
         elif isinstance(event, RoomLost):
-            self.unread.pop(room_key(event.room), None)
+            self._forget_room(event.room)
             self._save_session()
-            self.notify(f"You are no longer in {event.room}: {event.reason}", severity="warning")
+            self.notify(
+                f"You are no longer in {event.room}: {event.reason}",
+                severity="warning",
+                markup=False,
+            )
         elif isinstance(event, SessionEnded):
             self._forget_session()
             self._show_login(f"You were logged out: {event.reason}")
             return
-        self.screen.post_message(ClientNews(event))
+        for screen in self.screen_stack:  # also under a modal, such as the command palette
+            screen.post_message(ClientNews(event))
+
+    def _main_screen(self) -> Screen:
+        """The screen the user is on, looking past modals such as the command palette."""
+        for screen in reversed(self.screen_stack):
+            if not isinstance(screen, ModalScreen):
+                return screen
+        return self.screen
 
     def _count_unread(self, event: MessagesAdded) -> None:
         key = room_key(event.room)
-        viewing = isinstance(self.screen, RoomScreen) and self.screen.key == key
+        main = self._main_screen()
+        viewing = isinstance(main, RoomScreen) and main.key == key
         if event.snapshot or viewing:
             return
         me = (self.client.username or "").lower()
         fresh = sum(1 for m in event.messages if m.author.lower() != me)
         self.unread[key] = self.unread.get(key, 0) + fresh
+
+    def _keep_notice(self, event: MembersChanged) -> None:
+        notice = Notice.member_change(event.joined, event.left)
+        if notice is not None:
+            kept = self.notices.setdefault(room_key(event.room), [])
+            kept.append(notice)
+            del kept[:-MAX_KEPT_NOTICES]
+
+    def _forget_room(self, room: str) -> None:
+        self.unread.pop(room_key(room), None)
+        self.notices.pop(room_key(room), None)
 
     # -- moving between screens ------------------------------------------------------
 
@@ -115,19 +146,21 @@ class ClubroomApp(App[None]):
     def on_dashboard_screen_logged_out(self) -> None:
         self._forget_session()
         self.unread.clear()
+        self.notices.clear()
         self._show_login("You have logged out.")
 
     def on_room_screen_left(self, event: RoomScreen.Left) -> None:
-        self.unread.pop(room_key(event.room), None)
+        self._forget_room(event.room)
         self._save_session()
         if isinstance(self.screen, RoomScreen):
             self.pop_screen()
 
     def open_room(self, room: str) -> None:
         """Show a room the client is in, from the dashboard or from another room."""
-        self.unread[room_key(room)] = 0
-        screen = RoomScreen(self.client, room)
-        if isinstance(self.screen, RoomScreen):
+        key = room_key(room)
+        self.unread[key] = 0
+        screen = RoomScreen(self.client, room, self.notices.setdefault(key, []))
+        if isinstance(self._main_screen(), RoomScreen):
             self.switch_screen(screen)
         else:
             self.push_screen(screen)
@@ -139,7 +172,11 @@ class ClubroomApp(App[None]):
     def _show_login(self, notice: str) -> None:
         while len(self.screen_stack) > 2:
             self.pop_screen()
-        self.switch_screen(LoginScreen(self.client, notice=notice))
+        self.switch_screen(self._login_screen(notice=notice))
+
+    def _login_screen(self, *, saved: SavedSession | None = None, notice: str = "") -> Screen:
+        can_remember = self.sessions is not None
+        return LoginScreen(self.client, saved=saved, notice=notice, can_remember=can_remember)
 
     # -- remember me ---------------------------------------------------------------
 

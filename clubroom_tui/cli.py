@@ -15,7 +15,6 @@ from protocol import DEFAULT_URL
 
 
 @click.group()
-@click.version_option(package_name="clubroom")
 def main() -> None:
     """Clubroom: rooms-based, real-time, private-by-default chat in the terminal."""
 
@@ -49,7 +48,13 @@ Keys (also listed in the footer; ctrl+p opens the command palette):
     show_envvar=True,
     help=f"Where 'Remember me' keeps its token (file mode 0600). [default: {default_config_dir()}]",
 )
-def connect(url: str, cafile: Path | None, config_dir: Path | None) -> None:
+@click.option(
+    "--no-remember",
+    is_flag=True,
+    help="Never read or write a saved session (shared machines, `clubroom web`); "
+    "hides 'Remember me'.",
+)
+def connect(url: str, cafile: Path | None, config_dir: Path | None, no_remember: bool) -> None:
     """Open the chat client on the server at URL (default ws://127.0.0.1:8765).
 
     URL is ws://HOST:PORT or wss://HOST:PORT. If the server cannot be reached,
@@ -60,12 +65,12 @@ def connect(url: str, cafile: Path | None, config_dir: Path | None) -> None:
     Log in or register ("Remember me" skips the password next time), then
     create or join rooms from the dashboard.
     """
-    client = ClubroomClient(url, ssl=_tls_context(url, cafile))
-    sessions = SessionStore(config_dir or default_config_dir())
+    client = ClubroomClient(url, ssl=tls_context(url, cafile))
+    sessions = None if no_remember else SessionStore(config_dir or default_config_dir())
     ClubroomApp(client, sessions).run()
 
 
-def _tls_context(url: str, cafile: Path | None) -> ssl.SSLContext | None:
+def tls_context(url: str, cafile: Path | None) -> ssl.SSLContext | None:
     """Validate the URL and build the TLS context that wss:// needs."""
     scheme = urlparse(url).scheme
     if scheme not in ("ws", "wss"):

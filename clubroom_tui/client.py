@@ -63,6 +63,9 @@ log = logging.getLogger(__name__)
 
 ReplyT = TypeVar("ReplyT", bound=ServerFrame)
 
+STABLE_CONNECTION_SECONDS = 2.0
+"""A connection that lasted this long is healthy; a reconnect after it starts without delay."""
+
 
 # --------------------------------------------------------------------------
 # Errors
@@ -229,6 +232,17 @@ class EventStream:
 
     def put(self, event: ClientEvent) -> None:
         self._queue.put_nowait(event)
+
+    def drain(self) -> list[ClientEvent]:
+        """The events received but not read yet, without waiting (for tests and polling bots)."""
+        events = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is self._END:
+                self._queue.put_nowait(item)
+                break
+            events.append(item)
+        return events
 
     def close(self) -> None:
         """Stop receiving; an ``async for`` over the stream ends."""
@@ -451,7 +465,7 @@ class ClubroomClient:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = _Pending(request, future)
         try:
-            await ws.send(encode(request), text=True)
+            await ws.send(encode(request).decode())  # a str goes out as a text frame
             async with asyncio.timeout(self.request_timeout):
                 reply = await future
         except TimeoutError:
@@ -490,17 +504,26 @@ class ClubroomClient:
                 self._set_state(
                     ConnectionState.OFFLINE,
                     f"Cannot reach {self.url} ({describe_failure(exc)}); "
-                    f"retrying in {delay:.0f} s.",
+                    f"retrying in {delay:.1f} s.",
                     retry_in=delay,
                 )
                 await asyncio.sleep(delay)
                 continue
             ever_connected = True
-            if await self._serve(ws):
-                attempt = 0
-            else:
-                attempt += 1
-                await asyncio.sleep(self.backoff.delay(attempt, self._rng))
+            opened = asyncio.get_running_loop().time()
+            restored = await self._serve(ws)
+            lasted = asyncio.get_running_loop().time() - opened
+            if restored and lasted >= STABLE_CONNECTION_SECONDS:
+                attempt = 0  # a good connection: come back at once, then back off
+                continue
+            attempt += 1  # refused after the handshake, or dropped at once: do not hammer
+            delay = self.backoff.delay(attempt, self._rng)
+            self._set_state(
+                ConnectionState.OFFLINE,
+                f"The connection to {self.url} keeps dropping; retrying in {delay:.1f} s.",
+                retry_in=delay,
+            )
+            await asyncio.sleep(delay)
 
     async def _open(self) -> ClientConnection:
         return await connect(
@@ -510,7 +533,6 @@ class ClubroomClient:
             ssl=self._ssl,
             open_timeout=self.connect_timeout,
             close_timeout=2,
-            proxy=None,
         )
 
     async def _serve(self, ws: ClientConnection) -> bool:
@@ -583,7 +605,7 @@ class ClubroomClient:
             try:
                 await self._rejoin(state)
             except RequestFailed as exc:
-                self._forget_room(state.name, f"It was not re-joined: {exc.message}")
+                self._forget_room(state.name, exc.message)
                 self._emit(RoomLost(state.name, exc.message))
 
     async def _rejoin(self, state: RoomState) -> None:
@@ -680,10 +702,7 @@ class ClubroomClient:
     async def _pump_outbox(self) -> None:
         """Send queued messages one at a time, in order, retrying with the same nonce."""
         while True:
-            while not self._outbox:
-                self._outbox_changed.clear()
-                await self._outbox_changed.wait()
-            await self._ready.wait()
+            await self._wait_for_outbox_work()
             item = self._outbox[0]
             if item.future.done():
                 self._outbox.popleft()
@@ -704,6 +723,15 @@ class ClubroomClient:
                 self._finish_send(item, error=exc)
             else:
                 self._finish_send(item, message=sent.message)
+
+    async def _wait_for_outbox_work(self) -> None:
+        """Return once something is queued and the connection is ready for it."""
+        while not (self._outbox and self._ready.is_set()):
+            if not self._outbox:
+                self._outbox_changed.clear()
+                await self._outbox_changed.wait()
+            else:
+                await self._ready.wait()
 
     def _finish_send(
         self, item: PendingSend, *, message: Message | None = None, error: Exception | None = None

@@ -24,7 +24,7 @@ from clubroom_tui.client import (
 )
 from clubroom_tui.sessions import SavedSession
 from clubroom_tui.widgets.status_bar import StatusBar
-from protocol import PASSWORD_MAX, PASSWORD_RULES, USERNAME_MAX, password_problem
+from protocol import PASSWORD_MAX, PASSWORD_RULES, USERNAME_MAX, ErrorCode, password_problem
 
 SESSION_EXPIRED = "Your saved session has expired or was revoked; please log in again."
 
@@ -49,22 +49,30 @@ class LoginScreen(Screen[None]):
         """The remembered token no longer works, so it should be forgotten."""
 
     def __init__(
-        self, client: ClubroomClient, *, saved: SavedSession | None = None, notice: str = ""
+        self,
+        client: ClubroomClient,
+        *,
+        saved: SavedSession | None = None,
+        notice: str = "",
+        can_remember: bool = True,
     ) -> None:
         super().__init__()
         self.client = client
         self.saved = saved
         self.notice = notice
+        self.can_remember = can_remember
 
     def compose(self) -> ComposeResult:
         yield StatusBar("Log in")
         with Vertical(id="login-form"):
-            yield Static(Text("Welcome to Clubroom", style="bold"), id="login-title")
+            title = Text.assemble(("Welcome to Clubroom", "bold"), (f"  {self.client.url}", "dim"))
+            yield Static(title, id="login-title")
             yield Input(placeholder="Username", id="username", max_length=USERNAME_MAX)
             yield Input(
                 placeholder="Password", password=True, id="password", max_length=PASSWORD_MAX
             )
-            yield Checkbox("Remember me", value=self.saved is not None, id="remember")
+            if self.can_remember:
+                yield Checkbox("Remember me", value=self.saved is not None, id="remember")
             with Horizontal(id="login-buttons"):
                 yield Button("Log in", variant="primary", id="log-in")
                 yield Button("Register", id="register")
@@ -114,7 +122,7 @@ class LoginScreen(Screen[None]):
             return None
         problem = password_problem(password, username) if register else None
         if problem:
-            self.show_error(f"{problem} New passwords need {PASSWORD_RULES}.")
+            self.show_error(problem)
             return None
         return username, password
 
@@ -129,11 +137,11 @@ class LoginScreen(Screen[None]):
             welcome = await action(*credentials)
         except ClientError as exc:
             self.show_error(str(exc))
-            if isinstance(exc, RequestFailed):
+            if isinstance(exc, RequestFailed) and exc.code is ErrorCode.INVALID_CREDENTIALS:
                 self.query_one("#password", Input).value = ""
             return
         self.show_error("")
-        remember = self.query_one("#remember", Checkbox).value
+        remember = self.can_remember and self.query_one("#remember", Checkbox).value
         self.post_message(self.LoggedIn(welcome.username, remember))
 
     # -- remember me -----------------------------------------------------------

@@ -28,7 +28,7 @@ from clubroom_tui.client import (
 from clubroom_tui.news import ClientNews
 from clubroom_tui.widgets.composer import Composer
 from clubroom_tui.widgets.member_list import MemberList
-from clubroom_tui.widgets.message_log import MessageLog
+from clubroom_tui.widgets.message_log import MessageLog, Notice
 from clubroom_tui.widgets.status_bar import StatusBar
 from protocol import room_key
 
@@ -55,10 +55,13 @@ class RoomScreen(Screen[None]):
             super().__init__()
             self.room = room
 
-    def __init__(self, client: ClubroomClient, room: str) -> None:
+    def __init__(
+        self, client: ClubroomClient, room: str, notices: list[Notice] | None = None
+    ) -> None:
         super().__init__()
         self.client = client
         self.room = room
+        self.notices = notices or []  # earlier comings and goings, kept by the app
         self.key = room_key(room)
         self.me = client.username or ""
         self._loading_older = False
@@ -79,7 +82,7 @@ class RoomScreen(Screen[None]):
         state = self.client.rooms.get(self.key)
         log = self.query_one(MessageLog)
         if state is not None:
-            log.add_messages(state.messages)
+            log.load(state.messages, self.notices)
             self.query_one(MemberList).show(state.members)
         for item in self.client.pending_sends(self.room):
             self._track(item)
@@ -95,7 +98,7 @@ class RoomScreen(Screen[None]):
         if isinstance(event, StateChanged):
             self._restatus()
             return
-        if room_key(event.room) != self.key:
+        if room_key(getattr(event, "room", "")) != self.key:
             return
         if isinstance(event, MessagesAdded):
             self._show_messages(event)
@@ -117,11 +120,9 @@ class RoomScreen(Screen[None]):
 
     def _show_members(self, event: MembersChanged) -> None:
         self.query_one(MemberList).show(event.members)
-        log = self.query_one(MessageLog)
-        if event.joined:
-            log.add_notice(f"→ {event.joined} joined the room")
-        if event.left:
-            log.add_notice(f"← {event.left} left the room")
+        notice = Notice.member_change(event.joined, event.left)
+        if notice is not None:
+            self.query_one(MessageLog).add_notice(notice)
 
     def _restatus(self, status: str | None = None) -> None:
         """Relabel the messages on their way after the connection or the limit changed."""

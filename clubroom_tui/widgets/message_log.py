@@ -28,6 +28,16 @@ class Notice:
     text: str
     at: datetime
 
+    @classmethod
+    def member_change(cls, joined: str | None, left: str | None) -> Notice | None:
+        """The notice for someone entering or leaving, or None for a plain snapshot."""
+        now = datetime.now().astimezone()
+        if joined:
+            return cls(f"→ {joined} joined the room", now)
+        if left:
+            return cls(f"← {left} left the room", now)
+        return None
+
 
 @dataclass(frozen=True)
 class Outgoing:
@@ -100,10 +110,16 @@ class MessageLog(RichLog):
         self._entries[:0] = fresh
         self._redraw(prepended=True)
 
-    def add_notice(self, text: str) -> None:
-        notice = Notice(text, datetime.now().astimezone())
+    def add_notice(self, notice: Notice) -> None:
         self._entries.append(notice)
         self._append([notice])
+
+    def load(self, messages: Iterable[Message], notices: Iterable[Notice]) -> None:
+        """Start from what is known: messages and earlier notices, merged by time."""
+        fresh = [m for m in messages if m.id not in self._ids]
+        self._ids.update(m.id for m in fresh)
+        self._entries = sorted([*self._entries, *fresh, *notices], key=local_time)
+        self._redraw()
 
     def show_outgoing(self, key: str, text: str, status: str) -> None:
         """Show (or update) a message on its way, below the conversation."""
@@ -149,7 +165,7 @@ class MessageLog(RichLog):
             for entry in self._entries:
                 self._write_entry(entry)
             for outgoing in self._outgoing.values():
-                self.write(self._outgoing_line(outgoing), scroll_end=False)
+                self._write_line(self._outgoing_line(outgoing))
             self._drawn_width = self.size.width
         finally:
             self._redrawing = False
@@ -164,8 +180,12 @@ class MessageLog(RichLog):
         moment = local_time(entry)
         if moment.date() != self._last_day:
             self._last_day = moment.date()
-            self.write(self._day_line(moment.date()), scroll_end=False)
-        self.write(self._entry_line(entry, moment), scroll_end=False)
+            self._write_line(self._day_line(moment.date()))
+        self._write_line(self._entry_line(entry, moment))
+
+    def _write_line(self, line: Text) -> None:
+        """Write wrapped to exactly the visible width (the console's may differ)."""
+        self.write(line, width=max(1, self.scrollable_content_region.width), scroll_end=False)
 
     def _style(self, name: str) -> Style:
         return self.get_component_rich_style(f"message-log--{name}", partial=True)

@@ -28,8 +28,10 @@ class RoomList(OptionList):
         if not options:
             options = [Option(Text("You are in no rooms yet.", style="italic"), disabled=True)]
         self.add_options(options)
-        if highlighted is not None and highlighted < self.option_count:
-            self.highlighted = highlighted
+        if options[0].disabled:
+            return
+        keep = highlighted is not None and highlighted < self.option_count
+        self.highlighted = highlighted if keep else 0
 
     @staticmethod
     def _prompt(name: str, unread: int) -> Text:

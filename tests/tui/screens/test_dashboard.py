@@ -1,0 +1,126 @@
+"""The dashboard against a real server: create, join, unread counts, log out, commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clubroom_tui.client import RequestFailed
+from clubroom_tui.sessions import SessionStore
+from protocol import ErrorCode
+from tests.conftest import RunningServer
+from tests.tui.conftest import (
+    MakeClient,
+    enter_room,
+    log_in,
+    make_app,
+    type_into,
+    wait_for,
+    wait_for_text,
+)
+
+
+async def test_create_room_opens_it(server: RunningServer, config_dir: Path) -> None:
+    """Creating a room shows the room screen with the user as its only member."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=True)
+        await wait_for_text(pilot, "Members (1)", "● ann (you)")
+
+
+async def test_existing_room_name_is_explained_inline(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """Creating a room whose name is taken says so on the dashboard."""
+    bob = await make_client("bob")
+    await bob.create_room("lobby")
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await type_into(pilot, "#create-name", "LOBBY")
+        await pilot.click("#create")
+        shown = await wait_for_text(pilot, "A room called 'LOBBY' already exists.")
+        assert "room_exists" not in shown
+
+
+async def test_unknown_room_is_explained_inline(server: RunningServer, config_dir: Path) -> None:
+    """Joining a room that does not exist says so on the dashboard."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await type_into(pilot, "#join-name", "nowhere")
+        await pilot.press("enter")
+        shown = await wait_for_text(pilot, "There is no room called 'nowhere'.")
+        assert "no_such_room" not in shown
+
+
+async def test_join_room_shows_its_history(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """Joining an existing room shows the messages already in it."""
+    bob = await make_client("bob")
+    await bob.create_room("lobby")
+    await bob.send("lobby", "welcome, whoever comes next")
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=False)
+        await wait_for_text(pilot, "bob: welcome, whoever comes next", "Members (2)")
+
+
+async def test_unread_count_grows_while_away_and_clears(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """Messages arriving while the dashboard is shown count as unread until the room opens."""
+    bob = await make_client("bob")
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=True)
+        await bob.join_room("lobby")
+        await pilot.press("escape")
+        await wait_for_text(pilot, "# lobby", "Your rooms")
+        await bob.send("lobby", "one")
+        await bob.send("lobby", "two")
+        await wait_for_text(pilot, "# lobby  (2 unread)")
+        await pilot.press("ctrl+r", "enter")
+        await wait_for_text(pilot, "bob: two", "Leave")
+        await pilot.press("escape")
+        shown = await wait_for_text(pilot, "Your rooms")
+        assert "unread" not in shown
+
+
+async def test_log_out_forgets_and_revokes_the_token(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """Log out returns to the login screen, deletes the stored token and revokes it."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True, remember=True)
+        token = app.client.token
+        assert token and SessionStore(config_dir).load(server.url) is not None
+        await pilot.click("#logout")
+        await wait_for_text(pilot, "You have logged out.", "Welcome to Clubroom")
+    assert SessionStore(config_dir).load(server.url) is None
+    other = await make_client()
+    await wait_for(lambda: other.ready, "a second connection")
+    with pytest.raises(RequestFailed) as failure:
+        await other.resume(token)
+    assert failure.value.code is ErrorCode.INVALID_TOKEN
+
+
+async def test_command_palette_opens_a_room(server: RunningServer, config_dir: Path) -> None:
+    """The command palette lists the user's rooms and opens the one chosen."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=True)
+        await pilot.press("escape")
+        await wait_for_text(pilot, "Your rooms")
+        await pilot.press("ctrl+p")
+        await pilot.press(*"lobby")
+        await wait_for_text(pilot, "Show this room")
+        await pilot.press("enter")
+        await wait_for_text(pilot, "Leave", "Members (1)")

@@ -1,0 +1,170 @@
+"""The login screen against a real server: register, log in, errors, remember me."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from clubroom_tui.app import ClubroomApp
+from clubroom_tui.sessions import SavedSession, SessionStore
+from tests.conftest import MakeServer, RunningServer
+from tests.tui.conftest import (
+    MakeClient,
+    fast_client,
+    free_port,
+    log_in,
+    make_app,
+    screen_text,
+    type_into,
+    wait_for,
+    wait_for_text,
+)
+
+
+async def test_register_leads_to_the_dashboard(server: RunningServer, config_dir: Path) -> None:
+    """Registering a new account shows the dashboard greeting the user by name."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await wait_for_text(pilot, "Create Room", "Join Room", "Log out")
+
+
+async def test_log_in_with_an_existing_account(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """An account made elsewhere logs in with its password and reaches the dashboard."""
+    await make_client("bob")
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "bob", register=False)
+
+
+async def test_password_is_masked(server: RunningServer, config_dir: Path) -> None:
+    """The password field never shows what is typed."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await wait_for_text(pilot, "● connected")
+        await type_into(pilot, "#password", "hunter2-secret!")
+        assert "hunter2" not in screen_text(app)
+
+
+async def test_wrong_password_is_explained_inline(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """A wrong password shows the server's sentence on the login screen, no code."""
+    await make_client("bob")
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await wait_for_text(pilot, "● connected")
+        await type_into(pilot, "#username", "bob")
+        await type_into(pilot, "#password", "wrong-password-9!")
+        await pilot.press("enter")
+        shown = await wait_for_text(pilot, "That username and password do not match.")
+        assert "invalid_credentials" not in shown
+        assert "Log in" in shown
+
+
+async def test_weak_password_names_the_rule(server: RunningServer, config_dir: Path) -> None:
+    """Registering with a weak password says which rule fails and stays on the login screen."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for_text(pilot, "● connected")
+        await type_into(pilot, "#username", "ann")
+        await type_into(pilot, "#password", "password!")
+        await pilot.click("#register")
+        shown = await wait_for_text(pilot, "The password needs at least one digit.")
+        assert "weak_password" not in shown
+        assert "Welcome to Clubroom" in shown
+
+
+async def test_registration_shows_the_password_rules(
+    server: RunningServer, config_dir: Path
+) -> None:
+    """The login screen tells a newcomer what a password needs before they try."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await wait_for_text(pilot, "at least one letter, one digit", "and one symbol")
+
+
+async def test_taken_username_is_explained_inline(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """Registering a name that exists says it is taken."""
+    await make_client("bob")
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await wait_for_text(pilot, "● connected")
+        await type_into(pilot, "#username", "Bob")
+        await type_into(pilot, "#password", "another-pass-1!")
+        await pilot.click("#register")
+        await wait_for_text(pilot, "is taken; pick another.")
+
+
+async def test_remember_me_resumes_without_a_password(
+    server: RunningServer, config_dir: Path
+) -> None:
+    """With "Remember me", the next start goes straight to the dashboard and the rooms."""
+    first = make_app(server.url, config_dir)
+    async with first.run_test() as pilot:
+        await log_in(pilot, "ann", register=True, remember=True)
+        await type_into(pilot, "#create-name", "lobby")
+        await pilot.press("enter")
+        await wait_for_text(pilot, "# lobby", "Leave")
+        await first.action_quit()
+    second = make_app(server.url, config_dir)
+    async with second.run_test() as pilot:
+        await wait_for_text(pilot, "Hello, ann!", "# lobby")
+
+
+async def test_remembered_token_file_is_private(server: RunningServer, config_dir: Path) -> None:
+    """The remembered token is stored in the config directory with mode 0600."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True, remember=True)
+    path = config_dir / "sessions.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert app.client.token and app.client.token in path.read_text()
+
+
+async def test_without_remember_me_nothing_is_stored(
+    server: RunningServer, config_dir: Path
+) -> None:
+    """Logging in without "Remember me" leaves no token on disk."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+    assert SessionStore(config_dir).load(server.url) is None
+
+
+async def test_invalid_saved_token_falls_back_to_login(
+    server: RunningServer, config_dir: Path
+) -> None:
+    """A saved token the server rejects shows the login screen with a reason and is forgotten."""
+    store = SessionStore(config_dir)
+    store.save(server.url, SavedSession("not-a-real-token"))
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await wait_for_text(pilot, "Your saved session has expired", "Log in")
+        await wait_for(lambda: store.load(server.url) is None, "the token to be forgotten")
+
+
+async def test_unreachable_server_is_explained_and_retried(
+    make_server: MakeServer, config_dir: Path
+) -> None:
+    """At start, an unreachable server gives a plain message; the app connects once it is up."""
+    port = free_port()
+    app = make_app(f"ws://127.0.0.1:{port}", config_dir)
+    async with app.run_test(size=(100, 30)) as pilot:
+        shown = await wait_for_text(pilot, "Cannot reach", "connection refused", "retrying in")
+        assert "Traceback" not in shown
+        await make_server(port=port)
+        await log_in(pilot, "ann", register=True)
+
+
+async def test_without_a_session_store_there_is_no_remember_me(server: RunningServer) -> None:
+    """With --no-remember (no session store) the login screen offers no "Remember me"."""
+    app = ClubroomApp(fast_client(server.url), sessions=None)
+    async with app.run_test() as pilot:
+        shown = await wait_for_text(pilot, "● connected", "Register")
+        assert "Remember me" not in shown
+        await log_in(pilot, "ann", register=True)

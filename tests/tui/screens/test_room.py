@@ -1,0 +1,300 @@
+"""The room screen against a real server: sending, members, leaving, outages, safety."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from clubroom_tui.client import Backoff, RequestFailed
+from clubroom_tui.widgets.composer import Composer
+from clubroom_tui.widgets.message_log import day_label
+from protocol import ErrorCode
+from tests.conftest import MakeServer, RunningServer
+from tests.tui.conftest import (
+    MakeClient,
+    enter_room,
+    log_in,
+    make_app,
+    say,
+    screen_text,
+    wait_connected,
+    wait_for,
+    wait_for_text,
+)
+
+
+async def test_sent_message_reaches_a_later_joiner_and_live(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """What ann types is in the history bob gets on joining, and her next one reaches him live."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=True)
+        await say(pilot, "first!")
+        await wait_for_text(pilot, "ann: first!")
+        bob = await make_client("bob")
+        joined = await bob.join_room("lobby")
+        assert [(m.author, m.text) for m in joined.messages] == [("ann", "first!")]
+        await wait_for_text(pilot, "Members (2)", "→ bob joined the room")
+        await say(pilot, "hello bob")
+        await wait_for(lambda: len(bob.rooms["lobby"].messages) == 2, "the live message")
+        assert bob.rooms["lobby"].messages[-1].text == "hello bob"
+        await bob.send("lobby", "hi ann")
+        await wait_for_text(pilot, "bob: hi ann")
+
+
+async def test_messages_show_time_author_and_day(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """Each line shows local HH:MM and the author; a separator names the day."""
+    bob = await make_client("bob")
+    await bob.create_room("lobby")
+    message = await bob.send("lobby", "what time is it")
+    local = datetime.fromisoformat(message.at.replace("Z", "+00:00")).astimezone()
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=False)
+        await wait_for_text(
+            pilot, f"{local:%H:%M} bob: what time is it", f"── {day_label(local.date())} ──"
+        )
+
+
+async def test_own_messages_are_styled_apart(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """The user's own lines are drawn in a different style from other people's."""
+    bob = await make_client("bob")
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=True)
+        await bob.join_room("lobby")
+        await bob.send("lobby", "theirs")
+        await say(pilot, "mine")
+        await wait_for_text(pilot, "bob: theirs", "ann: mine")
+        styles = {}
+        for strip in app.screen._compositor.render_strips():
+            for segment in strip:
+                for word in ("theirs", "mine"):
+                    if word in segment.text:
+                        styles[word] = segment.style
+        assert styles["mine"] != styles["theirs"]
+
+
+async def test_leave_notice_and_member_list(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """When another member leaves, a notice appears and the member list shrinks."""
+    bob = await make_client("bob")
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=True)
+        await bob.join_room("lobby")
+        await wait_for_text(pilot, "Members (2)", "● bob")
+        await bob.leave_room("lobby")
+        shown = await wait_for_text(pilot, "← bob left the room", "Members (1)")
+        assert "● bob" not in shown
+
+
+async def test_notices_survive_going_back_to_the_dashboard(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """Join notices that happened while the room was not shown appear when it opens again."""
+    bob = await make_client("bob")
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=True)
+        await pilot.press("escape")
+        await wait_for_text(pilot, "Your rooms")
+        await bob.join_room("lobby")
+        await bob.send("lobby", "knock knock")
+        await wait_for_text(pilot, "(1 unread)")
+        await pilot.press("ctrl+r", "enter")
+        shown = await wait_for_text(pilot, "→ bob joined the room", "bob: knock knock")
+        assert shown.index("bob joined") < shown.index("knock knock")
+
+
+async def test_messages_arriving_under_the_command_palette_are_kept(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """A message that arrives while the command palette is open is in the log once it closes."""
+    bob = await make_client("bob")
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=True)
+        await bob.join_room("lobby")
+        await pilot.press("ctrl+p")
+        await wait_for_text(pilot, "Search for commands")
+        await bob.send("lobby", "psst")
+        await wait_for(lambda: app.client.rooms["lobby"].messages, "the message to arrive")
+        await pilot.press("escape")
+        await wait_for_text(pilot, "bob: psst")
+
+
+async def test_leaving_as_last_member_deletes_the_room(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """Leave returns to the dashboard and, as the last member, deletes the room for the next."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=True)
+        await say(pilot, "anyone?")
+        await wait_for_text(pilot, "ann: anyone?")
+        await pilot.click("#leave")
+        shown = await wait_for_text(pilot, "Your rooms", "You are in no rooms yet.")
+        assert "# lobby" not in shown
+    bob = await make_client("bob")
+    with pytest.raises(RequestFailed) as failure:
+        await bob.join_room("lobby")
+    assert failure.value.code is ErrorCode.NO_SUCH_ROOM
+
+
+async def test_escape_goes_back_without_leaving(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """Escape shows the dashboard while the user stays a member of the room."""
+    bob = await make_client("bob")
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=True)
+        await bob.join_room("lobby")
+        await pilot.press("escape")
+        await wait_for_text(pilot, "Your rooms", "# lobby")
+        await bob.send("lobby", "still there?")
+        await wait_for_text(pilot, "(1 unread)")
+        assert bob.rooms["lobby"].members == ("ann", "bob")
+
+
+async def test_other_peoples_markup_is_shown_literally(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """Rich markup and links from another user appear character for character."""
+    bob = await make_client("bob")
+    app = make_app(server.url, config_dir)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=True)
+        await bob.join_room("lobby")
+        await bob.send("lobby", "[bold red]boom[/] [link=https://evil.example]click[/link]")
+        shown = await wait_for_text(
+            pilot, "bob: [bold red]boom[/] [link=https://evil.example]click[/link]"
+        )
+        assert "bob: boom" not in shown
+
+
+async def test_queued_message_survives_an_outage(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """Typed while the server is down, a message is sent once after the automatic reconnect."""
+    app = make_app(server.url, config_dir, backoff=Backoff(initial=1.2, maximum=1.2))
+    bob = await make_client("bob")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=True)
+        await bob.join_room("lobby")
+        await server.stop()
+        await wait_for_text(pilot, "○ offline")
+        await say(pilot, "typed in the dark")
+        await wait_for_text(pilot, "typed in the dark  (queued until the connection is back)")
+        await server.start()
+        await wait_connected(bob)
+        await bob.send("lobby", "sent while you were away")
+        shown = await wait_for_text(
+            pilot, "● connected", "bob: sent while you were away", "ann: typed in the dark"
+        )
+        assert shown.count("typed in the dark") == 1
+        assert "queued" not in shown
+    texts = [m.text for m in bob.rooms["lobby"].messages]
+    assert texts.count("typed in the dark") == 1
+    stored = await bob.history("lobby", before=bob.rooms["lobby"].messages[-1].id + 1)
+    assert [m.text for m in stored.messages].count("typed in the dark") == 1
+
+
+async def test_failed_send_puts_the_text_back(
+    make_server: MakeServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """A message that can no longer be sent (room gone after the outage) returns to the box."""
+    server = await make_server(grace=0.2)
+    app = make_app(server.url, config_dir, backoff=Backoff(initial=1.6, maximum=1.6))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=True)
+        await server.stop()
+        await wait_for_text(pilot, "○ offline")
+        await say(pilot, "do not lose me")
+        await server.start()  # nobody re-joins within 0.2 s, so the room is deleted
+        shown = await wait_for_text(pilot, "● connected", "no room called 'lobby'")
+        assert app.screen.query_one(Composer).value == "do not lose me"
+        assert "queued" not in shown
+
+
+async def test_rate_limit_says_slow_down_and_sends_later(
+    make_server: MakeServer, config_dir: Path
+) -> None:
+    """Sending too fast shows "slow down" and every message still arrives once, in order."""
+    server = await make_server(rate_limit=1, rate_burst=1)
+    app = make_app(server.url, config_dir)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=True)
+        await say(pilot, "fast 0")
+        await say(pilot, "fast 1")
+        await wait_for_text(pilot, "Slow down: your message goes out in", "(slow down")
+        shown = await wait_for_text(pilot, "ann: fast 0", "ann: fast 1")
+        assert shown.index("fast 0") < shown.index("fast 1")
+        assert shown.count("fast 1") == 1
+
+
+async def test_scrolling_to_the_top_loads_older_messages(
+    make_server: MakeServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """Scrolling up past the first 50 messages fetches older ones with history."""
+    server = await make_server(rate_limit=0, room_rate_limit=0)
+    bob = await make_client("bob", url=server.url)
+    await bob.create_room("lobby")
+    for n in range(1, 81):
+        await bob.send("lobby", f"message {n:03d}")
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=False)
+        await wait_for_text(pilot, "message 080")
+        assert "message 030" not in screen_text(app)
+        await pilot.click("#log")
+        for _ in range(6):
+            await pilot.press("home")
+            await pilot.pause(0.05)
+            if "message 001" in screen_text(app):
+                break
+        await wait_for_text(pilot, "message 001")
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)])
+async def test_room_screen_fits_small_and_large_terminals(
+    server: RunningServer, config_dir: Path, size: tuple[int, int]
+) -> None:
+    """At 80×24 and 200×50 the room shows its header, log, members, box, and keys."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test(size=size) as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=True)
+        await say(pilot, "fits")
+        await wait_for_text(
+            pilot,
+            "Clubroom · # lobby",
+            "● connected",
+            "ann: fits",
+            "Members (1)",
+            "Leave",
+            "esc Dashboard",
+            "^l Leave room",
+        )

@@ -1,0 +1,298 @@
+"""The protocol client on its own: replies, events, timeouts, reconnect, resume, re-send."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+
+from clubroom_tui.client import (
+    Backoff,
+    ConnectionState,
+    MembersChanged,
+    NotConnected,
+    RequestFailed,
+    RequestTimeout,
+    SendDelayed,
+    StateChanged,
+)
+from protocol import ErrorCode
+from tests.conftest import MakeServer, RunningServer
+from tests.tui.conftest import (
+    PASSWORD,
+    MakeClient,
+    MakeLink,
+    free_port,
+    messages_added,
+    wait_for,
+    wait_ready,
+)
+
+
+@pytest.fixture
+async def silent_server() -> AsyncIterator[str]:
+    """A WebSocket server that accepts connections and never answers anything."""
+
+    async def ignore(websocket: ServerConnection) -> None:
+        async for _ in websocket:
+            pass
+
+    async with serve(ignore, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        yield f"ws://127.0.0.1:{port}"
+
+
+async def test_reply_is_typed_and_uses_canonical_name(make_client: MakeClient) -> None:
+    """Logging in as "ann" to the account registered as "Ann" returns the canonical spelling."""
+    await make_client("Ann")
+    client = await make_client()
+    await wait_ready(client)
+    welcome = await client.login("ann", PASSWORD)
+    assert (welcome.username, client.username) == ("Ann", "Ann")
+    assert client.token == welcome.token
+
+
+async def test_error_reply_raises_request_failed(make_client: MakeClient) -> None:
+    """A server error becomes RequestFailed with its code and human sentence."""
+    client = await make_client("ann")
+    await client.create_room("lobby")
+    with pytest.raises(RequestFailed) as failure:
+        await client.create_room("Lobby")
+    assert failure.value.code is ErrorCode.ROOM_EXISTS
+    assert "already exists" in str(failure.value)
+
+
+async def test_other_members_get_live_events(make_client: MakeClient) -> None:
+    """A member hears about a joiner and receives their message as an event."""
+    ann = await make_client("ann")
+    bob = await make_client("bob")
+    await ann.create_room("lobby")
+    events = ann.subscribe()
+    await bob.join_room("lobby")
+    await bob.send("lobby", "hi ann")
+    await wait_for(lambda: ann.rooms["lobby"].messages, "bob's message at ann")
+    seen = events.drain()
+    assert MembersChanged("lobby", ("ann", "bob"), joined="bob") in seen
+    assert messages_added(seen) == ["hi ann"]
+
+
+async def test_request_times_out_when_the_server_is_silent(
+    silent_server: str, make_client: MakeClient
+) -> None:
+    """A request that gets no reply raises RequestTimeout after the configured time."""
+    client = await make_client(url=silent_server, request_timeout=0.3)
+    await wait_ready(client)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(RequestTimeout):
+        await client.login("ann", PASSWORD)
+    assert asyncio.get_running_loop().time() - started < 2
+
+
+async def test_unreachable_server_is_reported_and_retried(make_client: MakeClient) -> None:
+    """With nothing listening the client says so, refuses requests and keeps trying."""
+    client = await make_client(url=f"ws://127.0.0.1:{free_port()}")
+    events = client.subscribe()
+    await wait_for(lambda: "Cannot reach" in client.state_detail, "the failure to be reported")
+    assert client.state is ConnectionState.OFFLINE
+    assert "retrying in" in client.state_detail
+    with pytest.raises(NotConnected):
+        await client.login("ann", PASSWORD)
+    seen: list[object] = []
+
+    def retried_twice() -> bool:
+        seen.extend(events.drain())
+        return sum(isinstance(e, StateChanged) and e.retry_in is not None for e in seen) >= 2
+
+    await wait_for(retried_twice, "two more attempts")
+
+
+async def test_connects_once_the_server_comes_up(make_server: MakeServer, make_client):
+    """A client started before its server connects by itself when the server starts."""
+    port = free_port()
+    client = await make_client(url=f"ws://127.0.0.1:{port}")
+    await wait_for(lambda: "Cannot reach" in client.state_detail, "a failed attempt")
+    await make_server(port=port)
+    await wait_ready(client)
+    assert (await client.register("ann", PASSWORD)).username == "ann"
+
+
+async def test_resumes_and_rejoins_after_a_restart(
+    server: RunningServer, make_client: MakeClient
+) -> None:
+    """After the server restarts, the client is logged in and in its rooms again by itself."""
+    ann = await make_client("ann")
+    await ann.create_room("lobby")
+    await server.stop()
+    await wait_for(lambda: not ann.ready, "the client to notice the outage")
+    await server.start()
+    await wait_ready(ann)
+    sent = await ann.send("lobby", "still here")
+    assert sent.author == "ann"
+    assert ann.rooms["lobby"].members == ("ann",)
+
+
+async def test_catches_up_on_messages_sent_while_away(
+    server: RunningServer, make_client: MakeClient
+) -> None:
+    """After a server restart, messages sent before the client is back arrive once, in order."""
+    ann = await make_client("ann", backoff=Backoff(initial=1.2, maximum=1.2))
+    bob = await make_client("bob")
+    await ann.create_room("lobby")
+    await bob.join_room("lobby")
+    await bob.send("lobby", "before")
+    await wait_for(lambda: len(ann.rooms["lobby"].messages) == 1, "the first message")
+    events = ann.subscribe()
+    await server.stop()
+    await wait_for(lambda: ann.state is ConnectionState.OFFLINE, "ann to be offline")
+    await server.start()
+    await wait_ready(bob)
+    await bob.send("lobby", "while you were away 1")
+    await bob.send("lobby", "while you were away 2")
+    assert not ann.ready, "ann came back too early for this test"
+    await wait_ready(ann)
+    await wait_for(lambda: len(ann.rooms["lobby"].messages) == 3, "the missed messages")
+    assert messages_added(events.drain()) == ["while you were away 1", "while you were away 2"]
+
+
+async def test_catch_up_pages_through_a_long_absence(
+    make_server: MakeServer, make_link: MakeLink, make_client: MakeClient
+) -> None:
+    """More than one join page of missed messages (over 500) all arrive, in order, once."""
+    server = await make_server(rate_limit=0, room_rate_limit=0)
+    link = await make_link(server)
+    ann = await make_client("ann", url=link.url)
+    bob = await make_client("bob", url=server.url)
+    await ann.create_room("lobby")
+    await bob.join_room("lobby")
+    events = ann.subscribe()
+    link.refusing = True
+    link.cut()
+    await wait_for(lambda: not ann.ready, "ann to be cut off")
+    missed = [f"m{n:03d}" for n in range(520)]
+    await asyncio.gather(*(bob.queue_send("lobby", text).future for text in missed))
+    link.refusing = False
+    await wait_ready(ann)
+    await wait_for(lambda: len(ann.rooms["lobby"].messages) == 520, "every missed message")
+    assert messages_added(events.drain()) == missed
+
+
+async def test_queued_send_is_delivered_exactly_once(
+    server: RunningServer, make_client: MakeClient
+) -> None:
+    """A message typed during an outage is sent after reconnecting and stored only once."""
+    ann = await make_client("ann")
+    bob = await make_client("bob")
+    await ann.create_room("lobby")
+    await bob.join_room("lobby")
+    await server.stop()
+    await wait_for(lambda: not ann.ready, "the client to notice the outage")
+    pending = ann.queue_send("lobby", "typed offline")
+    await asyncio.sleep(0.2)
+    assert not pending.future.done()
+    await server.start()
+    message = await asyncio.wait_for(pending.future, 5)
+    await wait_for(lambda: bob.rooms["lobby"].messages, "bob to see it")
+    page = await bob.history("lobby", before=message.id + 1)
+    assert [m.text for m in page.messages] == ["typed offline"]
+    assert [m.text for m in bob.rooms["lobby"].messages] == ["typed offline"]
+
+
+async def test_send_whose_reply_was_lost_is_stored_once(
+    server: RunningServer, make_link: MakeLink, make_client: MakeClient
+) -> None:
+    """A message stored by the server whose reply never arrived is re-sent with its nonce, once."""
+    faulty_link = await make_link(server)
+    ann = await make_client("ann", url=faulty_link.url)
+    bob = await make_client("bob")
+    await ann.create_room("lobby")
+    await bob.join_room("lobby")
+    faulty_link.losing_replies = True
+    pending = ann.queue_send("lobby", "exactly once")
+    await wait_for(lambda: bob.rooms["lobby"].messages, "the server to store it")
+    assert not pending.future.done()
+    faulty_link.losing_replies = False
+    faulty_link.cut()
+    message = await asyncio.wait_for(asyncio.shield(pending.future), 5)
+    stored = bob.rooms["lobby"].messages
+    assert [(m.id, m.text) for m in stored] == [(message.id, "exactly once")]
+    page = await bob.history("lobby", before=message.id + 1)
+    assert [m.text for m in page.messages] == ["exactly once"]
+    assert [m.text for m in ann.rooms["lobby"].messages] == ["exactly once"]
+
+
+async def test_rate_limited_sends_wait_and_keep_their_order(
+    make_server: MakeServer, make_client: MakeClient
+) -> None:
+    """Past the rate limit the client reports a delay and still delivers everything in order."""
+    server = await make_server(rate_limit=20, rate_burst=1)
+    ann = await make_client("ann", url=server.url)
+    await ann.create_room("lobby")
+    events = ann.subscribe()
+    items = [ann.queue_send("lobby", f"burst {n}") for n in range(4)]
+    stored = await asyncio.wait_for(asyncio.gather(*(i.future for i in items)), 5)
+    assert [m.text for m in stored] == [f"burst {n}" for n in range(4)]
+    assert any(isinstance(e, SendDelayed) for e in events.drain())
+
+
+async def test_invalid_text_is_refused_before_sending(make_client: MakeClient) -> None:
+    """Text the server would refuse raises RequestFailed at once and queues nothing."""
+    ann = await make_client("ann")
+    await ann.create_room("lobby")
+    with pytest.raises(RequestFailed) as failure:
+        ann.queue_send("lobby", "   ")
+    assert failure.value.code is ErrorCode.INVALID_TEXT
+    assert ann.pending_sends("lobby") == []
+
+
+async def test_history_pages_backwards(make_server: MakeServer, make_client: MakeClient) -> None:
+    """Joining shows the latest 50 and history() prepends the older ones."""
+    server = await make_server(rate_limit=0, room_rate_limit=0)
+    ann = await make_client("ann", url=server.url)
+    await ann.create_room("lobby")
+    for n in range(60):
+        await ann.send("lobby", f"m{n:02d}")
+    bob = await make_client("bob", url=server.url)
+    await bob.join_room("lobby")
+    state = bob.rooms["lobby"]
+    assert (len(state.messages), state.messages[0].text, state.has_older) == (50, "m10", True)
+    page = await bob.history("lobby")
+    assert [m.text for m in page.messages] == [f"m{n:02d}" for n in range(10)]
+    assert (len(state.messages), state.has_older) == (60, False)
+
+
+async def test_logout_forgets_the_session(make_client: MakeClient) -> None:
+    """After logout the token no longer resumes a session."""
+    ann = await make_client("ann")
+    token = ann.token
+    assert token
+    await ann.logout()
+    assert (ann.username, ann.token, ann.rooms) == (None, None, {})
+    with pytest.raises(RequestFailed) as failure:
+        await ann.resume(token)
+    assert failure.value.code is ErrorCode.INVALID_TOKEN
+
+
+def test_backoff_grows_exponentially_with_jitter() -> None:
+    """Delays double per attempt up to the maximum and are jittered between 50 and 100 %."""
+    backoff = Backoff(initial=1.0, maximum=8.0)
+    rng = random.Random(7)
+    for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)]:
+        delays = {backoff.delay(attempt, rng) for _ in range(50)}
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(delays) > 1
+
+
+def test_client_module_does_not_import_textual() -> None:
+    """The protocol client is usable without the TUI (bots, tests)."""
+    code = (
+        "import sys, clubroom_tui.client; "
+        "sys.exit(any(m.split('.')[0] in ('textual', 'rich') for m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    assert subprocess.run([sys.executable, "-c", code], cwd=root, check=False).returncode == 0
