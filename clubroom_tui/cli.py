@@ -80,3 +80,59 @@ def tls_context(url: str, cafile: Path | None) -> ssl.SSLContext | None:
             raise click.BadParameter("--cafile only applies to wss:// addresses")
         return None
     return ssl.create_default_context(cafile=str(cafile) if cafile else None)
+
+
+@main.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="CLUBROOM_WEB_HOST",
+    show_envvar=True,
+    help="Address the web page is served on.",
+)
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    envvar="CLUBROOM_WEB_PORT",
+    show_envvar=True,
+    help="HTTP port of the web page.",
+)
+@click.option(
+    "--server",
+    "server_url",
+    default=DEFAULT_URL,
+    show_default=True,
+    envvar="CLUBROOM_SERVER",
+    show_envvar=True,
+    help="The Clubroom server the browser sessions connect to.",
+)
+@click.option(
+    "--cafile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM file of the CA that signed the server's certificate (wss://).",
+)
+@click.option(
+    "--public-url",
+    envvar="CLUBROOM_WEB_PUBLIC_URL",
+    show_envvar=True,
+    help="The address browsers use, when behind a reverse proxy (e.g. https://chat.example).",
+)
+def web(host: str, port: int, server_url: str, cafile: Path | None, public_url: str | None) -> None:
+    """Serve the same client to web browsers (one client session per browser tab).
+
+    Open the printed http:// address. Each tab runs its own client, which
+    never stores a token ("Remember me" is off), so visitors share nothing.
+    Binds to 127.0.0.1 by default; to expose it, put it behind a TLS reverse
+    proxy and pass --public-url.
+    """
+    tls_context(server_url, cafile)  # validates the URL and the CA file
+    from clubroom_tui.web import build_web_server  # textual-serve only when serving
+
+    shown = public_url or f"http://{host}:{port}"
+    click.echo(f"Clubroom web client on {shown} (server {server_url})")
+    build_web_server(
+        host, port, server_url, public_url=public_url, cafile=str(cafile) if cafile else None
+    ).serve()
