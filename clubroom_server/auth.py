@@ -8,8 +8,12 @@ pool's size bounds how much CPU a login storm can take from chat.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import os
 import secrets
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -28,7 +32,11 @@ class PasswordHasher:
 
     def __init__(self, parameters: argon2.Parameters, workers: int = 2) -> None:
         self._hasher = argon2.PasswordHasher.from_parameters(parameters)
-        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="argon2")
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, workers),
+            thread_name_prefix="argon2",
+            initializer=_yield_to_chat,
+        )
         # Verified against when the username is unknown, so that an unknown
         # name costs the same work (and time) as a wrong password.
         self._decoy_hash = self._hasher.hash(secrets.token_urlsafe(16))
@@ -56,6 +64,22 @@ class PasswordHasher:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+HASH_THREAD_NICENESS = 10
+
+
+def _yield_to_chat() -> None:
+    """Lower this hashing thread's CPU priority below the event loop's.
+
+    A login storm then slows logins, not chat: the loop thread wins the CPU
+    whenever it has work. On Linux niceness is per thread, and the lane
+    threads argon2 starts for ``p > 1`` inherit it; elsewhere this would
+    renice the whole process, so it is Linux-only.
+    """
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICENESS)
 
 
 def new_token() -> str:

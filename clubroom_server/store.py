@@ -10,6 +10,7 @@ memory from the stored sequences so a batch needs no round trip per row.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import sqlite3
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+CHECKPOINT_INTERVAL = 1.0  # seconds between passive WAL checkpoints
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema.
@@ -118,22 +120,31 @@ class Store:
         self._queue: list[_Write] = []
         self._wakeup = asyncio.Event()
         self._closing = False
-        self._checkpoint_due = False
+        self._checkpointer: aiosqlite.Connection | None = None
+        self._truncate_wanted = asyncio.Event()
+        self._commits_since_checkpoint = 0
+        self._checkpoint_task: asyncio.Task[None] | None = None
         self._write_task: asyncio.Task[None] | None = None
         self._next_ids = {"users": 1, "rooms": 1, "messages": 1}
 
     # ------------------------------------------------------------------ life
 
     async def open(self) -> None:
-        """Create folders and file, migrate, and start the writer task."""
+        """Create folders and file, migrate, and start the writer and checkpointer."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await self._connect()
         await self._writer.execute("PRAGMA journal_mode=WAL")
+        # Checkpoints run on their own connection (below), never inside a commit.
+        await self._writer.execute("PRAGMA wal_autocheckpoint=0")
         await self._migrate(self._writer)
         await self._load_sequences(self._writer)
         self._reader = await self._connect()
         await self._reader.execute("PRAGMA query_only=ON")
+        self._checkpointer = await self._connect()
         self._write_task = asyncio.create_task(self._write_loop(), name="store-writer")
+        self._checkpoint_task = asyncio.create_task(
+            self._checkpoint_loop(), name="store-checkpointer"
+        )
 
     async def _connect(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path)
@@ -146,16 +157,22 @@ class Store:
         return db
 
     async def close(self) -> None:
-        """Finish every queued write, then close both connections (idempotent)."""
+        """Finish every queued write, fold the WAL in, close every connection (idempotent)."""
         self._closing = True
         self._wakeup.set()
         if self._write_task is not None:
             await self._write_task
             self._write_task = None
-        for db in (self._reader, self._writer):
+        if self._checkpoint_task is not None:
+            self._checkpoint_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoint_task
+            self._checkpoint_task = None
+            await self._checkpoint("TRUNCATE")
+        for db in (self._checkpointer, self._reader, self._writer):
             if db is not None:
                 await db.close()
-        self._reader = self._writer = None
+        self._checkpointer = self._reader = self._writer = None
 
     async def _migrate(self, db: aiosqlite.Connection) -> None:
         """Apply the numbered migrations the file has not seen (``PRAGMA user_version``)."""
@@ -208,8 +225,7 @@ class Store:
             batch, self._queue = self._queue, []
             if batch:
                 await self._commit(batch)
-                if self._checkpoint_due:
-                    await self._checkpoint()
+                self._commits_since_checkpoint += 1
             elif self._closing:
                 return
 
@@ -311,15 +327,31 @@ class Store:
         follows the commit empties the WAL, so the text cannot be read back
         from ``clubroom.db*`` afterwards.
         """
-        self._checkpoint_due = True
-        return self.enqueue("DELETE FROM rooms WHERE id = ?", (room_id,))
+        return self.enqueue(
+            "DELETE FROM rooms WHERE id = ?", (room_id,), on_commit=self._truncate_wanted.set
+        )
 
-    async def _checkpoint(self) -> None:
-        """Fold the WAL into the main file and truncate it."""
-        assert self._writer is not None
-        self._checkpoint_due = False
+    async def _checkpoint_loop(self) -> None:
+        """Fold the WAL into the database now and then, off the commit path.
+
+        A passive checkpoint every second keeps the WAL short without ever
+        blocking a writer; after a room deletion the WAL is also truncated, so
+        the deleted text leaves the disk.
+        """
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._truncate_wanted.wait(), CHECKPOINT_INTERVAL)
+            if self._truncate_wanted.is_set():
+                self._truncate_wanted.clear()
+                await self._checkpoint("TRUNCATE")
+            elif self._commits_since_checkpoint:
+                await self._checkpoint("PASSIVE")
+
+    async def _checkpoint(self, mode: str) -> None:
+        assert self._checkpointer is not None
+        self._commits_since_checkpoint = 0
         try:
-            await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._checkpointer.execute(f"PRAGMA wal_checkpoint({mode})")
         except sqlite3.Error as exc:
             log.warning("WAL checkpoint failed: %s", exc)
 
