@@ -66,7 +66,7 @@ class PasswordHasher:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-HASH_THREAD_NICENESS = 10
+HASH_THREAD_NICENESS = 19  # the lowest priority: hashing waits for chat
 
 
 def _yield_to_chat() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -114,6 +115,22 @@ class WireClient:
     async def close(self) -> None:
         await self.ws.close()
         self._reader.cancel()
+
+
+async def in_room(clients: Sequence[WireClient], room: str = "Lobby") -> None:
+    """The first client creates ``room``, the others join; every announcement is consumed."""
+    await clients[0].ok("create_room", room=room)
+    for joined, client in enumerate(clients[1:], start=1):
+        await client.ok("join_room", room=room)
+        for earlier in clients[:joined]:
+            await earlier.event("member_joined")
+
+
+async def resumed(url: str, token: str) -> WireClient:
+    """A connected client, authenticated with an existing token."""
+    client = await WireClient.open(url)
+    await client.ok("resume", token=token)
+    return client
 
 
 async def user(url: str, username: str) -> WireClient:

@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.conftest import MakeServer, RunningServer
 from tests.server.conftest import Connect
 from tests.waiting import wait_until
-from tests.wsclient import user
+from tests.wsclient import in_room, resumed, user
 
 
 def stored(db_path: Path, sql: str) -> list[tuple[object, ...]]:
@@ -55,14 +55,11 @@ async def test_last_logout_deletes_the_room(connect: Connect) -> None:
 async def test_dropped_connection_keeps_membership_for_the_grace(make_server: MakeServer) -> None:
     """A drop is silent if the user comes back within the grace period."""
     server = await make_server(grace=1.0)
-    ann = await user(server.url, "ann")
-    bob = await user(server.url, "bob")
-    await ann.ok("create_room", room="Lobby")
-    await bob.ok("join_room", room="Lobby")
-    await ann.event("member_joined")
+    ann, bob = await user(server.url, "ann"), await user(server.url, "bob")
+    await in_room([ann, bob])
     bob.ws.transport.abort()
     await asyncio.sleep(0.3)
-    bob2 = await user_resumed(server.url, bob.token)
+    bob2 = await resumed(server.url, bob.token)
     joined = await bob2.ok("join_room", room="Lobby")
     assert joined["members"] == ["ann", "bob"]
     await ann.no_event(1.2)
@@ -70,22 +67,11 @@ async def test_dropped_connection_keeps_membership_for_the_grace(make_server: Ma
     await bob2.close()
 
 
-async def user_resumed(url: str, token: str):  # type: ignore[no-untyped-def]
-    from tests.wsclient import WireClient
-
-    client = await WireClient.open(url)
-    await client.ok("resume", token=token)
-    return client
-
-
 async def test_grace_expiry_announces_member_left(make_server: MakeServer) -> None:
     """If the dropped user does not come back, member_left follows the grace period."""
     server = await make_server(grace=0.3)
-    ann = await user(server.url, "ann")
-    bob = await user(server.url, "bob")
-    await ann.ok("create_room", room="Lobby")
-    await bob.ok("join_room", room="Lobby")
-    await ann.event("member_joined")
+    ann, bob = await user(server.url, "ann"), await user(server.url, "bob")
+    await in_room([ann, bob])
     bob.ws.transport.abort()
     await ann.no_event(0.15)
     assert await ann.event() == {"type": "member_left", "room": "Lobby", "username": "bob"}
@@ -116,7 +102,7 @@ async def test_restart_keeps_rooms_for_one_grace_period(make_server: MakeServer,
     await ann.close()
     await first.stop()
     second = await make_server(db_path=db_path, grace=0.5)
-    ann = await user_resumed(second.url, ann.token)
+    ann = await resumed(second.url, ann.token)
     joined = await ann.ok("join_room", room="Kept")
     assert joined["messages"] == [sent["message"]]
     await wait_until(lambda: stored(db_path, "SELECT name FROM rooms") == [("Kept",)])
@@ -139,7 +125,7 @@ async def test_ids_keep_increasing_across_deletion_and_restart(
     await ann.close()
     await first.stop()
     second = await make_server(db_path=db_path)
-    ann = await user_resumed(second.url, ann.token)
+    ann = await resumed(second.url, ann.token)
     await ann.ok("create_room", room="Lobby")
     new = (await ann.ok("send", room="Lobby", text="y"))["message"]["id"]
     assert new > old

@@ -9,18 +9,13 @@ import pytest
 
 from tests.conftest import MakeServer, RunningServer
 from tests.server.conftest import Connect
-from tests.wsclient import WireClient, user
+from tests.wsclient import WireClient, in_room, user
 
 
 async def room_with(connect: Connect, *names: str, room: str = "Lobby") -> list[WireClient]:
     """Clients for ``names``, all joined to ``room`` (created by the first), events drained."""
     clients = [await connect(name) for name in names]
-    await clients[0].ok("create_room", room=room)
-    for client in clients[1:]:
-        await client.ok("join_room", room=room)
-    await asyncio.sleep(0.05)
-    for client in clients:
-        client.drain_events()
+    await in_room(clients, room)
     return clients
 
 
@@ -42,12 +37,7 @@ async def test_three_users_see_every_message_in_the_same_order(
     """Interleaved sends from three users reach all three in one order, own included."""
     server = await make_server(rate_limit=0)
     clients = [await user(server.url, name) for name in ("ann", "bob", "cyd")]
-    await clients[0].ok("create_room", room="Lobby")
-    for client in clients[1:]:
-        await client.ok("join_room", room="Lobby")
-    await asyncio.sleep(0.05)
-    for client in clients:
-        client.drain_events()
+    await in_room(clients)
 
     async def chat(client: WireClient) -> None:
         for n in range(20):

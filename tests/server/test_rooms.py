@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.server.conftest import Connect
+from tests.wsclient import in_room
 
 
 async def test_create_room_joins_it(connect: Connect) -> None:
@@ -65,11 +66,8 @@ async def test_join_announces_to_others_and_lists_members(connect: Connect) -> N
 
 async def test_joining_twice_is_not_an_error(connect: Connect) -> None:
     """Joining a room one is in answers joined again and announces nothing."""
-    ann = await connect("ann")
-    await ann.ok("create_room", room="Lobby")
-    bob = await connect("bob")
-    await bob.ok("join_room", room="Lobby")
-    await ann.event("member_joined")
+    ann, bob = await connect("ann"), await connect("bob")
+    await in_room([ann, bob])
     assert (await bob.ok("join_room", room="Lobby"))["members"] == ["ann", "bob"]
     await ann.no_event()
 
@@ -93,11 +91,8 @@ async def test_members_are_users_not_connections(connect: Connect) -> None:
 
 async def test_leave_announces_member_left(connect: Connect) -> None:
     """leave_room answers ok and the others get member_left."""
-    ann = await connect("ann")
-    await ann.ok("create_room", room="Lobby")
-    bob = await connect("bob")
-    await bob.ok("join_room", room="Lobby")
-    await ann.event("member_joined")
+    ann, bob = await connect("ann"), await connect("bob")
+    await in_room([ann, bob])
     assert (await bob.call("leave_room", room="LOBBY"))["type"] == "ok"
     assert await ann.event() == {"type": "member_left", "room": "Lobby", "username": "bob"}
 
@@ -123,11 +118,8 @@ async def test_another_connection_of_the_same_user_must_join_itself(connect: Con
 
 async def test_logout_leaves_every_room(connect: Connect) -> None:
     """logout leaves all the connection's rooms as leave_room would."""
-    ann = await connect("ann")
-    await ann.ok("create_room", room="Lobby")
-    bob = await connect("bob")
-    await bob.ok("join_room", room="Lobby")
-    await ann.event("member_joined")
+    ann, bob = await connect("ann"), await connect("bob")
+    await in_room([ann, bob])
     await bob.ok("logout")
     assert (await ann.event())["type"] == "member_left"
     assert (await ann.ok("join_room", room="Lobby"))["members"] == ["ann"]
