@@ -17,6 +17,8 @@ class BenchConfig:
     quick: bool
     workers: int = 2
     ceiling_loop: str = "asyncio"
+    pin: bool = True  # servers on one half of the CPUs, load generator on the other
+    server_root: str | None = None  # another checkout's clubroom_server (A/B comparisons)
     p99_limit_ms: float = 100.0
     drain_timeout: float = 15.0
     # S1: rooms x clients, senders per room, a ladder of total send rates (messages/s)
@@ -34,7 +36,8 @@ class BenchConfig:
     s2_rounds: int = 2
     # S3: idle connections
     s3_connections: int = 10_000
-    s3_concurrency: int = 200
+    s3_concurrency: int = 100  # the servers' listen backlog is 100: more only drops SYNs
+    s3_settle_seconds: float = 1.0
     # S4: login storm during chat at half of S1's peak
     s4_logins: int = 50
     s4_seconds: float = 8.0
@@ -69,6 +72,7 @@ class BenchConfig:
             s2_rounds=1,
             s3_connections=100,
             s3_concurrency=50,
+            s3_settle_seconds=0.2,
             s4_logins=3,
             s4_seconds=1.5,
             s4_storm_delay=0.3,

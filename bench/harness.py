@@ -7,11 +7,13 @@ identical on both, and it alternates runs between them to cancel drift.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,15 @@ from typing import Any
 
 from bench.config import BenchConfig
 from bench.pool import Pending, WorkerPool
-from bench.servers import ServerProcess, start_ceiling, start_clubroom, wait_listening
+from bench.servers import (
+    REPO_ROOT,
+    ServerProcess,
+    softirq_seconds,
+    split_cpus,
+    start_ceiling,
+    start_clubroom,
+    wait_listening,
+)
 from bench.stats import Latency, Measurement, merge_arrays
 from bench.worker import ClientSpec
 
@@ -65,6 +75,8 @@ class ChatRun:
     errors: int
     closed: int
     side_results: list[Any] = field(default_factory=list)
+    softirq_seconds: float | None = None
+    worker_max_ms: list[float] = field(default_factory=list)
 
     def measurement(self, target: str, window: tuple[int, int] | None = None) -> Measurement:
         """Reduce the run to table figures; ``window`` keeps only stamps inside it."""
@@ -76,6 +88,7 @@ class ChatRun:
                 if low <= stamp <= high
             ]  # fmt: skip
         elapsed = max(self.duration, (self.last_ns - self.since_ns) / 1e9)
+        per_delivery = 1e6 / self.delivered if self.delivered else None
         return Measurement(
             target=target,
             delivered=self.delivered,
@@ -87,20 +100,58 @@ class ChatRun:
             cpu_seconds=self.cpu_seconds,
             rss_mib=self.rss_bytes / 2**20,
             loadgen_cpu_share=self.loadgen_cpu / elapsed if elapsed > 0 else None,
-            notes={"send_rate": self.send_rate, "late": self.late, "errors": self.errors,
-                   "closed_connections": self.closed},
+            notes={
+                "send_rate": self.send_rate,
+                "late": self.late,
+                "errors": self.errors,
+                "closed_connections": self.closed,
+                "softirq_us_per_delivery": (
+                    self.softirq_seconds * per_delivery
+                    if self.softirq_seconds is not None and per_delivery else None
+                ),
+                "worker_max_latency_ms": self.worker_max_ms,
+                **self._slow(latencies if window is None else None),
+            },
         )  # fmt: skip
+
+    def _slow(self, latencies: Any) -> dict[str, Any]:
+        """How many deliveries took over 100 ms, and when they were sent (s into the run).
+
+        Tells one stall of the whole machine (a short span) from a server that
+        fell behind (a span running to the end).
+        """
+        if latencies is None:
+            return {}
+        limit = 100_000_000
+        slow = [stamp for lat, stamp in zip(latencies, self.stamps, strict=True) if lat > limit]
+        if not slow:
+            return {"slow_deliveries": 0}
+        return {
+            "slow_deliveries": len(slow),
+            "slow_sent_between_s": [
+                round((min(slow) - self.since_ns) / 1e9, 3),
+                round((max(slow) - self.since_ns) / 1e9, 3),
+            ],
+        }
 
 
 class Harness:
     """Owns the worker pool and a scratch directory; hands out client ids."""
 
-    def __init__(self, config: BenchConfig, log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, config: BenchConfig, log: Callable[[str], None] | None = None, keep: bool = False
+    ) -> None:
         self.config = config
-        self.pool = WorkerPool(config.workers)
-        self._tmp = tempfile.TemporaryDirectory(prefix="clubroom-bench-")
-        self.workdir = Path(self._tmp.name)
+        split = split_cpus() if config.pin else None
+        self.server_cpus: set[int] | None = split[0] if split else None
+        self.loadgen_cpus: set[int] | None = split[1] if split else None
+        if self.loadgen_cpus:
+            os.sched_setaffinity(0, self.loadgen_cpus)
+        self.pool = WorkerPool(config.workers, self.loadgen_cpus)
+        self.workdir = Path(tempfile.mkdtemp(prefix="clubroom-bench-"))
+        self.keep = keep
         self._next_cid = 0
+        self._starts = 0
         self._log = log or (lambda text: print(text, file=sys.stderr, flush=True))
 
     def log(self, text: str) -> None:
@@ -108,7 +159,10 @@ class Harness:
 
     def close(self) -> None:
         self.pool.close()
-        self._tmp.cleanup()
+        if self.keep:
+            self.log(f"server logs and databases kept in {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def new_cids(self, count: int) -> list[int]:
         """Fresh client ids; consecutive ids land on different workers."""
@@ -118,14 +172,21 @@ class Harness:
 
     # -- servers ---------------------------------------------------------------
 
+    def _start_clubroom(self, db_path: Path, argon2_profile: str | None) -> ServerProcess:
+        root = Path(self.config.server_root) if self.config.server_root else REPO_ROOT
+        return start_clubroom(
+            self.workdir, db_path, argon2_profile=argon2_profile, cpus=self.server_cpus, root=root
+        )
+
     @contextmanager
     def servers(
         self, name: str, *, argon2_profile: str | None = "cheapest", db_path: Path | None = None
     ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
         """A fresh Clubroom (temp database) and a fresh ceiling server, for one scenario."""
-        db = db_path or self.workdir / f"{name}.db"
-        clubroom = start_clubroom(self.workdir, db, argon2_profile=argon2_profile)
-        ceiling = start_ceiling(self.workdir, self.config.ceiling_loop)
+        self._starts += 1
+        db = db_path or self.workdir / f"{name}-{self._starts}.db"
+        clubroom = self._start_clubroom(db, argon2_profile)
+        ceiling = start_ceiling(self.workdir, self.config.ceiling_loop, self.server_cpus)
         try:
             wait_listening(clubroom)
             wait_listening(ceiling)
@@ -140,7 +201,7 @@ class Harness:
         self, db_path: Path, *, argon2_profile: str | None = "cheapest"
     ) -> Iterator[ServerProcess]:
         """A Clubroom server alone (used to prepare a database)."""
-        server = start_clubroom(self.workdir, db_path, argon2_profile=argon2_profile)
+        server = self._start_clubroom(db_path, argon2_profile)
         try:
             yield wait_listening(server)
         finally:
@@ -188,7 +249,7 @@ class Harness:
 
     def start_requests(
         self,
-        items: list[tuple[int, dict[str, Any] | None]],
+        items: Sequence[tuple[int, Mapping[str, Any] | None]],
         *,
         concurrency: int = 100,
         start_at_ns: int | None = None,
@@ -205,7 +266,7 @@ class Harness:
 
     def requests(
         self,
-        items: list[tuple[int, dict[str, Any] | None]],
+        items: Sequence[tuple[int, Mapping[str, Any] | None]],
         *,
         expect: str | None = None,
         **kwargs: Any,
@@ -257,22 +318,20 @@ class Harness:
         clients: int,
         senders: int,
         prefix: str,
-        tokens: dict[int, str] | None = None,
+        tokens: list[str] | None = None,
     ) -> tuple[ChatGroup, ChatGroup]:
         """The same rooms on both servers, all members connected, joined and ready.
 
-        With ``tokens`` (cid -> token) Clubroom members resume instead of
+        With ``tokens`` (one per member) Clubroom members resume instead of
         registering, so accounts made earlier (and their hash cost) are reused.
         """
         club_rooms = {f"{prefix} room {r}": self.new_cids(clients) for r in range(rooms)}
-        if tokens is not None:
-            mapping = dict(zip([c for cids in club_rooms.values() for c in cids], tokens.values(),
-                               strict=True))  # fmt: skip
-        self.open_clubroom(clubroom, [cid for cids in club_rooms.values() for cid in cids])
+        members = [cid for cids in club_rooms.values() for cid in cids]
+        self.open_clubroom(clubroom, members)
         if tokens is None:
-            self.register([cid for cids in club_rooms.values() for cid in cids], f"{prefix}u")
+            self.register(members, f"{prefix}u")
         else:
-            self.resume(mapping)
+            self.resume(dict(zip(members, tokens, strict=True)))
         self.enter_rooms(club_rooms)
         ceil_rooms = {f"/{prefix}-room-{r}": self.new_cids(clients) for r in range(rooms)}
         self.open_ceiling(ceiling, {cid: path for path, cids in ceil_rooms.items() for cid in cids})
@@ -290,35 +349,47 @@ class Harness:
         send_rate: float,
         duration: float,
         side: Callable[[int], list[Pending]] | None = None,
+        side_limit: float = 120.0,
     ) -> ChatRun:
         """Offer ``send_rate`` messages/s for ``duration`` s and collect every delivery.
 
         ``side`` may start other commands (a login storm) once the load is on;
-        their results come back in ``side_results``.
+        the load then goes on until they are done (at least ``duration``, at
+        most ``side_limit`` s), so the side work happens under load from start
+        to end. Their results come back in ``side_results``.
         """
         pool = self.pool
         senders = pool.split(group.senders)
         total = max(1, len(group.senders))
         server_cpu = group.server.cpu_seconds()
+        softirq = softirq_seconds(self.server_cpus)
         since = time.monotonic_ns()
+        pool.call_all("arm", since_ns=since)
         runs = pool.start_each(
             "run",
-            [{"since_ns": since, "senders": mine, "rate": send_rate * len(mine) / total,
-              "duration": duration} for mine in senders],
+            [{"senders": mine, "rate": send_rate * len(mine) / total,
+              "duration": side_limit if side else duration} for mine in senders],
         )  # fmt: skip
-        side_pending = side(since) if side else []
+        side_results: list[Any] = []
+        if side:
+            side_results = [pending.result() for pending in side(since)]
+            time.sleep(max(0.5, duration - (time.monotonic_ns() - since) / 1e9))
+            pool.call_all("halt")
         sends: Counter[str] = Counter()
+        seconds = 0.0
         for pending in runs:
-            sends.update(pending.result()["sends"])
+            result = pending.result()
+            sends.update(result["sends"])
+            seconds = max(seconds, result["seconds"])
         expected = self._expected(group, sends)
         collected = pool.call_each(
             "collect",
             [{"expected": want, "wait_seconds": self.config.drain_timeout} for want in expected],
         )
-        side_results = [pending.result() for pending in side_pending]
+        softirq_after = softirq_seconds(self.server_cpus)
         return ChatRun(
             send_rate=send_rate,
-            duration=duration,
+            duration=seconds,
             since_ns=since,
             delivered=sum(part["count"] for part in collected),
             expected=sum(expected),
@@ -332,7 +403,15 @@ class Harness:
             errors=sum(part["errors"] for part in collected),
             closed=sum(part["closed"] for part in collected),
             side_results=side_results,
-        )
+            softirq_seconds=(
+                softirq_after - softirq if softirq is not None and softirq_after is not None
+                else None
+            ),
+            worker_max_ms=[
+                round(max(merge_arrays([part["latencies"]]), default=0) / 1e6, 2)
+                for part in collected
+            ],
+        )  # fmt: skip
 
     def _expected(self, group: ChatGroup, sends: Counter[str]) -> list[int]:
         """Deliveries each worker should see: sends to a room × its members there."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -34,7 +35,7 @@ class Pending:
 class WorkerPool:
     """``size`` worker processes; a client id ``cid`` lives in worker ``cid % size``."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, cpus: set[int] | None = None) -> None:
         context = multiprocessing.get_context("spawn")
         self.size = size
         self._conns: list[Connection] = []
@@ -44,7 +45,10 @@ class WorkerPool:
         for index in range(size):
             parent, child = context.Pipe()
             process = context.Process(
-                target=worker_main, args=(child, index), name=f"bench-worker-{index}", daemon=True
+                target=worker_main,
+                args=(child, index, cpus),
+                name=f"bench-worker-{index}",
+                daemon=True,
             )
             process.start()
             child.close()
@@ -81,7 +85,9 @@ class WorkerPool:
         """Run the same command with the same arguments on every worker."""
         return self.call_each(name, [kwargs] * self.size)
 
-    def split(self, items: list[Any], cid_of: Any = None) -> list[list[Any]]:
+    def split(
+        self, items: Iterable[Any], cid_of: Callable[[Any], int] | None = None
+    ) -> list[list[Any]]:
         """Group items by the worker owning their client id (first element by default)."""
         groups: list[list[Any]] = [[] for _ in range(self.size)]
         for item in items:

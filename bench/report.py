@@ -6,9 +6,12 @@ import contextlib
 import json
 import os
 import platform
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from websockets.version import version as websockets_version
 
 from bench.stats import Measurement, ScenarioResult, TargetCheck
 
@@ -38,15 +41,36 @@ def machine() -> dict[str, Any]:
     memory = 0
     with contextlib.suppress(OSError, ValueError, IndexError):
         memory = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
-    import websockets
-
     return {
         "nproc": os.cpu_count(),
         "cpu_model": model,
         "memory_gib": round(memory / 2**30, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "websockets": websockets.__version__,
+        "websockets": websockets_version,
+    }
+
+
+def server_version(root: Path) -> dict[str, Any]:
+    """The commit of the server under test, and whether its code had local changes.
+
+    The server changes faster than its benchmark numbers: each result file
+    says which code it measured.
+    """
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    return {
+        "root": str(root),
+        "commit": git("rev-parse", "--short", "HEAD") or None,
+        "server_code_modified": bool(git("status", "--porcelain", "--", "clubroom_server")),
     }
 
 
@@ -98,10 +122,14 @@ def _cells(result: ScenarioResult, row: Measurement, first: bool) -> list[str]:
     lat = row.latency
     key, label = _PRIMARY_RATIO[result.key]
     primary = result.ratios.get(key)
+    lower_bound = any(
+        result.details.get(key, {}).get(row.target)
+        for key in ("capped_by_ladder", "limited_by_load_generator")
+    )
     return [
         result.title if first else "",
         row.target,
-        _num(row.deliveries_per_s, 0, grouped=True),
+        ("≥ " if lower_bound else "") + _num(row.deliveries_per_s, 0, grouped=True),
         _num(lat.p50_ms, 2),
         _num(lat.p99_ms, 2),
         _num(lat.max_ms, 2),
@@ -155,7 +183,9 @@ def targets_text(checks: list[TargetCheck], markdown: bool = False) -> str:
 
 def s1_steps_text(result: ScenarioResult) -> str:
     """S1's ladder, both servers side by side per step."""
-    lines = ["  server    send/s   offered/s  deliv/s    p99 ms   CPU µs/dlv  loadgen  ok"]
+    lines = [
+        "  server    send/s   offered/s  deliv/s    p99 ms   CPU µs/dlv  +softirq  loadgen  ok"
+    ]
     for target, steps in result.details["steps"].items():
         for step in steps:
             lines.append(
@@ -164,6 +194,7 @@ def s1_steps_text(result: ScenarioResult) -> str:
                 f"{_num(step['deliveries_per_s'], 0, True):>9} "
                 f"{_num(step['latency']['p99_ms'], 1):>9} "
                 f"{_num(step['cpu_us_per_delivery'], 2):>11} "
+                f"{_num(step['notes'].get('softirq_us_per_delivery'), 2):>9} "
                 f"{(step['loadgen_cpu_share'] or 0):>7.0%}  "
                 f"{'yes' if step['notes']['passed'] else 'no'}"
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import signal
 import sys
 import time
 import traceback
@@ -21,6 +22,7 @@ from typing import Any
 from bench import report, scenarios
 from bench.config import BenchConfig
 from bench.harness import Harness
+from bench.servers import REPO_ROOT
 from bench.stats import ScenarioResult
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -40,7 +42,10 @@ def raise_fd_limit() -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark Clubroom against a bare websockets relay (the ceiling).",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds")
     parser.add_argument(
         "--only", default=",".join(SCENARIOS), help="comma-separated scenarios (default: all)"
@@ -50,7 +55,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--ceiling-loop", choices=("asyncio", "uvloop"), default="asyncio",
         help="event loop of the ceiling server (Clubroom uses asyncio's)",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-pin", action="store_true",
+        help="don't pin servers and load generator to separate CPUs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--server-root", type=Path,
+        help="run clubroom_server from this checkout instead (to compare two versions)",
+    )  # fmt: skip
     parser.add_argument("--json", type=Path, help="where to write the JSON (default: results/)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep server logs and databases (for debugging)"
+    )
     parser.add_argument("--s1-rate", type=float, help="S4: use this S1 peak (sends/s)")
     return parser.parse_args(argv)
 
@@ -92,7 +108,10 @@ def run_scenarios(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = (BenchConfig.quick_preset() if args.quick else BenchConfig.full()).with_changes(
-        workers=args.workers, ceiling_loop=args.ceiling_loop
+        workers=args.workers,
+        ceiling_loop=args.ceiling_loop,
+        pin=not args.no_pin,
+        server_root=str(args.server_root.resolve()) if args.server_root else None,
     )
     selected = [key.strip() for key in args.only.split(",") if key.strip()]
     unknown = set(selected) - set(SCENARIOS)
@@ -100,9 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown scenario(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
     fd_limit = raise_fd_limit()
+    # SIGTERM unwinds like Ctrl-C, so every server started so far is stopped
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started_at = datetime.now(UTC)
     started = time.monotonic()
-    harness = Harness(config)
+    harness = Harness(config, keep=args.keep)
     try:
         results, errors = run_scenarios(harness, selected, args.s1_rate)
     finally:
@@ -114,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.monotonic() - started, 1),
         "quick": config.quick,
         "machine": {**report.machine(), "fd_limit": fd_limit},
+        "server_version": report.server_version(
+            Path(config.server_root) if config.server_root else REPO_ROOT
+        ),
         "config": asdict(config),
         "scenarios": {key: result.to_json() for key, result in results.items()},
         "errors": errors,
@@ -139,7 +163,10 @@ def print_summary(
 ) -> None:
     """The terminal report: machine, table, S1's ladder, key figures, targets."""
     info = document["machine"]
-    print(f"\nClubroom benchmark — {info['nproc']} × {info['cpu_model']}, "
+    version = document["server_version"]
+    print(f"\nClubroom benchmark — server {version['commit']}"
+          f"{' (modified)' if version['server_code_modified'] else ''} — "
+          f"{info['nproc']} × {info['cpu_model']}, "
           f"Python {info['python']}, websockets {info['websockets']}"
           f"{' (quick)' if document['quick'] else ''}\n")  # fmt: skip
     print(report.text_table(results.values()))
@@ -149,6 +176,11 @@ def print_summary(
     for result in results.values():
         ratios = ", ".join(f"{k} {v:.2f}" for k, v in result.ratios.items() if v is not None)
         print(f"  {result.key}: {result.headline}; {ratios}")
+    if "s1" in results:
+        for target, bound in results["s1"].details["limited_by_load_generator"].items():
+            if bound:
+                print(f"  note: S1 {target}'s peak is a lower bound — the load generator was at "
+                      "≥ 90% of its CPUs when that server failed")  # fmt: skip
     print("\nTargets:\n" + report.targets_text(checks))
     for key, error in document["errors"].items():
         print(f"\n{key} failed: {error.strip().splitlines()[-1]}")

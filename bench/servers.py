@@ -8,6 +8,8 @@ sum of their ``VmRSS`` (``/proc/PID/status``).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import re
 import signal
@@ -15,11 +17,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_CPUS_AT_START = frozenset(os.sched_getaffinity(0))  # before anything pins this process
+_PR_SET_PDEATHSIG = 1
 _LISTENING = re.compile(rb"listening on wss?://[^\s:]+:(\d+)")
 
 
@@ -108,6 +113,22 @@ def _rss_of(pid: int) -> int:
     return 0
 
 
+def softirq_seconds(cpus: set[int] | None) -> float | None:
+    """irq + softirq time of these CPUs (/proc/stat), or None when not pinned.
+
+    Loopback TCP does much of its work in softirq, which is charged to no
+    process: with the server pinned, its CPUs' softirq time is mostly its own.
+    """
+    if not cpus:
+        return None
+    total = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            total += int(values[5]) + int(values[6])
+    return total / _CLOCK_TICKS
+
+
 def free_port() -> int:
     """A currently free loopback port (bind to 0, read it, release it)."""
     with socket.socket() as sock:
@@ -115,15 +136,49 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _launch(name: str, argv: list[str], log_path: Path, env: dict[str, str]) -> ServerProcess:
+def split_cpus() -> tuple[set[int], set[int]] | None:
+    """Servers get the first half of this process's CPUs, the load generator the rest.
+
+    Pinning keeps the server's event loop from being preempted by the load
+    generator (on 2 cores: one core each), which makes steps repeatable. None
+    on a single CPU, where there is nothing to split.
+    """
+    cpus = sorted(_CPUS_AT_START)
+    if len(cpus) < 2:
+        return None
+    half = len(cpus) // 2
+    return set(cpus[:half]), set(cpus[half:])
+
+
+def _child_setup(cpus: set[int] | None) -> Callable[[], None]:
+    def setup() -> None:
+        """In the child: die with the benchmark (no server left behind); pin if asked."""
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    return setup
+
+
+def _launch(
+    name: str,
+    argv: list[str],
+    log_path: Path,
+    env: dict[str, str],
+    cpus: set[int] | None,
+    cwd: Path = REPO_ROOT,
+) -> ServerProcess:
     log = log_path.open("wb")
     process = subprocess.Popen(
         argv,
-        cwd=REPO_ROOT,
+        cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, **env},
+        preexec_fn=_child_setup(cpus),
     )
     log.close()
     return ServerProcess(name, process, log_path)
@@ -160,10 +215,13 @@ def start_clubroom(
     *,
     argon2_profile: str | None = "cheapest",
     env: dict[str, str] | None = None,
+    cpus: set[int] | None = None,
+    root: Path = REPO_ROOT,
 ) -> ServerProcess:
     """Launch ``clubroom-server serve`` on a free port with rate limiting off.
 
-    ``argon2_profile=None`` keeps the server's default (real) hashing cost.
+    ``argon2_profile=None`` keeps the server's default (real) hashing cost;
+    ``root`` is the checkout whose ``clubroom_server`` runs (to compare two).
     """
     port = free_port()
     argv = [
@@ -176,15 +234,15 @@ def start_clubroom(
     if argon2_profile:
         argv += ["--argon2-profile", argon2_profile]
     log = workdir / f"clubroom-{port}.log"
-    server = _launch("clubroom", argv, log, env or {})
+    server = _launch("clubroom", argv, log, env or {}, cpus, root)
     server.extra["argon2_profile"] = argon2_profile or "default"
     return server
 
 
-def start_ceiling(workdir: Path, loop: str) -> ServerProcess:
+def start_ceiling(workdir: Path, loop: str, cpus: set[int] | None = None) -> ServerProcess:
     """Launch the bare ``websockets`` relay (``bench.ceiling``) on a free port."""
     port = free_port()
     argv = [sys.executable, "-m", "bench.ceiling", "--port", str(port), "--loop", loop]
-    server = _launch("ceiling", argv, workdir / f"ceiling-{port}.log", {})
+    server = _launch("ceiling", argv, workdir / f"ceiling-{port}.log", {}, cpus)
     server.extra["loop"] = loop
     return server

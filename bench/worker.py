@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import resource
+import threading
 import time
 import traceback
 from collections import Counter
@@ -56,10 +58,14 @@ class Worker:
         self.side_recorder = Recorder()  # for connections whose frames are not measured
         self.stop: asyncio.Future[None] | None = None
         self._run_cpu = 0.0
+        self._nonce = 0
+        self._halt = False
         self._commands: dict[str, Callable[..., Awaitable[Any]]] = {
             "open": self.cmd_open,
             "request": self.cmd_request,
+            "arm": self.cmd_arm,
             "run": self.cmd_run,
+            "halt": self.cmd_halt,
             "collect": self.cmd_collect,
             "fill": self.cmd_fill,
             "close": self.cmd_close,
@@ -69,28 +75,41 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def serve(self) -> None:
-        """Read commands from the pipe until told to exit; each runs as its own task."""
+        """Read commands from the pipe until told to exit; each runs as its own task.
+
+        A thread does the blocking reads: registering the pipe with the loop
+        (``add_reader``) would make it non-blocking, and large replies would
+        then fail with EAGAIN instead of waiting for the coordinator to read.
+        """
         loop = asyncio.get_running_loop()
         self.stop = loop.create_future()
-        loop.add_reader(self.conn.fileno(), self._on_readable)
+        reader = threading.Thread(target=self._read_commands, args=(loop,), daemon=True)
+        reader.start()
         try:
             await self.stop
         finally:
-            loop.remove_reader(self.conn.fileno())
             for client in self.clients.values():
                 client.abort()
 
-    def _on_readable(self) -> None:
-        while self.conn.poll():
+    def _read_commands(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
             try:
-                seq, name, kwargs = self.conn.recv()
-            except EOFError:  # the coordinator is gone
-                if self.stop is not None and not self.stop.done():
-                    self.stop.set_result(None)
+                command = self.conn.recv()
+            except (EOFError, OSError):  # the coordinator is gone
+                loop.call_soon_threadsafe(self._finish)
                 return
-            task = asyncio.ensure_future(self._execute(seq, name, kwargs))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            loop.call_soon_threadsafe(self._start, command)
+            if command[1] == "exit":
+                return
+
+    def _start(self, command: tuple[int, str, dict[str, Any]]) -> None:
+        task = asyncio.ensure_future(self._execute(*command))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _finish(self) -> None:
+        if self.stop is not None and not self.stop.done():
+            self.stop.set_result(None)
 
     async def _execute(self, seq: int, name: str, kwargs: dict[str, Any]) -> None:
         try:
@@ -168,42 +187,54 @@ class Worker:
         finally:
             client.echo_waiter = None
 
+    async def cmd_arm(self, since_ns: int) -> None:
+        """Start counting deliveries stamped from ``since_ns`` on.
+
+        Every worker is armed before any starts sending, or a fast worker's
+        first messages could reach a slower one before it began to count.
+        """
+        self.recorder.reset(since_ns)
+        self._run_cpu = cpu_seconds()
+
     async def cmd_run(
-        self, since_ns: int, senders: list[tuple[int, str]], rate: float, duration: float
+        self, senders: list[tuple[int, str]], rate: float, duration: float
     ) -> dict[str, Any]:
         """Offer ``rate`` sends/s spread over ``senders`` for ``duration`` seconds.
 
         Open loop: sends are due by the clock, not by replies, so a slow server
         shows up as latency rather than as a politely reduced load.
         """
-        self.recorder.reset(since_ns)
-        self._run_cpu = cpu_seconds()
         plan = [(self.clients[cid], room, msgspec.json.encode(room)) for cid, room in senders]
         sends: Counter[str] = Counter()
+        self._halt = False
         start = time.monotonic_ns()
         end = start + int(duration * 1e9)
-        if not plan or rate <= 0:
-            await asyncio.sleep(duration)
-            return {"sends": {}, "start_ns": start}
         issued = 0
-        while (now := time.monotonic_ns()) < end:
-            due = int((now - start) * rate / 1e9) + 1 - issued
+        while (now := time.monotonic_ns()) < end and not self._halt:
+            due = int((now - start) * rate / 1e9) + 1 - issued if plan and rate > 0 else 0
             for _ in range(due):
                 client, room, room_json = plan[issued % len(plan)]
-                self._send_chat(client, room_json, issued)
+                self._send_chat(client, room_json)
                 sends[room] += 1
                 issued += 1
             await asyncio.sleep(_TICK_SECONDS)
-        return {"sends": dict(sends), "start_ns": start}
+        return {"sends": dict(sends), "seconds": (time.monotonic_ns() - start) / 1e9}
 
-    def _send_chat(self, client: FrameClient, room_json: bytes, seq: int) -> None:
+    async def cmd_halt(self) -> None:
+        """End the current run early (it was started open-ended, e.g. to outlast a storm)."""
+        self._halt = True
+
+    def _send_chat(self, client: FrameClient, room_json: bytes) -> None:
+        """One stamped chat message; its nonce is unique for the worker's whole life
+        (a repeated nonce would be answered from storage and never broadcast)."""
+        self._nonce += 1
         text = stamped_text(time.monotonic_ns()).encode()
         if not client.json_mode:
             client.send_text(text)
             return
         client.send_text(
             b'{"type":"send","id":%d,"room":%s,"text":"%s","nonce":"w%d-%d"}'
-            % (client.take_id(), room_json, text, self.index, seq)
+            % (client.take_id(), room_json, text, self.index, self._nonce)
         )
 
     async def cmd_collect(self, expected: int, wait_seconds: float) -> dict[str, Any]:
@@ -276,12 +307,13 @@ class Worker:
 
     async def cmd_exit(self) -> None:
         """Stop serving (the process then exits)."""
-        if self.stop is not None and not self.stop.done():
-            self.stop.set_result(None)
+        asyncio.get_running_loop().call_soon(self._finish)
 
 
-def worker_main(conn: Connection, index: int) -> None:
+def worker_main(conn: Connection, index: int, cpus: set[int] | None = None) -> None:
     """Process entry point: run a ``Worker`` on uvloop if it is installed."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     runner: Callable[[Any], Any] = asyncio.run
     with contextlib.suppress(ImportError):
         import uvloop
