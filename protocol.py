@@ -9,6 +9,7 @@ library so that it stays easy to test and to reuse (bots, tests, other UIs).
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from datetime import UTC, datetime
@@ -406,8 +407,14 @@ def check_text(text: str) -> str:
 
 def format_time(epoch_ms: int) -> str:
     """Render milliseconds since the epoch as the contract's ISO 8601 UTC string."""
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+    seconds, millis = divmod(epoch_ms, 1000)
+    return f"{_second_text(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _second_text(seconds: int) -> str:
+    """The date-and-second part, cached: a busy second formats it once, not per message."""
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def parse_time(value: str) -> datetime:

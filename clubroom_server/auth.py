@@ -66,20 +66,26 @@ class PasswordHasher:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-HASH_THREAD_NICENESS = 19  # the lowest priority: hashing waits for chat
+HASH_THREAD_NICENESS = 19  # the lowest priority, where SCHED_IDLE is not available
 
 
 def _yield_to_chat() -> None:
-    """Lower this hashing thread's CPU priority below the event loop's.
+    """Run this hashing thread only when chat leaves the CPU idle.
 
-    A login storm then slows logins, not chat: the loop thread wins the CPU
-    whenever it has work. On Linux niceness is per thread, and the lane
-    threads argon2 starts for ``p > 1`` inherit it; elsewhere this would
-    renice the whole process, so it is Linux-only.
+    A login storm then slows logins, not chat. Linux schedules threads on
+    their own, and the lane threads argon2 starts for ``p > 1`` inherit the
+    policy: ``SCHED_IDLE`` where allowed, else the lowest niceness.
+    Elsewhere these calls would affect the whole process, so they are
+    Linux-only.
     """
-    if sys.platform == "linux":
+    if sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    try:
+        os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+    except (OSError, AttributeError):
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_THREAD_NICENESS)
+            os.setpriority(os.PRIO_PROCESS, thread, HASH_THREAD_NICENESS)
 
 
 def new_token() -> str:

@@ -19,7 +19,14 @@ from clubroom_server.auth import PasswordHasher, SlidingWindow, TokenBucket, new
 from clubroom_server.config import Settings
 from clubroom_server.peer import Peer, fanout
 from clubroom_server.rooms import Room, Rooms
-from clubroom_server.store import MessageRecord, RoomRecord, Store, StoreError, UserRecord
+from clubroom_server.store import (
+    DuplicateError,
+    MessageRecord,
+    RoomRecord,
+    Store,
+    StoreError,
+    UserRecord,
+)
 from protocol import ErrorCode, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -307,9 +314,10 @@ class ChatService:
     async def _send_once(self, peer: Peer, room: Room, text: str, nonce: str) -> protocol.Message:
         """Store a message unless this user's nonce already stored one in this room.
 
-        The first send of a nonce claims it in memory before looking in the
-        database, so a resend racing the original waits for it instead of
-        storing a second copy.
+        A send racing another with the same nonce waits for it (an in-memory
+        claim); one whose nonce is already in the database is refused by its
+        unique index, and answered with the stored message. So the common
+        case costs no extra read.
         """
         assert peer.user is not None
         key: NonceKey = (room.id, peer.user.id, nonce)
@@ -318,12 +326,7 @@ class ChatService:
             return await asyncio.shield(claim)
         claim = self._nonce_claims[key] = asyncio.get_running_loop().create_future()
         try:
-            earlier = await self._store.message_by_nonce(room.id, peer.user.id, nonce)
-            message = (
-                to_wire(room, earlier)
-                if earlier is not None
-                else await self._store_message(peer, room, text, nonce)
-            )
+            message = await self._store_or_find(peer, room, text, nonce)
         except BaseException as exc:
             claim.set_exception(exc)
             claim.exception()  # whoever waits re-raises it; nobody else must
@@ -333,6 +336,18 @@ class ChatService:
             return message
         finally:
             del self._nonce_claims[key]
+
+    async def _store_or_find(
+        self, peer: Peer, room: Room, text: str, nonce: str
+    ) -> protocol.Message:
+        assert peer.user is not None
+        try:
+            return await self._store_message(peer, room, text, nonce)
+        except DuplicateError:
+            earlier = await self._store.message_by_nonce(room.id, peer.user.id, nonce)
+            if earlier is None:
+                raise
+            return to_wire(room, earlier)
 
     async def _store_message(
         self, peer: Peer, room: Room, text: str, nonce: str | None
@@ -351,7 +366,7 @@ class ChatService:
             nonce,
             on_commit=lambda: self.rooms.publish_message(room, record.id, event),
         )
-        await asyncio.shield(stored)
+        await stored
         return message
 
     async def history(self, peer: Peer, request: protocol.History) -> protocol.Reply:

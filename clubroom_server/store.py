@@ -69,6 +69,10 @@ class StoreError(Exception):
     """The database could not do what was asked (disk full, read-only, corrupt…)."""
 
 
+class DuplicateError(StoreError):
+    """A uniqueness rule refused the write (e.g. a nonce this user already used here)."""
+
+
 @dataclass(frozen=True, slots=True)
 class UserRecord:
     id: int
@@ -236,8 +240,7 @@ class Store:
         except (sqlite3.Error, ValueError, OverflowError) as exc:
             await self._rollback()
             if len(batch) == 1:
-                log.error("database write failed: %s", exc)
-                _settle(batch, StoreError(str(exc)))
+                _settle(batch, _store_error(exc))
                 return
             for write in batch:
                 await self._commit([write])
@@ -424,6 +427,14 @@ class Store:
         except sqlite3.Error as exc:
             log.error("database read failed: %s", exc)
             raise StoreError(str(exc)) from exc
+
+
+def _store_error(exc: Exception) -> StoreError:
+    """Name a failed write: a broken uniqueness rule is the caller's business, the rest ours."""
+    if isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc):
+        return DuplicateError(str(exc))
+    log.error("database write failed: %s", exc)
+    return StoreError(str(exc))
 
 
 def _group_by_statement(batch: Iterable[_Write]) -> list[tuple[str, list[Sequence[Any]]]]:
