@@ -52,6 +52,7 @@ class Room:
     members: dict[str, Member] = field(default_factory=dict)
     live: dict[Subscriber, None] = field(default_factory=dict)
     joining: dict[Subscriber, list[tuple[int, bytes]]] = field(default_factory=dict)
+    floors: dict[Subscriber, int] = field(default_factory=dict)
     expiry: asyncio.TimerHandle | None = None
     deleted: bool = False
 
@@ -123,6 +124,9 @@ class Rooms:
             if message_id > last_id:
                 self._fanout((subscriber,), data)
         room.live[subscriber] = None
+        # A message can be committed, read by the snapshot and only then
+        # announced: the floor keeps such a message from arriving twice.
+        room.floors[subscriber] = max(last_id, buffered[-1][0] if buffered else 0)
 
     # ---------------------------------------------------------------- leaving
 
@@ -134,6 +138,7 @@ class Rooms:
         """
         room.live.pop(subscriber, None)
         room.joining.pop(subscriber, None)
+        room.floors.pop(subscriber, None)
         member = room.members.get(subscriber.user_key)
         if member is None or subscriber not in member.connections:
             return
@@ -178,7 +183,10 @@ class Rooms:
             return
         for buffer in room.joining.values():
             buffer.append((message_id, data))
-        self._fanout(room.live, data)
+        if room.floors:
+            self._fanout(_above_floor(room, message_id), data)
+        else:
+            self._fanout(room.live, data)
 
     def _announce(self, room: Room, event: protocol.MemberJoined | protocol.MemberLeft) -> None:
         """Member events go to live connections only: joiners learn members from ``joined``."""
@@ -191,6 +199,19 @@ class Rooms:
             _cancel(room.expiry)
             for member in room.members.values():
                 _cancel(member.grace)
+
+
+def _above_floor(room: Room, message_id: int) -> list[Subscriber]:
+    """Live subscribers that have not seen ``message_id`` yet; floors passed are dropped.
+
+    Messages are announced in id order, so once one above a floor goes out,
+    that floor can never matter again.
+    """
+    seen = {s for s, floor in room.floors.items() if message_id <= floor}
+    for subscriber, floor in list(room.floors.items()):
+        if message_id >= floor:
+            del room.floors[subscriber]
+    return [s for s in room.live if s not in seen]
 
 
 def _later(delay: float, callback: Callable[..., None], *args: object) -> asyncio.TimerHandle:

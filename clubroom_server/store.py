@@ -15,13 +15,15 @@ import hmac
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import aiosqlite
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # aiosqlite logs every call with its arguments at DEBUG (hashes included): never let it.
 logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
@@ -111,6 +113,36 @@ INSERT_MESSAGE = (
 )
 
 
+class _WriterThread:
+    """The one connection that writes, on a thread of its own.
+
+    aiosqlite costs a thread round trip per call, and a group commit is a few
+    statements plus the commit; here the whole batch is one call, one round
+    trip (the datasette pattern: one writer thread, reads elsewhere).
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._db: sqlite3.Connection | None = None
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(connection, *args)`` on the writer thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, self._db, *args)
+
+    async def open(self, path: Path, pragmas: str) -> None:
+        def connect(_: None) -> None:
+            self._db = sqlite3.connect(path)
+            self._db.executescript(pragmas)
+
+        await self.run(connect)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self.run(sqlite3.Connection.close)
+            self._db = None
+        self._pool.shutdown(wait=True)
+
+
 class Store:
     """SQLite storage behind a small async interface (a second backend fits behind it)."""
 
@@ -119,7 +151,7 @@ class Store:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
         self.path = path
         self._synchronous = synchronous.upper()
-        self._writer: aiosqlite.Connection | None = None
+        self._writer = _WriterThread()
         self._reader: aiosqlite.Connection | None = None
         self._queue: list[_Write] = []
         self._wakeup = asyncio.Event()
@@ -136,12 +168,12 @@ class Store:
     async def open(self) -> None:
         """Create folders and file, migrate, and start the writer and checkpointer."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await self._connect()
-        await self._writer.execute("PRAGMA journal_mode=WAL")
         # Checkpoints run on their own connection (below), never inside a commit.
-        await self._writer.execute("PRAGMA wal_autocheckpoint=0")
-        await self._migrate(self._writer)
-        await self._load_sequences(self._writer)
+        await self._writer.open(
+            self.path, self._pragmas + "PRAGMA journal_mode=WAL;PRAGMA wal_autocheckpoint=0;"
+        )
+        await self._writer.run(_migrate)
+        self._next_ids.update(await self._writer.run(_load_sequences))
         self._reader = await self._connect()
         await self._reader.execute("PRAGMA query_only=ON")
         self._checkpointer = await self._connect()
@@ -150,14 +182,18 @@ class Store:
             self._checkpoint_loop(), name="store-checkpointer"
         )
 
-    async def _connect(self) -> aiosqlite.Connection:
-        db = await aiosqlite.connect(self.path)
-        await db.executescript(
+    @property
+    def _pragmas(self) -> str:
+        return (
             f"PRAGMA synchronous={self._synchronous};"
             "PRAGMA foreign_keys=ON;"
             "PRAGMA secure_delete=ON;"
             "PRAGMA busy_timeout=5000;"
         )
+
+    async def _connect(self) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self.path)
+        await db.executescript(self._pragmas)
         return db
 
     async def close(self) -> None:
@@ -173,27 +209,11 @@ class Store:
                 await self._checkpoint_task
             self._checkpoint_task = None
             await self._checkpoint("TRUNCATE")
-        for db in (self._checkpointer, self._reader, self._writer):
+        for db in (self._checkpointer, self._reader):
             if db is not None:
                 await db.close()
-        self._checkpointer = self._reader = self._writer = None
-
-    async def _migrate(self, db: aiosqlite.Connection) -> None:
-        """Apply the numbered migrations the file has not seen (``PRAGMA user_version``)."""
-        (version,) = (await db.execute_fetchall("PRAGMA user_version"))[0]  # type: ignore[index]
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            log.info("migrating database to schema version %d", number)
-            await db.executescript(f"BEGIN;{script};PRAGMA user_version={number};COMMIT;")
-
-    async def _load_sequences(self, db: aiosqlite.Connection) -> None:
-        """Continue ids after the largest ever used, deleted rows included."""
-        for table in ("rooms", "messages"):
-            rows = await db.execute_fetchall(
-                "SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)
-            )
-            self._next_ids[table] = (rows[0][0] if rows else 0) + 1  # type: ignore[index]
-        rows = await db.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM users")
-        self._next_ids["users"] = rows[0][0] + 1  # type: ignore[index]
+        self._checkpointer = self._reader = None
+        await self._writer.close()
 
     def allocate_id(self, table: str) -> int:
         """Hand out the next id of ``users``, ``rooms`` or ``messages``."""
@@ -236,9 +256,8 @@ class Store:
     async def _commit(self, batch: list[_Write]) -> None:
         """Commit a batch in one transaction; on failure retry each write alone."""
         try:
-            await self._execute_all(batch)
+            await self._writer.run(_commit_all, _group_by_statement(batch))
         except (sqlite3.Error, ValueError, OverflowError) as exc:
-            await self._rollback()
             if len(batch) == 1:
                 _settle(batch, _store_error(exc))
                 return
@@ -246,19 +265,6 @@ class Store:
                 await self._commit([write])
             return
         _settle(batch, None)
-
-    async def _execute_all(self, batch: list[_Write]) -> None:
-        assert self._writer is not None
-        for sql, params in _group_by_statement(batch):
-            await self._writer.executemany(sql, params)
-        await self._writer.commit()
-
-    async def _rollback(self) -> None:
-        assert self._writer is not None
-        try:
-            await self._writer.rollback()
-        except sqlite3.Error as exc:  # pragma: no cover - the disk is gone entirely
-            log.error("database rollback failed: %s", exc)
 
     # ----------------------------------------------------------------- users
 
@@ -427,6 +433,37 @@ class Store:
         except sqlite3.Error as exc:
             log.error("database read failed: %s", exc)
             raise StoreError(str(exc)) from exc
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Apply the numbered migrations the file has not seen (``PRAGMA user_version``)."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        log.info("migrating database to schema version %d", number)
+        db.executescript(f"BEGIN;{script};PRAGMA user_version={number};COMMIT;")
+
+
+def _load_sequences(db: sqlite3.Connection) -> dict[str, int]:
+    """The next ids: after the largest ever used, deleted rows included."""
+    next_ids = {}
+    for table in ("rooms", "messages"):
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+        next_ids[table] = (row[0] if row else 0) + 1
+    (largest_user,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM users").fetchone()
+    next_ids["users"] = largest_user + 1
+    return next_ids
+
+
+def _commit_all(db: sqlite3.Connection, groups: list[tuple[str, list[Sequence[Any]]]]) -> None:
+    """One transaction for the whole batch, rolled back whole if any statement fails."""
+    try:
+        for sql, params in groups:
+            db.executemany(sql, params)
+        db.commit()
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.rollback()
+        raise
 
 
 def _store_error(exc: Exception) -> StoreError:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import socket
+import sqlite3
 import ssl
 from pathlib import Path
 
@@ -191,14 +192,18 @@ async def test_full_disk_answers_internal_error_and_recovers(
     await bob.ok("join_room", room="Lobby")
     assert server.app is not None
     writer = server.app.store._writer  # the disk itself is outside our control: simulate it
-    assert writer is not None
-    (pages,) = (await writer.execute_fetchall("PRAGMA page_count"))[0]
-    await writer.execute(f"PRAGMA max_page_count={pages}")
+
+    def limit_pages(db: sqlite3.Connection, pages: int | None) -> int:
+        (current,) = db.execute("PRAGMA page_count").fetchone()
+        db.execute(f"PRAGMA max_page_count={pages or current}")
+        return int(current)
+
+    await writer.run(limit_pages, None)
     failures = [await ann.call("send", room="Lobby", text="x" * 4000) for _ in range(5)]
     failed = [f for f in failures if f["type"] == "error"]
     assert failed and {f["code"] for f in failed} == {"internal_error"}
     assert "try again" in failed[0]["message"]
-    await writer.execute("PRAGMA max_page_count=1073741823")
+    await writer.run(limit_pages, 1073741823)
     reply = await ann.ok("send", room="Lobby", text="disk is back")
     assert reply["message"]["text"] == "disk is back"
     texts: list[str] = []
