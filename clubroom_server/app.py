@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from types import TracebackType
 
 from clubroom_server.auth import PasswordHasher
 from clubroom_server.config import Settings
+from clubroom_server.peer import PeerSet
 from clubroom_server.server import ClubroomServer
 from clubroom_server.service import ChatService
 from clubroom_server.session import SessionHandler
@@ -23,7 +25,9 @@ class Clubroom:
         self.store = Store(settings.db_path, settings.synchronous)
         self.hasher = PasswordHasher(settings.argon2_parameters, settings.hash_workers)
         self.service = ChatService(settings, self.store, self.hasher)
-        self.server = ClubroomServer(settings, SessionHandler(settings, self.service))
+        self.peers = PeerSet()
+        self.server = ClubroomServer(settings, SessionHandler(settings, self.service, self.peers))
+        self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
 
     @classmethod
@@ -33,6 +37,7 @@ class Clubroom:
         try:
             await app.service.start()
             await app.server.start()
+            app._sweeper = asyncio.create_task(app.peers.sweep_forever(), name="slow-sweeper")
         except BaseException:
             await app.store.close()
             app.hasher.close()
@@ -53,6 +58,8 @@ class Clubroom:
         if self._closed:
             return
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         await self.server.close()
         self.service.close()
         await self.store.close()

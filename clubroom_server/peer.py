@@ -3,8 +3,8 @@
 Every frame a connection receives is written synchronously (``broadcast``),
 so replies and events leave in exactly the order the logic produced them,
 and nothing is awaited per recipient. A connection that stops reading is
-closed once its outgoing buffer passes the limit, instead of growing the
-server's memory without bound.
+closed once its outgoing buffer passes the limit (checked by a sweep),
+instead of growing the server's memory without bound.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from clubroom_server.rooms import Room
 from clubroom_server.store import UserRecord
 
 log = logging.getLogger(__name__)
+SWEEP_INTERVAL = 0.25  # seconds between checks for clients that stopped reading
 _closing_tasks: set[asyncio.Task[None]] = set()
 
 
@@ -71,13 +72,41 @@ class Peer:
 
 
 def fanout(peers: Iterable[Peer], data: bytes) -> None:
-    """Write one encoded frame to many connections without awaiting any of them."""
-    ready = []
-    for peer in peers:
-        if peer._closing:
-            continue
-        if peer.overloaded():
+    """Write one encoded frame to many connections without awaiting any of them.
+
+    ``broadcast`` itself skips connections that are closing, so the hot path
+    is one list and one call; slow readers are caught by ``PeerSet.sweep``.
+    """
+    broadcast([peer.websocket for peer in peers], data, text=True)
+
+
+class PeerSet:
+    """Every open connection, swept a few times a second for clients that stopped reading.
+
+    Checking each recipient's buffer on every delivery cost more than the
+    delivery itself; a sweep bounds a slow reader's buffer to the limit plus
+    what it can be sent in one interval (rate limits keep that small).
+    """
+
+    def __init__(self, interval: float = SWEEP_INTERVAL) -> None:
+        self.interval = interval
+        self._peers: set[Peer] = set()
+
+    def add(self, peer: Peer) -> None:
+        self._peers.add(peer)
+
+    def discard(self, peer: Peer) -> None:
+        self._peers.discard(peer)
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def sweep(self) -> None:
+        """Close every connection whose outgoing buffer passed its limit."""
+        for peer in [p for p in self._peers if p.overloaded()]:
             peer.close_slow()
-        else:
-            ready.append(peer.websocket)
-    broadcast(ready, data, text=True)
+
+    async def sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.sweep()

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 import protocol
 from clubroom_server.config import Settings
-from clubroom_server.peer import Peer
+from clubroom_server.peer import Peer, PeerSet
 from clubroom_server.service import ChatService
 from protocol import ErrorCode, ProtocolError, RequestDecodeError
 
@@ -28,17 +28,20 @@ INTERNAL = "Something went wrong on the server; your request was not completed. 
 class SessionHandler:
     """The ``websockets`` connection handler: one call per connection."""
 
-    def __init__(self, settings: Settings, service: ChatService) -> None:
+    def __init__(self, settings: Settings, service: ChatService, peers: PeerSet) -> None:
         self._settings = settings
         self._service = service
+        self._peers = peers
 
     async def __call__(self, websocket: ServerConnection) -> None:
         peer = Peer(websocket, _address(websocket), self._settings.send_buffer_limit)
+        self._peers.add(peer)
         try:
             await self._serve(peer)
         except ConnectionClosed:
             pass
         finally:
+            self._peers.discard(peer)
             self._service.disconnect(peer)
 
     async def _serve(self, peer: Peer) -> None:
