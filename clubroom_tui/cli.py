@@ -34,13 +34,16 @@ Keys (also listed in the footer; ctrl+p opens the command palette):
 """
 
 
-@main.command(epilog=KEYS_HELP)
-@click.argument("url", default=DEFAULT_URL, metavar="[URL]")
-@click.option(
+CAFILE_OPTION = click.option(
     "--cafile",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="PEM file of the CA that signed the server's certificate (wss:// with a private CA).",
 )
+
+
+@main.command(epilog=KEYS_HELP)
+@click.argument("url", default=DEFAULT_URL, metavar="[URL]")
+@CAFILE_OPTION
 @click.option(
     "--config-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -109,11 +112,7 @@ def tls_context(url: str, cafile: Path | None) -> ssl.SSLContext | None:
     show_envvar=True,
     help="The Clubroom server the browser sessions connect to.",
 )
-@click.option(
-    "--cafile",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="PEM file of the CA that signed the server's certificate (wss://).",
-)
+@CAFILE_OPTION
 @click.option(
     "--public-url",
     envvar="CLUBROOM_WEB_PUBLIC_URL",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -223,6 +224,16 @@ async def enter_room(pilot: Pilot[Any], room: str, *, create: bool) -> None:
     await type_into(pilot, field, room)
     await pilot.press("enter")
     await wait_for_text(pilot, f"# {room}", "Leave")
+
+
+@contextlib.asynccontextmanager
+async def ann_in_lobby(url: str, config_dir: Path) -> AsyncIterator[Pilot[Any]]:
+    """The real app, registered as ann, inside the room "lobby" she created."""
+    app = make_app(url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=True)
+        yield pilot
 
 
 async def say(pilot: Pilot[Any], text: str) -> None:

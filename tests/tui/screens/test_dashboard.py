@@ -12,6 +12,7 @@ from protocol import ErrorCode
 from tests.conftest import RunningServer
 from tests.tui.conftest import (
     MakeClient,
+    ann_in_lobby,
     enter_room,
     log_in,
     make_app,
@@ -23,10 +24,7 @@ from tests.tui.conftest import (
 
 async def test_create_room_opens_it(server: RunningServer, config_dir: Path) -> None:
     """Creating a room shows the room screen with the user as its only member."""
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "ann", register=True)
-        await enter_room(pilot, "lobby", create=True)
+    async with ann_in_lobby(server.url, config_dir) as pilot:
         await wait_for_text(pilot, "Members (1)", "● ann (you)")
 
 
@@ -75,10 +73,7 @@ async def test_unread_count_grows_while_away_and_clears(
 ) -> None:
     """Messages arriving while the dashboard is shown count as unread until the room opens."""
     bob = await make_client("bob")
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "ann", register=True)
-        await enter_room(pilot, "lobby", create=True)
+    async with ann_in_lobby(server.url, config_dir) as pilot:
         await bob.join_room("lobby")
         await pilot.press("escape")
         await wait_for_text(pilot, "# lobby", "Your rooms")

@@ -14,6 +14,7 @@ from protocol import ErrorCode
 from tests.conftest import MakeServer, RunningServer
 from tests.tui.conftest import (
     MakeClient,
+    ann_in_lobby,
     enter_room,
     log_in,
     make_app,
@@ -29,10 +30,7 @@ async def test_sent_message_reaches_a_later_joiner_and_live(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """What ann types is in the history bob gets on joining, and her next one reaches him live."""
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "ann", register=True)
-        await enter_room(pilot, "lobby", create=True)
+    async with ann_in_lobby(server.url, config_dir) as pilot:
         await say(pilot, "first!")
         await wait_for_text(pilot, "ann: first!")
         bob = await make_client("bob")
@@ -90,10 +88,7 @@ async def test_leave_notice_and_member_list(
 ) -> None:
     """When another member leaves, a notice appears and the member list shrinks."""
     bob = await make_client("bob")
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "ann", register=True)
-        await enter_room(pilot, "lobby", create=True)
+    async with ann_in_lobby(server.url, config_dir) as pilot:
         await bob.join_room("lobby")
         await wait_for_text(pilot, "Members (2)", "● bob")
         await bob.leave_room("lobby")
@@ -106,10 +101,7 @@ async def test_notices_survive_going_back_to_the_dashboard(
 ) -> None:
     """Join notices that happened while the room was not shown appear when it opens again."""
     bob = await make_client("bob")
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "ann", register=True)
-        await enter_room(pilot, "lobby", create=True)
+    async with ann_in_lobby(server.url, config_dir) as pilot:
         await pilot.press("escape")
         await wait_for_text(pilot, "Your rooms")
         await bob.join_room("lobby")
@@ -142,10 +134,7 @@ async def test_leaving_as_last_member_deletes_the_room(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """Leave returns to the dashboard and, as the last member, deletes the room for the next."""
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "ann", register=True)
-        await enter_room(pilot, "lobby", create=True)
+    async with ann_in_lobby(server.url, config_dir) as pilot:
         await say(pilot, "anyone?")
         await wait_for_text(pilot, "ann: anyone?")
         await pilot.click("#leave")
@@ -162,10 +151,7 @@ async def test_escape_goes_back_without_leaving(
 ) -> None:
     """Escape shows the dashboard while the user stays a member of the room."""
     bob = await make_client("bob")
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "ann", register=True)
-        await enter_room(pilot, "lobby", create=True)
+    async with ann_in_lobby(server.url, config_dir) as pilot:
         await bob.join_room("lobby")
         await pilot.press("escape")
         await wait_for_text(pilot, "Your rooms", "# lobby")
