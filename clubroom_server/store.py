@@ -204,9 +204,8 @@ class Store:
             await self._write_task
             self._write_task = None
         if self._checkpoint_task is not None:
-            self._checkpoint_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpoint_task
+            self._truncate_wanted.set()  # wake it: it sees the store is closing
+            await self._checkpoint_task
             self._checkpoint_task = None
             await self._checkpoint("TRUNCATE")
         for db in (self._checkpointer, self._reader):
@@ -345,11 +344,15 @@ class Store:
 
         A passive checkpoint every second keeps the WAL short without ever
         blocking a writer; after a room deletion the WAL is also truncated, so
-        the deleted text leaves the disk.
+        the deleted text leaves the disk. It stops when the store closes (by
+        flag, not cancellation: a cancelled wait can be lost on Python 3.11).
         """
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._truncate_wanted.wait(), CHECKPOINT_INTERVAL)
+                async with asyncio.timeout(CHECKPOINT_INTERVAL):
+                    await self._truncate_wanted.wait()
+            if self._closing:
+                return
             if self._truncate_wanted.is_set():
                 self._truncate_wanted.clear()
                 await self._checkpoint("TRUNCATE")
