@@ -9,12 +9,23 @@ from pathlib import Path
 from tests.conftest import MakeServer, RunningServer
 from tests.server.conftest import Connect
 from tests.waiting import wait_until
-from tests.wsclient import in_room, resumed, user
+from tests.wsclient import WireClient, in_room, resumed, user
 
 
 def stored(db_path: Path, sql: str) -> list[tuple[object, ...]]:
     with sqlite3.connect(db_path) as db:
         return db.execute(sql).fetchall()
+
+
+async def bob_drops_out_of_lobby(
+    make_server: MakeServer, grace: float
+) -> tuple[RunningServer, WireClient, WireClient]:
+    """ann and bob in the lobby, then bob's connection drops without leaving."""
+    server = await make_server(grace=grace)
+    ann, bob = await user(server.url, "ann"), await user(server.url, "bob")
+    await in_room([ann, bob])
+    bob.ws.transport.abort()
+    return server, ann, bob
 
 
 async def test_last_leave_deletes_room_and_messages(
@@ -54,10 +65,7 @@ async def test_last_logout_deletes_the_room(connect: Connect) -> None:
 
 async def test_dropped_connection_keeps_membership_for_the_grace(make_server: MakeServer) -> None:
     """A drop is silent if the user comes back within the grace period."""
-    server = await make_server(grace=2.0)
-    ann, bob = await user(server.url, "ann"), await user(server.url, "bob")
-    await in_room([ann, bob])
-    bob.ws.transport.abort()
+    server, ann, bob = await bob_drops_out_of_lobby(make_server, grace=2.0)
     await asyncio.sleep(0.3)
     bob2 = await resumed(server.url, bob.token)
     joined = await bob2.ok("join_room", room="Lobby")
@@ -69,10 +77,7 @@ async def test_dropped_connection_keeps_membership_for_the_grace(make_server: Ma
 
 async def test_grace_expiry_announces_member_left(make_server: MakeServer) -> None:
     """If the dropped user does not come back, member_left follows the grace period."""
-    server = await make_server(grace=0.3)
-    ann, bob = await user(server.url, "ann"), await user(server.url, "bob")
-    await in_room([ann, bob])
-    bob.ws.transport.abort()
+    _, ann, _ = await bob_drops_out_of_lobby(make_server, grace=0.3)
     await ann.no_event(0.15)
     assert await ann.event() == {"type": "member_left", "room": "Lobby", "username": "bob"}
     await ann.close()

@@ -236,6 +236,13 @@ async def ann_in_lobby(url: str, config_dir: Path) -> AsyncIterator[Pilot[Any]]:
         yield pilot
 
 
+async def fill_login(pilot: Pilot[Any], username: str, password: str) -> None:
+    """Wait until connected, then type credentials into the login form."""
+    await wait_for_text(pilot, "● connected")
+    await type_into(pilot, "#username", username)
+    await type_into(pilot, "#password", password)
+
+
 async def say(pilot: Pilot[Any], text: str) -> None:
     """Put a message into the composer and press Enter."""
     await type_into(pilot, "#composer", text)

@@ -11,6 +11,7 @@ from tests.conftest import MakeServer, RunningServer
 from tests.tui.conftest import (
     MakeClient,
     fast_client,
+    fill_login,
     free_port,
     log_in,
     make_app,
@@ -55,9 +56,7 @@ async def test_wrong_password_is_explained_inline(
     await make_client("bob")
     app = make_app(server.url, config_dir)
     async with app.run_test() as pilot:
-        await wait_for_text(pilot, "● connected")
-        await type_into(pilot, "#username", "bob")
-        await type_into(pilot, "#password", "wrong-password-9!")
+        await fill_login(pilot, "bob", "wrong-password-9!")
         await pilot.press("enter")
         shown = await wait_for_text(pilot, "That username and password do not match.")
         assert "invalid_credentials" not in shown
@@ -68,9 +67,7 @@ async def test_weak_password_names_the_rule(server: RunningServer, config_dir: P
     """Registering with a weak password says which rule fails and stays on the login screen."""
     app = make_app(server.url, config_dir)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for_text(pilot, "● connected")
-        await type_into(pilot, "#username", "ann")
-        await type_into(pilot, "#password", "password!")
+        await fill_login(pilot, "ann", "password!")
         await pilot.click("#register")
         shown = await wait_for_text(pilot, "The password needs at least one digit.")
         assert "weak_password" not in shown
@@ -93,9 +90,7 @@ async def test_taken_username_is_explained_inline(
     await make_client("bob")
     app = make_app(server.url, config_dir)
     async with app.run_test() as pilot:
-        await wait_for_text(pilot, "● connected")
-        await type_into(pilot, "#username", "Bob")
-        await type_into(pilot, "#password", "another-pass-1!")
+        await fill_login(pilot, "Bob", "another-pass-1!")
         await pilot.click("#register")
         await wait_for_text(pilot, "is taken; pick another.")
 
