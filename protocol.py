@@ -34,6 +34,16 @@ JOIN_AFTER_MAX: Final = 500
 HISTORY_DEFAULT, HISTORY_MAX = 50, 100
 TOKEN_LIFETIME_SECONDS: Final = 30 * 24 * 3600
 MAX_MESSAGE_ID: Final = 2**63 - 1
+# Every reply that carries messages stops adding them once its encoded size
+# would pass REPLY_BUDGET_BYTES (and then says ``more``), so no frame the
+# server sends is larger than MAX_SERVER_FRAME_BYTES: the budget plus one
+# message of 4,000 four-byte characters and the envelope. Clients must accept
+# frames of that size.
+REPLY_BUDGET_BYTES: Final = 256 * 1024
+MAX_SERVER_FRAME_BYTES: Final = 512 * 1024
+# The header a trusted reverse proxy (such as ``clubroom web``) uses to tell
+# the server the address of the person behind it.
+FORWARDED_FOR_HEADER: Final = "X-Forwarded-For"
 
 # Close codes the server uses besides the RFC 6455 ones (1001, 1009).
 CLOSE_SLOW_CONSUMER: Final = 4008
@@ -61,6 +71,9 @@ class ErrorCode(StrEnum):
     INVALID_TEXT = "invalid_text"
     RATE_LIMITED = "rate_limited"
     INTERNAL_ERROR = "internal_error"
+    # Extensions (docs/protocol.md): the database or the cluster bus is down
+    # for a moment; retry later. Nothing acknowledged is ever lost.
+    UNAVAILABLE = "unavailable"
 
 
 class ProtocolError(Exception):
