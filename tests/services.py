@@ -35,8 +35,9 @@ def _unusable(reason: str) -> None:
 
 def _reachable(url: str, default_port: int) -> bool:
     parts = urlsplit(url)
+    address = (parts.hostname or "127.0.0.1", parts.port or default_port)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), 2):
+        with socket.create_connection(address, 2):
             return True
     except OSError:
         return False
