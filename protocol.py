@@ -294,9 +294,16 @@ def decode_request(data: str | bytes) -> Request:
     if isinstance(data, str):
         try:
             return _request_decoder.decode(data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             pass
-    return _explain_bad_request(data)
+    try:
+        return _explain_bad_request(data)
+    except RequestDecodeError:
+        raise
+    except Exception:  # anything else the decoder trips on is still just a bad frame
+        raise RequestDecodeError(
+            ErrorCode.BAD_REQUEST, "The frame could not be decoded.", None
+        ) from None
 
 
 def _explain_bad_request(data: str | bytes) -> Request:
@@ -316,6 +323,11 @@ def _explain_bad_request(data: str | bytes) -> Request:
     except msgspec.DecodeError as exc:
         raise RequestDecodeError(
             ErrorCode.BAD_REQUEST, f"The frame is not valid JSON: {exc}.", None
+        ) from None
+    except RecursionError:
+        # msgspec raises this (not DecodeError) for about 1,000 nested arrays.
+        raise RequestDecodeError(
+            ErrorCode.BAD_REQUEST, "The frame is nested too deeply.", None
         ) from None
     if not isinstance(raw, dict):
         raise RequestDecodeError(ErrorCode.BAD_REQUEST, "A frame must be a JSON object.", None)
