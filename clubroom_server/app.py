@@ -23,7 +23,9 @@ class Clubroom:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = Store(settings.db_path, settings.synchronous)
-        self.hasher = PasswordHasher(settings.argon2_parameters, settings.hash_workers)
+        self.hasher = PasswordHasher(
+            settings.argon2_parameters, settings.hash_workers, settings.hash_queue_limit
+        )
         self.service = ChatService(settings, self.store, self.hasher)
         self.peers = PeerSet()
         self.server = ClubroomServer(settings, SessionHandler(settings, self.service, self.peers))

@@ -9,13 +9,21 @@ except through ``Peer.send``, and never formats an error frame itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import protocol
-from clubroom_server.auth import PasswordHasher, SlidingWindow, TokenBucket, new_token, token_hash
+from clubroom_server.auth import (
+    AttemptWindow,
+    HasherBusy,
+    PasswordHasher,
+    TokenBucket,
+    new_token,
+    token_hash,
+)
 from clubroom_server.config import Settings
 from clubroom_server.peer import Peer, fanout
 from clubroom_server.rooms import Room, Rooms
@@ -59,12 +67,17 @@ class ChatService:
         self._store = store
         self._hasher = hasher
         self.rooms = Rooms(settings.grace, fanout, self._room_deleted)  # type: ignore[arg-type]
-        self._failed_by_user = SlidingWindow(
+        self._failed_by_user = AttemptWindow(
             settings.login_failures_per_user, settings.login_window
         )
-        self._failed_by_address = SlidingWindow(
+        self._failed_by_address = AttemptWindow(
             settings.login_failures_per_address, settings.login_window
         )
+        self._registered_by_address = AttemptWindow(
+            settings.registrations_per_address, settings.registration_window
+        )
+        self._registered = AttemptWindow(settings.registrations_total, settings.registration_window)
+        self._pruner: asyncio.TimerHandle | None = None
         self._send_bucket = TokenBucket(settings.rate_limit, settings.rate_burst)
         self._room_bucket = TokenBucket(settings.room_rate_limit, settings.room_rate_burst)
         self._registering: set[str] = set()
@@ -88,9 +101,29 @@ class ChatService:
         for record in await self._store.all_rooms():
             self.rooms.add(record, expire_if_unjoined=True)
         log.info("restored %d room(s) from the database", len(self.rooms))
+        self._prune_throttles()
 
     def close(self) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
         self.rooms.close()
+
+    @property
+    def throttle_windows(self) -> tuple[AttemptWindow, ...]:
+        """Every table of attempts per user or address (their sizes are bounded)."""
+        return (
+            self._failed_by_user,
+            self._failed_by_address,
+            self._registered_by_address,
+            self._registered,
+        )
+
+    def _prune_throttles(self) -> None:
+        """Forget expired attempts on a timer, so an idle server holds none."""
+        for window in self.throttle_windows:
+            window.prune()
+        interval = min(self._settings.login_window, self._settings.registration_window)
+        self._pruner = asyncio.get_running_loop().call_later(interval, self._prune_throttles)
 
     async def handle(self, peer: Peer, request: protocol.Request) -> protocol.Reply | None:
         """Run one request; authentication is checked here, once for all room requests."""
@@ -110,50 +143,76 @@ class ChatService:
     # --------------------------------------------------------------- accounts
 
     async def register(self, peer: Peer, request: protocol.Register) -> protocol.Reply:
+        """Create an account; every try (a taken name too) costs the address's budget."""
         _require_anonymous(peer)
         username = protocol.check_username(request.username)
         protocol.check_password(request.password, username)
         key = protocol.username_key(username)
-        if key in self._registering or await self._store.user_by_key(key) is not None:
-            raise ProtocolError(
-                ErrorCode.USERNAME_TAKEN, f"The username {username!r} is taken; pick another."
-            )
-        self._registering.add(key)
-        try:
-            password_hash = await self._hasher.hash(request.password)
-            user_id = await self._store.add_user(username, key, password_hash, now_ms())
-        finally:
-            self._registering.discard(key)
-        log.info("registered user %s", username)
+        with (
+            _attempt([(self._registered_by_address, peer.address)]) as per_address,
+            _attempt([(self._registered, "")]) as in_total,
+        ):
+            per_address.keep = True  # a probe that finds the name taken costs the same
+            if key in self._registering or await self._store.user_by_key(key) is not None:
+                raise ProtocolError(
+                    ErrorCode.USERNAME_TAKEN, f"The username {username!r} is taken; pick another."
+                )
+            self._registering.add(key)
+            try:
+                password_hash = await self._hash(request.password, peer.address)
+                user_id = await self._store.add_user(username, key, password_hash, now_ms())
+            finally:
+                self._registering.discard(key)
+            in_total.keep = True
+        log.info("registered user %s from %s", username, peer.address)
         return await self._welcome(peer, UserRecord(user_id, username, key, password_hash), request)
 
     async def login(self, peer: Peer, request: protocol.Login) -> protocol.Reply:
+        """Check a password; each attempt is reserved against both limits before verifying."""
         _require_anonymous(peer)
-        key = protocol.username_key(request.username)
-        self._check_throttle(key, peer.address)
-        user = await self._store.user_by_key(key)
-        password_hash = user.password_hash if user else None
-        if not await self._hasher.verify(password_hash, request.password) or user is None:
-            self._failed_by_user.record(key)
-            self._failed_by_address.record(peer.address)
-            raise ProtocolError(
-                ErrorCode.INVALID_CREDENTIALS, "That username and password do not match."
-            )
+        key = _login_key(request.username)
+        windows = [(self._failed_by_address, peer.address)]
+        if key is not None:
+            windows.append((self._failed_by_user, key))
+        with _attempt(windows) as attempt:
+            attempt.keep = True  # until the password proves right
+            if key is None:  # no such account can exist; nothing to verify
+                raise _no_match()
+            user = await self._store.user_by_key(key)
+            password_hash = user.password_hash if user else None
+            if not await self._verify(password_hash, request.password, peer.address):
+                raise _no_match()
+            assert user is not None
+            attempt.keep = False
         self._failed_by_user.clear(key)
         if self._hasher.needs_rehash(user.password_hash):
-            await self._store.set_password_hash(user.id, await self._hasher.hash(request.password))
+            new_hash = await self._hash(request.password, peer.address)
+            await self._store.set_password_hash(user.id, new_hash)
         return await self._welcome(peer, user, request)
+
+    async def _verify(self, password_hash: str | None, password: str, address: str) -> bool:
+        try:
+            return await self._hasher.verify(password_hash, password, address)
+        except HasherBusy as busy:
+            raise _too_many(busy.retry_after, "The server is busy checking passwords") from None
+
+    async def _hash(self, password: str, address: str) -> str:
+        try:
+            return await self._hasher.hash(password, address)
+        except HasherBusy as busy:
+            raise _too_many(busy.retry_after, "The server is busy checking passwords") from None
 
     async def resume(self, peer: Peer, request: protocol.Resume) -> protocol.Reply:
         _require_anonymous(peer)
-        self._check_throttle(None, peer.address)
         hashed = token_hash(request.token)
-        found = await self._store.user_by_token(hashed, now_ms())
-        if found is None:
-            self._failed_by_address.record(peer.address)
-            raise ProtocolError(
-                ErrorCode.INVALID_TOKEN, "This session has expired or ended; please log in again."
-            )
+        with _attempt([(self._failed_by_address, peer.address)]) as attempt:
+            found = await self._store.user_by_token(hashed, now_ms())
+            if found is None:
+                attempt.keep = True
+                raise ProtocolError(
+                    ErrorCode.INVALID_TOKEN,
+                    "This session has expired or ended; please log in again.",
+                )
         user, expires_ms = found
         self._authenticate(peer, user, hashed)
         return protocol.Welcome(
@@ -190,18 +249,6 @@ class ChatService:
     @staticmethod
     def _authenticate(peer: Peer, user: UserRecord, hashed: str) -> None:
         peer.user, peer.token_hash = user, hashed
-
-    def _check_throttle(self, user_key: str | None, address: str) -> None:
-        waits = [self._failed_by_address.retry_after(address)]
-        if user_key is not None:
-            waits.append(self._failed_by_user.retry_after(user_key))
-        wait = max((w for w in waits if w is not None), default=None)
-        if wait is not None:
-            raise ProtocolError(
-                ErrorCode.TOO_MANY_ATTEMPTS,
-                f"Too many failed attempts; try again in {wait:.0f} seconds.",
-                retry_after=round(wait, 3),
-            )
 
     # ------------------------------------------------------------------ rooms
 
@@ -392,6 +439,64 @@ class ChatService:
                 f"Slow down: try again in {wait:.1f} seconds.",
                 retry_after=round(wait, 3),
             )
+
+
+_COUNTED = frozenset(
+    {ErrorCode.INVALID_CREDENTIALS, ErrorCode.INVALID_TOKEN, ErrorCode.USERNAME_TAKEN}
+)
+
+
+class _Attempt:
+    """One reserved attempt; ``keep`` says whether it stays counted once it ends."""
+
+    __slots__ = ("keep",)
+
+    def __init__(self) -> None:
+        self.keep = False
+
+
+@contextlib.contextmanager
+def _attempt(windows: list[tuple[AttemptWindow, str]]) -> Iterator[_Attempt]:
+    """Reserve an attempt in every window (or refuse with ``too_many_attempts``), then settle.
+
+    Reserving before the slow work is what bounds concurrent attempts: they
+    count while in flight, not only after they failed.
+    """
+    waits = [w for window, key in windows if (w := window.retry_after(key)) is not None]
+    if waits:
+        raise _too_many(max(waits), "Too many attempts")
+    for window, key in windows:
+        window.reserve(key)
+    attempt = _Attempt()
+    try:
+        yield attempt
+    except BaseException as exc:
+        # Only a wrong answer counts; a busy server or a database hiccup does not.
+        attempt.keep &= isinstance(exc, ProtocolError) and exc.code in _COUNTED
+        raise
+    finally:
+        for window, key in windows:
+            window.settle(key, failed=attempt.keep)
+
+
+def _too_many(wait: float, what: str) -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.TOO_MANY_ATTEMPTS,
+        f"{what}; try again in {max(1, round(wait))} seconds.",
+        retry_after=round(wait, 3),
+    )
+
+
+def _no_match() -> ProtocolError:
+    return ProtocolError(ErrorCode.INVALID_CREDENTIALS, "That username and password do not match.")
+
+
+def _login_key(username: str) -> str | None:
+    """The key to look a login up by, or None for a name no account can have."""
+    try:
+        return protocol.username_key(protocol.check_username(username))
+    except ProtocolError:
+        return None
 
 
 def _require_anonymous(peer: Peer) -> None:
