@@ -255,6 +255,28 @@ def encode(frame: _Frame) -> bytes:
     return _encoder.encode(frame)
 
 
+def fit_to_budget(
+    messages: list[Message], *, keep_newest: bool, budget: int = REPLY_BUDGET_BYTES
+) -> tuple[list[Message], bool]:
+    """The messages that fit in ``budget`` encoded bytes, and whether any were left out.
+
+    A catch-up page keeps the oldest (the client asks again after the last
+    one); a latest or history page keeps the newest (older ones stay to be
+    paged back to). At least one message is always kept, so paging moves on.
+    """
+    ordered = reversed(messages) if keep_newest else iter(messages)
+    kept: list[Message] = []
+    used = 0
+    for message in ordered:
+        used += len(_encoder.encode(message)) + 1  # and the comma between
+        if kept and used > budget:
+            break
+        kept.append(message)
+    if keep_newest:
+        kept.reverse()
+    return kept, len(kept) < len(messages)
+
+
 def decode_server_frame(data: str | bytes) -> ServerFrame:
     """Decode a frame sent by the server (for clients); raises ``msgspec.DecodeError``."""
     return _server_decoder.decode(data)

@@ -289,8 +289,13 @@ class ChatService:
             if not was_member:
                 self._leave(peer, room)
             raise
-        last_id = records[-1].id if records else (request.after or 0)
-        messages = [to_wire(room, record) for record in records]
+        messages, trimmed = protocol.fit_to_budget(
+            [to_wire(room, record) for record in records], keep_newest=request.after is None
+        )
+        more = more or trimmed
+        # A latest page keeps the newest message and a catch-up page its last
+        # one, so the last kept id is what the snapshot covers.
+        last_id = messages[-1].id if messages else (request.after or 0)
         # Only a catch-up page (``after`` with more to come) keeps the connection
         # silent; without ``after``, ``more`` only says that older history exists.
         catching_up = request.after is not None and more
@@ -419,11 +424,11 @@ class ChatService:
     async def history(self, peer: Peer, request: protocol.History) -> protocol.Reply:
         room = self._joined_room(peer, request.room)
         records, more = await self._store.messages_before(room.id, request.before, request.limit)
+        messages, trimmed = protocol.fit_to_budget(
+            [to_wire(room, record) for record in records], keep_newest=True
+        )
         return protocol.HistoryPage(
-            id=request.id,
-            room=room.name,
-            messages=[to_wire(room, record) for record in records],
-            more=more,
+            id=request.id, room=room.name, messages=messages, more=more or trimmed
         )
 
     def _now(self) -> int:

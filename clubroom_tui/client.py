@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from protocol import (
     DEFAULT_URL,
     HISTORY_DEFAULT,
+    MAX_SERVER_FRAME_BYTES,
     SUBPROTOCOL,
     CreateRoom,
     Error,
@@ -533,6 +534,7 @@ class ClubroomClient:
             ssl=self._ssl,
             open_timeout=self.connect_timeout,
             close_timeout=2,
+            max_size=MAX_SERVER_FRAME_BYTES,
         )
 
     async def _serve(self, ws: ClientConnection) -> bool:
