@@ -49,6 +49,8 @@ FORWARDED_FOR_HEADER: Final = "X-Forwarded-For"
 CLOSE_SLOW_CONSUMER: Final = 4008
 CLOSE_IDLE: Final = 4000
 CLOSE_TOO_MANY_CONNECTIONS: Final = 4029
+# Another connection of the same session logged out: the token is revoked.
+CLOSE_LOGGED_OUT: Final = 4001
 
 
 class ErrorCode(StrEnum):

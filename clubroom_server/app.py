@@ -26,8 +26,8 @@ class Clubroom:
         self.hasher = PasswordHasher(
             settings.argon2_parameters, settings.hash_workers, settings.hash_queue_limit
         )
-        self.service = ChatService(settings, self.store, self.hasher)
         self.peers = PeerSet()
+        self.service = ChatService(settings, self.store, self.hasher, self.peers)
         self.server = ClubroomServer(settings, SessionHandler(settings, self.service, self.peers))
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False

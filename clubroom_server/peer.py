@@ -57,16 +57,23 @@ class Peer:
 
     def close_slow(self) -> None:
         """Close a connection that does not read what it is sent (once)."""
+        if not self._closing:
+            log.warning("closing a slow consumer from %s", self.address)
+        self._close(
+            protocol.CLOSE_SLOW_CONSUMER,
+            "Too far behind; reconnect and catch up with join_room after.",
+        )
+
+    def close_logged_out(self) -> None:
+        """Close a connection whose session was ended by a logout on another connection."""
+        self._close(protocol.CLOSE_LOGGED_OUT, "Logged out: this session was ended; log in again.")
+
+    def _close(self, code: int, reason: str) -> None:
+        """Start closing with ``code`` (once) without awaiting the closing handshake."""
         if self._closing:
             return
         self._closing = True
-        log.warning("closing a slow consumer from %s", self.address)
-        task = asyncio.get_running_loop().create_task(
-            self.websocket.close(
-                protocol.CLOSE_SLOW_CONSUMER,
-                "Too far behind; reconnect and catch up with join_room after.",
-            )
-        )
+        task = asyncio.get_running_loop().create_task(self.websocket.close(code, reason))
         _closing_tasks.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(_closing_tasks.discard)
 
@@ -100,6 +107,12 @@ class PeerSet:
 
     def __len__(self) -> int:
         return len(self._peers)
+
+    def using_token(self, token_hash: str | None) -> list[Peer]:
+        """Every connection signed in with this token (a scan: logouts are rare)."""
+        if token_hash is None:
+            return []
+        return [peer for peer in self._peers if peer.token_hash == token_hash]
 
     def sweep(self) -> None:
         """Close every connection whose outgoing buffer passed its limit."""

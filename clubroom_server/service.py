@@ -25,7 +25,7 @@ from clubroom_server.auth import (
     token_hash,
 )
 from clubroom_server.config import Settings
-from clubroom_server.peer import Peer, fanout
+from clubroom_server.peer import Peer, PeerSet, fanout
 from clubroom_server.rooms import Room, Rooms
 from clubroom_server.store import (
     DuplicateError,
@@ -62,10 +62,13 @@ def to_wire(room: Room, record: MessageRecord) -> protocol.Message:
 class ChatService:
     """Accounts, rooms and messages: one method per request type."""
 
-    def __init__(self, settings: Settings, store: Store, hasher: PasswordHasher) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, hasher: PasswordHasher, peers: PeerSet
+    ) -> None:
         self._settings = settings
         self._store = store
         self._hasher = hasher
+        self._peers = peers
         self.rooms = Rooms(settings.grace, fanout, self._room_deleted)  # type: ignore[arg-type]
         self._failed_by_user = AttemptWindow(
             settings.login_failures_per_user, settings.login_window
@@ -223,13 +226,23 @@ class ChatService:
         )
 
     async def logout(self, peer: Peer, request: protocol.Logout) -> protocol.Reply:
+        """End the session everywhere: every connection using this token is signed out."""
         if peer.user is not None:
-            for room in list(peer.rooms.values()):
-                self._leave(peer, room)
-            hashed, peer.user, peer.token_hash = peer.token_hash, None, None
+            hashed = peer.token_hash
+            others = [p for p in self._peers.using_token(hashed) if p is not peer]
+            for signed_in in (peer, *others):
+                self._sign_out(signed_in)
+            for other in others:
+                other.close_logged_out()
             if hashed:
                 await self._store.revoke_token(hashed)
         return protocol.Ok(id=request.id)
+
+    def _sign_out(self, peer: Peer) -> None:
+        """Leave every room at once (no grace) and forget who the connection was."""
+        for room in list(peer.rooms.values()):
+            self._leave(peer, room)
+        peer.user, peer.token_hash = None, None
 
     async def _welcome(
         self, peer: Peer, user: UserRecord, request: protocol.Register | protocol.Login
