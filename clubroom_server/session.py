@@ -95,5 +95,9 @@ def _kind(request: protocol.Request) -> str:
 
 
 def _address(websocket: ServerConnection) -> str:
+    """The client's address as admission resolved it (a trusted proxy's visitor, or the peer)."""
+    address = getattr(websocket, "client_address", None)
+    if address:
+        return str(address)
     remote = websocket.remote_address
     return str(remote[0]) if remote else "unknown"
