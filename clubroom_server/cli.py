@@ -11,9 +11,11 @@ from typing import Any
 
 import click
 
+from clubroom_server.admission import parse_networks, split_list
 from clubroom_server.app import Clubroom
 from clubroom_server.config import ARGON2_PROFILES, DEFAULT_ARGON2_PROFILE, Settings
 from clubroom_server.store import SYNCHRONOUS_MODES
+from protocol import FORWARDED_FOR_HEADER
 
 _DEFAULTS = Settings.__dataclass_fields__
 
@@ -159,7 +161,77 @@ SERVE_OPTIONS = [
         click.Choice(LOG_LEVELS, case_sensitive=False),
         "How much to log (never passwords or tokens).",
     ),
+    # Hardening, round 2 (issue 10): new options stay at the end to ease merging.
+    _option(
+        "--hash-queue-limit",
+        "hash_queue_limit",
+        click.IntRange(1),
+        "Password checks that may wait for a hashing thread; more are refused at once.",
+    ),
+    _option(
+        "--registrations-per-address",
+        "registrations_per_address",
+        click.IntRange(0),
+        "Registrations (and taken-name probes) an address may make per window (0 = no limit).",
+    ),
+    _option(
+        "--registrations-total",
+        "registrations_total",
+        click.IntRange(0),
+        "Accounts the whole server may create per window (0 = no limit).",
+    ),
+    _option(
+        "--registration-window",
+        "registration_window",
+        click.FloatRange(1),
+        "The window for registration limits, in seconds.",
+    ),
+    _option(
+        "--backlog-limit",
+        "backlog_limit",
+        click.IntRange(1024),
+        "Bytes of unsent output above which a client's requests wait (backpressure).",
+    ),
+    _option(
+        "--allowed-origin",
+        "allowed_origins",
+        str,
+        "A web origin (https://host[:port]) whose pages may connect; repeatable. "
+        "No Origin and this server's own are always accepted.",
+        multiple=True,
+        callback=lambda _ctx, _param, value: split_list(value),
+    ),
+    _option(
+        "--trusted-proxy",
+        "trusted_proxies",
+        str,
+        f"Address or CIDR of a reverse proxy whose {FORWARDED_FOR_HEADER} header names "
+        "the client; repeatable.",
+        multiple=True,
+        callback=lambda _ctx, _param, value: _networks(value),
+    ),
+    _option(
+        "--max-handshakes-per-address",
+        "max_handshakes_per_address",
+        click.IntRange(0),
+        "Unfinished handshakes one address may hold; more are dropped at accept (0 = no limit).",
+    ),
+    _option(
+        "--max-handshakes",
+        "max_handshakes",
+        click.IntRange(0),
+        "Unfinished handshakes the server holds in all (0 = no limit).",
+    ),
 ]
+
+
+def _networks(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Validate ``--trusted-proxy`` values early, with a clear message."""
+    parts = split_list(values)
+    try:
+        return tuple(str(network) for network in parse_networks(parts))
+    except ValueError as exc:
+        raise click.BadParameter(f"not an IP address or CIDR block: {exc}") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
