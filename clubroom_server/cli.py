@@ -189,7 +189,7 @@ SERVE_OPTIONS = [
     _option(
         "--backlog-limit",
         "backlog_limit",
-        click.IntRange(1024),
+        click.IntRange(64 * 1024),
         "Bytes of unsent output above which a client's requests wait (backpressure).",
     ),
     _option(
