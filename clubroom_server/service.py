@@ -102,9 +102,22 @@ class ChatService:
         """Restore stored rooms (each gets one grace period) and drop expired tokens."""
         await self._store.purge_expired_tokens(now_ms())
         for record in await self._store.all_rooms():
-            self.rooms.add(record, expire_if_unjoined=True)
+            self._restore_room(record)
         log.info("restored %d room(s) from the database", len(self.rooms))
         self._prune_throttles()
+
+    def _restore_room(self, record: RoomRecord) -> None:
+        """Register a stored room under today's key (its stored one may predate look-alikes)."""
+        key = protocol.room_key(record.name)
+        shadowed = self.rooms.get(key)
+        if shadowed is not None:
+            log.warning(
+                "stored rooms %r and %r now count as one name; only the latter can be joined "
+                "and the former is deleted after the grace period",
+                shadowed.name,
+                record.name,
+            )
+        self.rooms.add(RoomRecord(record.id, record.name, key), expire_if_unjoined=True)
 
     def close(self) -> None:
         if self._pruner is not None:
@@ -156,7 +169,7 @@ class ChatService:
             _attempt([(self._registered, "")]) as in_total,
         ):
             per_address.keep = True  # a probe that finds the name taken costs the same
-            if key in self._registering or await self._store.user_by_key(key) is not None:
+            if key in self._registering or await self._user_named(username) is not None:
                 raise ProtocolError(
                     ErrorCode.USERNAME_TAKEN, f"The username {username!r} is taken; pick another."
                 )
@@ -181,7 +194,7 @@ class ChatService:
             attempt.keep = True  # until the password proves right
             if key is None:  # no such account can exist; nothing to verify
                 raise _no_match()
-            user = await self._store.user_by_key(key)
+            user = await self._user_named(request.username)
             password_hash = user.password_hash if user else None
             if not await self._verify(password_hash, request.password, peer.address):
                 raise _no_match()
@@ -192,6 +205,18 @@ class ChatService:
             new_hash = await self._hash(request.password, peer.address)
             await self._store.set_password_hash(user.id, new_hash)
         return await self._welcome(peer, user, request)
+
+    async def _user_named(self, username: str) -> UserRecord | None:
+        """The account a (valid) username names, look-alikes included.
+
+        Accounts stored before look-alike keys carry the old lower-case key
+        until the database's keys are recomputed; they are found by it too.
+        """
+        user = await self._store.user_by_key(protocol.username_key(username))
+        legacy = protocol.legacy_username_key(username)
+        if user is None and legacy != protocol.username_key(username):
+            user = await self._store.user_by_key(legacy)
+        return user
 
     async def _verify(self, password_hash: str | None, password: str, address: str) -> bool:
         try:
