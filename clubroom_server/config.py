@@ -59,8 +59,8 @@ class Settings:
     backlog_limit: int = 1024 * 1024
     allowed_origins: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()
-    max_handshakes_per_address: int = 16
-    max_handshakes: int = 1024
+    max_handshakes_per_address: int = 64
+    max_handshakes: int = 2048
 
     @property
     def argon2_parameters(self) -> argon2.Parameters:

@@ -19,6 +19,10 @@ TEST_DEFAULTS: dict[str, Any] = {
     "grace": 2.0,
     "argon2_profile": "cheapest",
     "synchronous": "NORMAL",
+    # Tests register many accounts from one loopback address; the tests of the
+    # registration limits (tests/server/test_throttling.py) switch them on.
+    "registrations_per_address": 0,
+    "registrations_total": 0,
 }
 
 

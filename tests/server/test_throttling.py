@@ -33,7 +33,9 @@ def verifications(server: RunningServer) -> int:
 
 async def test_concurrent_guesses_cannot_pass_the_per_user_limit(make_server: MakeServer) -> None:
     """100 simultaneous guesses for one user: at most 5 are verified; the right one is refused."""
-    server = await make_server(login_failures_per_user=5, login_failures_per_address=20)
+    server = await make_server(
+        login_failures_per_user=5, login_failures_per_address=20, max_handshakes_per_address=0
+    )
     await (await user(server.url, "ann")).close()
     guessers = await clients_from(server.url, 100)
     before = verifications(server)
@@ -58,7 +60,7 @@ async def test_a_storm_from_one_address_does_not_slow_another(make_server: MakeS
     Measured on a 2-core shared machine with the cheapest argon2 profile: the
     calm login took about 0.05 s during the storm; 2 s is a generous bound.
     """
-    server = await make_server(login_failures_per_address=20)
+    server = await make_server(login_failures_per_address=20, max_handshakes_per_address=0)
     await (await user(server.url, "calm")).close()
     storm = await clients_from(server.url, 150, STORM_ADDRESS)
     calm = await WireClient.open(server.url)
