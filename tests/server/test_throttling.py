@@ -58,7 +58,7 @@ async def test_a_storm_from_one_address_does_not_slow_another(make_server: MakeS
     """150 logins at once from one address run at most 20 verifications; another logs in fast.
 
     Measured on a 2-core shared machine with the cheapest argon2 profile: the
-    calm login took about 0.05 s during the storm; 2 s is a generous bound.
+    calm login took about 0.025 s during the storm; 2 s is a generous bound.
     """
     server = await make_server(login_failures_per_address=20, max_handshakes_per_address=0)
     await (await user(server.url, "calm")).close()
