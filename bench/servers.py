@@ -230,6 +230,11 @@ def start_clubroom(
         "--db", str(db_path), "--grace", "5", "--rate-limit", "0",
         # the load comes from one address and joins many rooms: those limits are off too
         "--room-rate-limit", "0", "--max-connections-per-address", "0",
+        # ...and so are the per-address login, registration and handshake limits,
+        # and the queue of password checks (S4 sends every login at once)
+        "--login-failures-per-address", "0", "--registrations-per-address", "0",
+        "--registrations-total", "0", "--max-handshakes-per-address", "0",
+        "--hash-queue-limit", "100000",
     ]  # fmt: skip
     if argon2_profile:
         argv += ["--argon2-profile", argon2_profile]

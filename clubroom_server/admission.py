@@ -79,14 +79,16 @@ class OriginPolicy:
         self._allowed = frozenset(_normal_origin(origin) for origin in allowed)
 
     def allows(self, headers: Headers) -> bool:
-        origin = headers.get("Origin")
-        if origin is None:
+        origins = headers.get_all("Origin")  # get() would raise on a repeated header
+        if not origins:
             return True
-        normal = _normal_origin(origin)
+        if len(origins) > 1:
+            return False
+        normal = _normal_origin(origins[0])
         if normal in self._allowed:
             return True
-        host = headers.get("Host")
-        return normal != "null" and host is not None and _origin_host(normal) == host.lower()
+        hosts = headers.get_all("Host")
+        return normal != "null" and len(hosts) == 1 and _origin_host(normal) == hosts[0].lower()
 
 
 def _normal_origin(origin: str) -> str:

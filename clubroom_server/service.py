@@ -232,15 +232,20 @@ class ChatService:
 
     async def resume(self, peer: Peer, request: protocol.Resume) -> protocol.Reply:
         _require_anonymous(peer)
+        # No reservation here: a resume costs one indexed read, not an argon2
+        # verification, and a 256-bit token cannot be guessed by concurrency.
+        # A burst of honest resumes (everyone reconnecting after a restart)
+        # must not be refused for being simultaneous.
+        wait = self._failed_by_address.retry_after(peer.address)
+        if wait is not None:
+            raise _too_many(wait, "Too many attempts")
         hashed = token_hash(request.token)
-        with _attempt([(self._failed_by_address, peer.address)]) as attempt:
-            found = await self._store.user_by_token(hashed, now_ms())
-            if found is None:
-                attempt.keep = True
-                raise ProtocolError(
-                    ErrorCode.INVALID_TOKEN,
-                    "This session has expired or ended; please log in again.",
-                )
+        found = await self._store.user_by_token(hashed, now_ms())
+        if found is None:
+            self._failed_by_address.record(peer.address)
+            raise ProtocolError(
+                ErrorCode.INVALID_TOKEN, "This session has expired or ended; please log in again."
+            )
         user, expires_ms = found
         self._authenticate(peer, user, hashed)
         return protocol.Welcome(

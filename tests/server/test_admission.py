@@ -160,3 +160,25 @@ async def test_the_open_file_limit_is_raised_at_start(make_server: MakeServer) -
             assert raised == hard
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_odd_handshakes_are_answered_without_a_traceback(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Repeated Origin or Host headers and junk origins get an HTTP answer, never a traceback."""
+    requests = [
+        "Origin: https://a.example\r\nOrigin: https://b.example\r\n",
+        "Origin: http://[::1\r\n",
+        "Host: a\r\nOrigin: http://a\r\n",
+    ]
+    for extra in requests:
+        answer = await http_exchange(
+            server.port,
+            (
+                "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
+            ).encode(),
+        )
+        assert answer.startswith(b"HTTP/1.1 403"), answer[:60]
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"

@@ -210,3 +210,13 @@ async def test_registration_is_throttled_in_total(make_server: MakeServer) -> No
     reply: dict[str, Any] = await clients[2].call("register", username="carl", password=PASSWORD)
     assert reply["code"] == "too_many_attempts"
     await close_all(clients)
+
+
+async def test_a_burst_of_honest_resumes_is_not_refused(make_server: MakeServer) -> None:
+    """30 connections resuming one valid token at once all get in (a restart's reconnects)."""
+    server = await make_server(login_failures_per_address=5)
+    ann = await user(server.url, "ann")
+    clients = await clients_from(server.url, 30)
+    replies = await asyncio.gather(*(c.call("resume", token=ann.token) for c in clients))
+    assert {reply["type"] for reply in replies} == {"welcome"}
+    await close_all([ann, *clients])
