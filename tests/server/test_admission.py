@@ -182,3 +182,17 @@ async def test_odd_handshakes_are_answered_without_a_traceback(
         )
         assert answer.startswith(b"HTTP/1.1 403"), answer[:60]
     assert not [r for r in caplog.records if r.exc_info], "no traceback"
+
+
+def test_accept_errors_are_logged_without_a_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """asyncio's report of a failed accept (out of file descriptors) keeps one line, no stack."""
+    import clubroom_server.server  # noqa: F401  (installs the filter)
+
+    try:
+        raise OSError(24, "Too many open files")
+    except OSError as exc:
+        logging.getLogger("asyncio").error(
+            "socket.accept() out of system resource\nexception: %r", exc, exc_info=exc
+        )
+    (record,) = [r for r in caplog.records if r.name == "asyncio"]
+    assert record.exc_info is None and "Too many open files" in record.getMessage()
