@@ -148,7 +148,7 @@ class PostgresStore:
         try:
             self._pool = await asyncpg.create_pool(
                 self.url,
-                min_size=1,
+                min_size=0,  # no background reconnects (and their tracebacks) while down
                 max_size=self._pool_size,
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,
