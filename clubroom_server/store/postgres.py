@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
@@ -190,7 +192,7 @@ class PostgresStore:
                 "check that it is running and reachable."
             )
         if isinstance(exc, OSError):
-            reason = exc.strerror or type(exc).__name__
+            reason = _os_reason(exc)
             return StartupError(
                 f"Cannot reach the {where} ({reason}); check that it is running and --db is right."
             )
@@ -566,6 +568,13 @@ async def _migrate(conn: asyncpg.Connection, where: str) -> None:
                 await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+
+def _os_reason(exc: OSError) -> str:
+    """Why a connection failed, in the system's words ("Connection refused")."""
+    if isinstance(exc, socket.gaierror) or not exc.errno:
+        return exc.strerror or str(exc) or type(exc).__name__
+    return os.strerror(exc.errno)
 
 
 def _statement(sql: str, *args: Any) -> ConnOp:
