@@ -48,3 +48,33 @@ async def test_requests_answer_unavailable_while_postgres_is_down_then_work_agai
                 await client.close()
         finally:
             await server.stop()
+
+
+async def test_a_room_emptied_while_postgres_is_down_is_deleted_once_it_is_back(
+    private_postgres: OwnPostgres,
+) -> None:
+    """The last leave during an outage still deletes the room and its messages afterwards."""
+    async with private_postgres.fresh_database() as url:
+        server = RunningServer(Settings(**{**TEST_DEFAULTS, "db": url}))
+        await server.start()
+        try:
+            ann = await user(server.url, "ann")
+            await ann.ok("create_room", room="Secret")
+            await ann.ok("send", room="Secret", text="burn after reading")
+            private_postgres.stop("immediate")
+            try:
+                await ann.ok("leave_room", room="Secret")
+                refused = await ann.call("create_room", room="Secret")
+                assert refused["code"] == "unavailable"
+            finally:
+                private_postgres.start()
+
+            async def created_again() -> bool:
+                return (await ann.call("create_room", room="Secret"))["type"] == "joined"
+
+            await wait_until(created_again, within=20)
+            assert await server.rows("SELECT text FROM messages") == []
+            assert await server.rows("SELECT name FROM rooms") == [("Secret",)]
+            await ann.close()
+        finally:
+            await server.stop()
