@@ -93,6 +93,8 @@ async def make_server(tmp_path: Path, db_backend: str) -> AsyncIterator[MakeServ
     async with contextlib.AsyncExitStack() as databases:
 
         async def make(**overrides: Any) -> RunningServer:
+            if "db_path" in overrides:  # the older spelling: a SQLite file
+                overrides["db"] = str(overrides.pop("db_path"))
             if "db" not in overrides:
                 fresh = database_url(db_backend, tmp_path, f"clubroom{len(servers)}")
                 overrides["db"] = await databases.enter_async_context(fresh)
