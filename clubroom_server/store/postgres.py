@@ -428,14 +428,23 @@ class PostgresStore:
     async def messages_before(
         self, room_id: int, before: int | None, limit: int
     ) -> tuple[list[MessageRecord], bool]:
-        rows = await self._fetch(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages "
-            "WHERE room_id = $1 AND ($2::bigint IS NULL OR id < $2) "
-            "ORDER BY id DESC LIMIT $3",
-            room_id,
-            before,
-            limit + 1,
-        )
+        # Two statements, not "$2 IS NULL OR id < $2": a prepared statement's
+        # generic plan could not use that bound in the index scan.
+        if before is None:
+            rows = await self._fetch(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 "
+                "ORDER BY id DESC LIMIT $2",
+                room_id,
+                limit + 1,
+            )
+        else:
+            rows = await self._fetch(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND id < $2 "
+                "ORDER BY id DESC LIMIT $3",
+                room_id,
+                before,
+                limit + 1,
+            )
         more = len(rows) > limit
         return [MessageRecord(*row) for row in reversed(rows[:limit])], more
 
