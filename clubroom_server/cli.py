@@ -14,7 +14,7 @@ import click
 from clubroom_server import admin
 from clubroom_server.app import Clubroom
 from clubroom_server.config import ARGON2_PROFILES, DEFAULT_ARGON2_PROFILE, Settings, default_db
-from clubroom_server.store import SYNCHRONOUS_MODES, StartupError, describe_url
+from clubroom_server.store import SYNCHRONOUS_MODES, StartupError, StoreError, describe_url
 
 _DEFAULTS = Settings.__dataclass_fields__
 
@@ -161,6 +161,12 @@ SERVE_OPTIONS = [
         click.Choice(LOG_LEVELS, case_sensitive=False),
         "How much to log (never passwords or tokens).",
     ),
+    _option(
+        "--db-pool-size",
+        "db_pool_size",
+        click.IntRange(2),
+        "PostgreSQL only: connections kept to the database.",
+    ),
 ]
 
 
@@ -192,6 +198,10 @@ def serve(**options: Any) -> None:
         asyncio.run(_serve(settings))
     except StartupError as exc:
         raise click.ClickException(str(exc)) from None
+    except StoreError as exc:
+        raise click.ClickException(
+            f"The database failed while the server was starting ({exc}); start it again."
+        ) from None
     except OSError as exc:
         raise click.ClickException(f"Could not start the server: {exc.strerror or exc}") from None
 

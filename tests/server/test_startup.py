@@ -197,3 +197,28 @@ async def test_copy_moves_a_deployment_to_postgres_and_refuses_a_filled_target(
         assert "Copied 1 users, 0 tokens, 1 rooms, 3 messages" in result.stdout
         line = await asyncio.to_thread(refused_in_one_sentence, *copy)
         assert "already holds data" in line
+
+
+async def test_serve_on_postgres_chats_and_keeps_it_across_a_restart() -> None:
+    """serve --db postgresql://…: a real chat, SIGTERM exits 0, the restart has the history."""
+    from tests.databases import fresh_postgres
+    from tests.server.serverprocess import ServerProcess
+    from tests.wsclient import WireClient, user
+
+    cheap = ("--port", "0", "--argon2-profile", "cheapest")
+    async with fresh_postgres() as url:
+        server = await ServerProcess.start(*cheap, "--db", url)
+        assert any("PostgreSQL database" in line for line in server.output)
+        ann = await user(server.url, "ann")
+        await ann.ok("create_room", room="Lobby")
+        sent = await ann.ok("send", room="Lobby", text="stored in PostgreSQL")
+        assert await server.terminate() == 0
+        assert await ann.wait_closed() == 1001
+        again = await ServerProcess.start(*cheap, "--db", url)
+        client = await WireClient.open(again.url)
+        await client.ok("resume", token=ann.token)
+        joined = await client.ok("join_room", room="Lobby")
+        assert joined["messages"] == [sent["message"]]
+        await client.close()
+        assert await again.terminate() == 0
+        assert "Traceback" not in "".join(server.output + again.output)
