@@ -35,6 +35,7 @@ from clubroom_server.store.interface import (
     SchemaError,
     StartupError,
     StoreError,
+    UnavailableError,
 )
 from clubroom_server.store.records import (
     DumpBatch,
@@ -59,6 +60,7 @@ V1_TABLES = frozenset({"users", "tokens", "rooms", "messages"})
 # Extended result codes (sqlite3.IntegrityError.sqlite_errorcode), not error texts.
 _UNIQUE_CODES = frozenset({2067, 1555})  # SQLITE_CONSTRAINT_UNIQUE, _PRIMARYKEY
 _FOREIGN_KEY_CODE = 787  # SQLITE_CONSTRAINT_FOREIGNKEY
+_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (past busy_timeout)
 
 MESSAGE_COLUMNS = "id, room_id, seq, author_id, author, text, at_ms, nonce"
 USER_COLUMNS = "id, username, key, password_hash, created_ms"
@@ -256,7 +258,7 @@ class SQLiteStore:
         except (sqlite3.Error, ValueError, OverflowError) as exc:
             if len(batch) == 1:
                 log.error("database write failed: %s", exc)
-                fail_all(batch, StoreError(str(exc)))
+                fail_all(batch, _failure(exc))
                 return
             for write in batch:
                 await self._commit([write])
@@ -432,7 +434,7 @@ class SQLiteStore:
             return list(await self._reader.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             log.error("database read failed: %s", exc)
-            raise StoreError(str(exc)) from exc
+            raise _failure(exc) from None
 
     # ------------------------------------------------------- moving the data
 
@@ -694,6 +696,13 @@ def _append_run(db: sqlite3.Connection, appends: list[_Append]) -> list[Any]:
         [(seq, room_id) for room_id, seq in last_seq.items()],
     )
     return results
+
+
+def _failure(exc: Exception) -> StoreError:
+    """A failed read or write: another process holding the file is a passing outage."""
+    if getattr(exc, "sqlite_errorcode", None) in _BUSY_CODES:
+        return UnavailableError("the database file is locked by another process")
+    return StoreError(str(exc))
 
 
 def _refusal(exc: sqlite3.IntegrityError) -> StoreError:
