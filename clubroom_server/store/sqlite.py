@@ -628,6 +628,9 @@ def _commit_all(db: sqlite3.Connection, ops: list[WriteOp | _Append]) -> list[An
     """
     results: list[Any] = []
     try:
+        # Take the write lock first: the ids and seqs read below stay ours even
+        # if another process (a second server, a copy) shares the file.
+        db.execute("BEGIN IMMEDIATE")
         for run in _runs(ops):
             try:
                 if isinstance(run[0], _Append):
