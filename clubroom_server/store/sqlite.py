@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, TypeVar
 import aiosqlite
 
 from clubroom_server.store import migrations
-from clubroom_server.store.batch import Refused, fail_all, settle
+from clubroom_server.store.batch import Refused, by_type, fail_all, settle
 from clubroom_server.store.interface import (
     DuplicateError,
     NotFoundError,
@@ -38,11 +38,12 @@ from clubroom_server.store.interface import (
     UnavailableError,
 )
 from clubroom_server.store.records import (
+    TABLE_OF,
+    TABLES,
     DumpBatch,
     HighWater,
     MessageRecord,
     RoomRecord,
-    TokenRecord,
     UserRecord,
 )
 
@@ -445,11 +446,10 @@ class SQLiteStore:
         return True
 
     async def dump(self, batch_size: int = 1000) -> AsyncIterator[DumpBatch]:
-        for record_type, table, columns, key in _DUMPED:
-            sql = f"SELECT {columns} FROM {table} WHERE {key} > ? ORDER BY {key} LIMIT ?"
-            after: Any = "" if key == "hash" else 0
+        for table in TABLES:
+            sql, after = table.page("?", "?"), table.first_key
             while rows := await self._read(sql, (after, batch_size)):
-                yield [record_type(*row) for row in rows]
+                yield [table.record(*row) for row in rows]
                 after = rows[-1][0]
 
     async def high_water(self) -> HighWater:
@@ -477,49 +477,11 @@ class SQLiteStore:
         await self._write(raise_sequences)
 
 
-# What ``dump`` reads, in an order ``load`` can insert: type, table, columns, paging key.
-_DUMPED: tuple[tuple[type, str, str, str], ...] = (
-    (UserRecord, "users", USER_COLUMNS, "id"),
-    (TokenRecord, "tokens", "hash, user_id, expires_ms", "hash"),
-    (RoomRecord, "rooms", ROOM_COLUMNS, "id"),
-    (MessageRecord, "messages", MESSAGE_COLUMNS, "id"),
-)
-
-
 def _insert_records(db: sqlite3.Connection, batch: Sequence[object]) -> None:
     """Insert dumped records with every id and seq as they were."""
-    for record in batch:
-        if isinstance(record, UserRecord):
-            db.execute(
-                f"INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                (record.id, record.username, record.key, record.password_hash, record.created_ms),
-            )
-        elif isinstance(record, TokenRecord):
-            db.execute(
-                "INSERT INTO tokens (hash, user_id, expires_ms) VALUES (?, ?, ?)",
-                (record.hash, record.user_id, record.expires_ms),
-            )
-        elif isinstance(record, RoomRecord):
-            db.execute(
-                f"INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                (record.id, record.name, record.key, record.created_ms, record.last_seq),
-            )
-        elif isinstance(record, MessageRecord):
-            db.execute(
-                f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.id,
-                    record.room_id,
-                    record.seq,
-                    record.author_id,
-                    record.author,
-                    record.text,
-                    record.at_ms,
-                    record.nonce,
-                ),
-            )
-        else:
-            raise TypeError(f"cannot load a {type(record).__name__}")
+    for kind, records in by_type(batch).items():
+        table = TABLE_OF[kind]
+        db.executemany(table.insert(["?"] * len(table.columns)), map(table.row, records))
 
 
 # ---------------------------------------------------------------- start-up
