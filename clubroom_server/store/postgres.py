@@ -59,9 +59,9 @@ CLOSE_TIMEOUT = 10.0  # seconds to close the pool gracefully before terminating 
 BATCH_RETRIES = 3  # a deadlock or serialization failure retries the batch this often
 MIGRATION_LOCK = 0x436C7562  # advisory lock: one node migrates at a time
 
-MESSAGE_COLUMNS = "id, room_id, seq, author_id, author, text, at_ms, nonce"
-USER_COLUMNS = "id, username, key, password_hash, created_ms"
-ROOM_COLUMNS = "id, name, key, created_ms, last_seq"
+MESSAGE_COLUMNS = ", ".join(TABLE_OF[MessageRecord].columns)
+USER_COLUMNS = ", ".join(TABLE_OF[UserRecord].columns)
+ROOM_COLUMNS = ", ".join(TABLE_OF[RoomRecord].columns)
 
 # One statement appends a whole run of messages: lock the rooms in id order,
 # number the messages after each room's last_seq, advance it, insert them in

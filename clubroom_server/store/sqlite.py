@@ -63,9 +63,9 @@ _UNIQUE_CODES = frozenset({2067, 1555})  # SQLITE_CONSTRAINT_UNIQUE, _PRIMARYKEY
 _FOREIGN_KEY_CODE = 787  # SQLITE_CONSTRAINT_FOREIGNKEY
 _BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (past busy_timeout)
 
-MESSAGE_COLUMNS = "id, room_id, seq, author_id, author, text, at_ms, nonce"
-USER_COLUMNS = "id, username, key, password_hash, created_ms"
-ROOM_COLUMNS = "id, name, key, created_ms, last_seq"
+MESSAGE_COLUMNS = ", ".join(TABLE_OF[MessageRecord].columns)
+USER_COLUMNS = ", ".join(TABLE_OF[UserRecord].columns)
+ROOM_COLUMNS = ", ".join(TABLE_OF[RoomRecord].columns)
 
 INSERT_MESSAGE = f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 WriteOp = Callable[[sqlite3.Connection], Any]
