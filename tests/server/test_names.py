@@ -51,6 +51,7 @@ async def test_look_alike_usernames_are_taken(
     assert welcome["username"] == first
 
 
+@pytest.mark.sqlite_only
 async def test_a_database_with_old_keys_still_works(make_server: MakeServer) -> None:
     """Accounts and rooms stored with the old lower-case keys are found after an upgrade."""
     server = await make_server()
