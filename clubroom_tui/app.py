@@ -25,6 +25,7 @@ from clubroom_tui.client import (
 from clubroom_tui.doomed import describe_rooms, rooms_deleted_by_leaving
 from clubroom_tui.keys import InOrderKeys
 from clubroom_tui.news import ClientNews
+from clubroom_tui.plain import printable
 from clubroom_tui.screens.confirm import Confirm
 from clubroom_tui.screens.dashboard import DashboardScreen
 from clubroom_tui.screens.login import LoginScreen
@@ -157,7 +158,8 @@ class ClubroomApp(InOrderKeys):
             self._save_session()
         else:
             self._forget_session()
-        self.switch_screen(DashboardScreen(self.client, self.unread))
+        notice = rooms_gone_while_away(event.lost_rooms) if event.lost_rooms else ""
+        self.switch_screen(DashboardScreen(self.client, self.unread, notice=notice))
 
     def on_login_screen_saved_session_rejected(self) -> None:
         self._forget_session()
@@ -228,3 +230,13 @@ class ClubroomApp(InOrderKeys):
         for state in sorted(self.client.rooms.values(), key=lambda s: s.name.lower()):
             open_it = partial(self.open_room, state.name)
             yield SystemCommand(f"Open {state.name}", "Show this room", open_it)
+
+
+def rooms_gone_while_away(rooms: tuple[str, ...]) -> str:
+    """Why remembered rooms are missing after a restart, in the user's words."""
+    names = ", ".join(f"“{printable(room)}”" for room in rooms)
+    which = "was" if len(rooms) == 1 else "were"
+    return (
+        f"While you were away, {names} {which} deleted: a room is deleted when its last "
+        "member leaves, logs out, or stays away longer than the server's grace period."
+    )

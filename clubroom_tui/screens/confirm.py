@@ -20,6 +20,7 @@ from textual.widgets import Button, Static
 class Confirm(ModalScreen[bool]):
     """Ask ``question``; dismiss with True only for the ``yes`` button."""
 
+    AUTO_FOCUS = "#confirm-no"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel"),
         Binding("n", "cancel", "No", show=False),
@@ -36,9 +37,6 @@ class Confirm(ModalScreen[bool]):
             with Horizontal(id="confirm-buttons"):
                 yield Button("Cancel", id="confirm-no", variant="primary")
                 yield Button(self.yes, id="confirm-yes", variant="error")
-
-    def on_mount(self) -> None:
-        self.set_focus(self.query_one("#confirm-no", Button))
 
     @on(Button.Pressed, "#confirm-yes")
     def _yes(self) -> None:

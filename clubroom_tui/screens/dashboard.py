@@ -45,10 +45,11 @@ class DashboardScreen(Screen[None]):
     class LoggedOut(Message):
         """The user logged out; the token is no longer valid."""
 
-    def __init__(self, client: ClubroomClient, unread: dict[str, int]) -> None:
+    def __init__(self, client: ClubroomClient, unread: dict[str, int], notice: str = "") -> None:
         super().__init__()
         self.client = client
         self.unread = unread
+        self.notice = notice
 
     def compose(self) -> ComposeResult:
         user = self.client.username or ""
@@ -69,6 +70,7 @@ class DashboardScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.refresh_rooms()
+        self.show_error(self.notice)
         self.query_one("#create-name", Input).focus()
 
     def on_screen_resume(self) -> None:

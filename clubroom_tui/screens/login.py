@@ -42,10 +42,13 @@ class LoginScreen(Screen[None]):
     class LoggedIn(Message):
         """The connection is authenticated as ``username``."""
 
-        def __init__(self, username: str, remember: bool) -> None:
+        def __init__(
+            self, username: str, remember: bool, lost_rooms: tuple[str, ...] = ()
+        ) -> None:
             super().__init__()
             self.username = username
             self.remember = remember
+            self.lost_rooms = lost_rooms  # remembered rooms the server deleted meanwhile
 
     class SavedSessionRejected(Message):
         """The remembered token no longer works, so it should be forgotten."""
@@ -158,6 +161,12 @@ class LoginScreen(Screen[None]):
         remember = self.can_remember and self.query_one("#remember", Checkbox).value
         self.post_message(self.LoggedIn(welcome.username, remember))
 
+    def _forget_password(self, tried: str) -> None:
+        """Empty the password field after a wrong one, unless it has been retyped meanwhile."""
+        field = self.query_one("#password", Input)
+        if field.value == tried:
+            field.value = ""
+
     # -- remember me -----------------------------------------------------------
 
     @work(exclusive=True, group="auth")
@@ -175,10 +184,24 @@ class LoginScreen(Screen[None]):
                 self.post_message(self.SavedSessionRejected())
                 return
             break
-        for room in saved.rooms:
-            try:
-                await self.client.join_room(room)
-            except ClientError:
-                continue  # deleted meanwhile: it simply is not in the list
+        lost = await rejoin(self.client, saved.rooms)
         self.show_error("")
-        self.post_message(self.LoggedIn(welcome.username, remember=True))
+        self.post_message(self.LoggedIn(welcome.username, remember=True, lost_rooms=lost))
+
+
+async def rejoin(client: ClubroomClient, rooms: tuple[str, ...]) -> tuple[str, ...]:
+    """Join the remembered rooms again; return those the server no longer has.
+
+    Other failures (a moment offline) do not count as deleted: the room is
+    simply not re-joined now.
+    """
+    lost: list[str] = []
+    for room in rooms:
+        try:
+            await client.join_room(room)
+        except RequestFailed as exc:
+            if exc.code is ErrorCode.NO_SUCH_ROOM:
+                lost.append(room)
+        except ClientError:
+            continue
+    return tuple(lost)

@@ -16,6 +16,7 @@ from textual.pilot import Pilot
 
 from clubroom_tui.app import ClubroomApp
 from clubroom_tui.client import Backoff, ClubroomClient, ConnectionState, MessagesAdded
+from clubroom_tui.screens.confirm import Confirm
 from clubroom_tui.sessions import SessionStore
 from tests.conftest import RunningServer
 
@@ -252,3 +253,21 @@ async def say(pilot: Pilot[Any], text: str) -> None:
 def messages_added(events: list[Any]) -> list[str]:
     """The texts of all messages announced in these events, in order."""
     return [m.text for e in events if isinstance(e, MessagesAdded) for m in e.messages]
+
+
+async def answer(pilot: Pilot[Any], question: str, *, yes: bool) -> str:
+    """Wait for a confirmation that says ``question``, answer it, and return what it said."""
+    shown = await wait_for_text(pilot, question)
+    assert isinstance(pilot.app.screen, Confirm), "no confirmation is being asked"
+    await pilot.click("#confirm-yes" if yes else "#confirm-no")
+    await wait_for(lambda: not isinstance(pilot.app.screen, Confirm), "the question to close")
+    return shown
+
+
+async def quit_app(pilot: Pilot[Any]) -> None:
+    """Quit with ctrl+q, saying yes if the app asks (it does when rooms could be deleted)."""
+    await pilot.press("ctrl+q")
+    await pilot.pause()
+    if isinstance(pilot.app.screen, Confirm):
+        await pilot.click("#confirm-yes")
+    await wait_for(lambda: pilot.app.return_code is not None, "the app to exit")

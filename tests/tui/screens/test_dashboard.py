@@ -31,7 +31,7 @@ async def test_create_room_opens_it(server: RunningServer, config_dir: Path) -> 
 async def test_existing_room_name_is_explained_inline(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
-    """Creating a room whose name is taken says so on the dashboard."""
+    """Creating a taken name says so and offers to join it; Enter then joins the existing room."""
     bob = await make_client("bob")
     await bob.create_room("lobby")
     app = make_app(server.url, config_dir)
@@ -39,8 +39,10 @@ async def test_existing_room_name_is_explained_inline(
         await log_in(pilot, "ann", register=True)
         await type_into(pilot, "#create-name", "LOBBY")
         await pilot.click("#create")
-        shown = await wait_for_text(pilot, "A room called 'LOBBY' already exists.")
+        shown = await wait_for_text(pilot, "“LOBBY” already exists. Press Enter to join it")
         assert "room_exists" not in shown
+        await pilot.press("enter")
+        await wait_for_text(pilot, "# lobby", "Members (2)")
 
 
 async def test_unknown_room_is_explained_inline(server: RunningServer, config_dir: Path) -> None:
