@@ -15,6 +15,7 @@ import contextlib
 import logging
 import random
 import socket
+import time
 import ssl as ssl_module
 import uuid
 from collections import deque
@@ -70,6 +71,10 @@ STABLE_CONNECTION_SECONDS = 2.0
 # --------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------
+
+
+# How long after our reconnect a member from before counts as returning, not joining.
+RETURN_WINDOW_SECONDS = 120.0
 
 
 class ClientError(Exception):
@@ -186,6 +191,23 @@ class RoomState:
     members: tuple[str, ...] = ()
     messages: list[Message] = field(default_factory=list)
     has_older: bool = False
+    # Members from before our reconnect who are not back yet (casefolded name →
+    # until when, monotonic): when they re-join after a server restart, that is
+    # no news, so it is not announced as "joined".
+    returning: dict[str, float] = field(default_factory=dict)
+
+    def expect_back(self, before: tuple[str, ...], me: str, until: float) -> None:
+        """Remember who was here before the outage and is missing from the new snapshot."""
+        now_here = {m.casefold() for m in self.members}
+        for member in before:
+            folded = member.casefold()
+            if folded not in now_here and folded != me.casefold():
+                self.returning[folded] = until
+
+    def is_return(self, member: str, now: float) -> bool:
+        """True (once) if this member was here before our reconnect and is just coming back."""
+        until = self.returning.pop(member.casefold(), None)
+        return until is not None and now <= until
 
     @property
     def last_id(self) -> int | None:
@@ -663,7 +685,11 @@ class ClubroomClient:
         if state is None:
             state = self.rooms[key] = RoomState(name=joined.room)
             state.has_older = fresh_join and joined.more
+        before = state.members
         state.members = tuple(sorted(joined.members, key=str.lower))
+        if not fresh_join:
+            until = time.monotonic() + RETURN_WINDOW_SECONDS
+            state.expect_back(before, self.username or "", until)
         self._emit(MembersChanged(state.name, state.members))
         fresh = state.add_newer(joined.messages)
         if fresh:
@@ -688,6 +714,10 @@ class ClubroomClient:
             members.discard(frame.username)
         state.members = tuple(sorted(members, key=str.lower))
         joined = isinstance(frame, MemberJoined)
+        returning = state.is_return(frame.username, time.monotonic())
+        if returning and joined:  # back after a server restart, as we are: not news
+            self._emit(MembersChanged(state.name, state.members))
+            return
         self._emit(
             MembersChanged(
                 state.name,
