@@ -21,7 +21,7 @@ class MemberList(Static):
     def show(self, members: Iterable[str], *, online: bool = True) -> None:
         """List the members; while we are offline nobody is shown as present (we cannot know)."""
         names = sorted(members, key=str.lower)
-        self.border_title = f"Members ({len(names)})" if online else "Members (offline)"
+        self.border_title = f"Members ({len(names)})" if online else f"Last seen ({len(names)})"
         lines = [self._line(name, online) for name in names]
         self.update(Text("\n").join(lines))
 
