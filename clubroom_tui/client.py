@@ -15,8 +15,8 @@ import contextlib
 import logging
 import random
 import socket
-import time
 import ssl as ssl_module
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable

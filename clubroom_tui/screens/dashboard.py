@@ -149,7 +149,11 @@ class DashboardScreen(Screen[None]):
         question = (
             "Log out? You are the last member of "
             + describe_rooms(doomed)
-            + ", so logging out deletes them for good."
+            + (
+                ", so logging out deletes it for good."
+                if len(doomed) == 1
+                else ", so logging out deletes them for good."
+            )
         )
         self.app.push_screen(Confirm(question, "Log out and delete"), self._log_out_confirmed)
 

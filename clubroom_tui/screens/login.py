@@ -42,9 +42,7 @@ class LoginScreen(Screen[None]):
     class LoggedIn(Message):
         """The connection is authenticated as ``username``."""
 
-        def __init__(
-            self, username: str, remember: bool, lost_rooms: tuple[str, ...] = ()
-        ) -> None:
+        def __init__(self, username: str, remember: bool, lost_rooms: tuple[str, ...] = ()) -> None:
             super().__init__()
             self.username = username
             self.remember = remember

@@ -35,7 +35,7 @@ def test_connect_help_documents_options_and_keys() -> None:
         "escape",
         "ctrl+o log out (asks first",
         "tab completes a member's name",
-        "Leave room\" (asks first)",
+        'Leave room" (asks first)',
         "older messages",
     ):
         assert needle in result.output, needle

@@ -1,4 +1,4 @@
-"""The composer against a real server: pastes kept whole, too-long text explained, names completed."""
+"""The composer against a real server: whole pastes, too-long text explained, name completion."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ async def test_a_three_line_paste_is_sent_whole(
 async def test_a_paste_over_the_limit_is_kept_and_explained(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
-    """5,000 pasted characters stay in the box; the screen says 1,000 too many; Enter sends nothing."""
+    """5,000 pasted characters stay; the screen says 1,000 too many; Enter sends nothing."""
     async with ann_in_lobby(server.url, config_dir) as pilot:
         paste(pilot.app, "x" * 5000)
         await wait_for_text(pilot, "5,000 characters, 1,000 over the 4,000 limit")

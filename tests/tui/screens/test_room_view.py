@@ -1,4 +1,4 @@
-"""What the room screen shows as the terminal and the conversation change: resizes, header, outages."""
+"""What the room screen shows as terminal and conversation change: resizes, header, outages."""
 
 from __future__ import annotations
 
