@@ -137,6 +137,27 @@ async def test_resumes_and_rejoins_after_a_restart(
     assert ann.rooms["lobby"].members == ("ann",)
 
 
+async def test_a_server_restart_announces_no_one_as_newly_joined(
+    server: RunningServer, make_client: MakeClient
+) -> None:
+    """Members who were there before a restart come back without a "joined" (no "left" came)."""
+    ann = await make_client("ann")
+    bob = await make_client("bob")
+    await ann.create_room("lobby")
+    await bob.join_room("lobby")
+    streams = [ann.subscribe(), bob.subscribe()]
+    await server.stop()
+    await wait_for(lambda: not ann.ready and not bob.ready, "both to notice the outage")
+    await server.start()
+    for client in (ann, bob):
+        await wait_for(
+            lambda c=client: c.ready and c.rooms["lobby"].members == ("ann", "bob"),
+            "both to be back in the room",
+        )
+    changes = [e for s in streams for e in s.drain() if isinstance(e, MembersChanged)]
+    assert [(e.joined, e.left) for e in changes if e.joined or e.left] == []
+
+
 async def test_catches_up_on_messages_sent_while_away(
     server: RunningServer, make_client: MakeClient
 ) -> None:
