@@ -92,6 +92,7 @@ class MessageLog(RichLog):
         self._last_day: date | None = None
         self._moving = False  # our own scrolling, not the reader's
         self.following = True
+        self._styles: dict[str, Style] = {}
 
     def on_mount(self) -> None:
         self.watch(self, "scroll_y", self._scrolled, init=False)
@@ -150,12 +151,20 @@ class MessageLog(RichLog):
 
     # -- drawing -------------------------------------------------------------
 
-    def on_resize(self, event: Resize) -> None:
-        """Re-wrap everything when the width changes (RichLog alone would not)."""
-        if event.size.width and event.size.width != self._drawn_width:
+    def on_resize(self, _event: Resize) -> None:
+        """Re-wrap everything when the text width changes (RichLog alone would not).
+
+        Only the width of the text area counts: the height changes with every
+        send (the outbox under the log grows and shrinks), and re-wrapping the
+        whole log for that made each send cost as much as the room was long.
+        """
+        if self._text_width() and self._text_width() != self._drawn_width:
             self.call_after_refresh(self._redraw)
         elif self.following:
             self.call_after_refresh(self._to_bottom)
+
+    def _text_width(self) -> int:
+        return self.scrollable_content_region.width
 
     def _append(self, entries: list[Entry]) -> None:
         if not self._drawn_width:
@@ -178,7 +187,7 @@ class MessageLog(RichLog):
         self._redraw()
 
     def _redraw(self, prepended: bool = False) -> None:
-        if not self.size.width:
+        if not self._text_width():
             return
         old_y, old_count = self.scroll_y, len(self.lines)
         self._moving = True
@@ -187,7 +196,7 @@ class MessageLog(RichLog):
             self._last_day = None
             for entry in self._entries:
                 self._write_entry(entry)
-            self._drawn_width = self.size.width
+            self._drawn_width = self._text_width()
         finally:
             self._moving = False
         if self.following and not prepended:
@@ -220,10 +229,21 @@ class MessageLog(RichLog):
 
     def _write_line(self, line: Text) -> None:
         """Write wrapped to exactly the visible width (the console's may differ)."""
-        self.write(line, width=max(1, self.scrollable_content_region.width), scroll_end=False)
+        self.write(line, width=max(1, self._text_width()), scroll_end=False)
 
     def _style(self, name: str) -> Style:
-        return self.get_component_rich_style(f"message-log--{name}", partial=True)
+        """A component style, looked up once per theme (the lookup costs more than the line)."""
+        style = self._styles.get(name)
+        if style is None:
+            style = self._styles[name] = self.get_component_rich_style(
+                f"message-log--{name}", partial=True
+            )
+        return style
+
+    def notify_style_update(self) -> None:
+        """The theme or CSS changed: forget the looked-up styles."""
+        self._styles = {}
+        super().notify_style_update()
 
     def _day_line(self, day: date) -> Text:
         return Text(f"── {day_label(day)} ──", style=self._style("day"), justify="center")
