@@ -172,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.tui_send", description=__doc__)
     parser.add_argument("--samples", type=int, default=100, help="sends per room (default 100)")
     parser.add_argument("--quick", action="store_true", help=f"rooms of {QUICK_SIZES}, 20 sends")
+    parser.add_argument("--sizes", type=int, nargs="+", help=f"room sizes (default {SIZES})")
     args = parser.parse_args(argv)
-    sizes = QUICK_SIZES if args.quick else SIZES
+    sizes = tuple(args.sizes) if args.sizes else QUICK_SIZES if args.quick else SIZES
     samples = 20 if args.quick else args.samples
     with tempfile.TemporaryDirectory(prefix="clubroom-tui-bench-") as tmp:
         results = asyncio.run(run(sizes, samples, Path(tmp)))

@@ -102,7 +102,7 @@ class RoomScreen(Screen[None]):
         self.set_focus(self.query_one(Composer))
 
     def notice(self, text: str) -> None:
-        self.query_one("#room-notice", Static).update(Text(text))
+        show_line(self.query_one("#room-notice", Static), text)
 
     def _member_names(self) -> list[str]:
         state = self.client.rooms.get(self.key)
@@ -113,12 +113,12 @@ class RoomScreen(Screen[None]):
         hint.display = count > 0
         if count:
             plural = "s" if count != 1 else ""
-            hint.update(Text(f"↓ {count} new message{plural} below — Ctrl+End jumps down"))
+            hint.update(Text(f"↓ {count} new message{plural} below (ctrl+end)"))
 
     def _show_connection(self, detail: str) -> None:
         """While not connected, say so and when the next try is (the header says the state)."""
         online = self.client.ready
-        self.query_one("#connection-notice", Static).update(Text("" if online else detail))
+        show_line(self.query_one("#connection-notice", Static), "" if online else detail)
         state = self.client.rooms.get(self.key)
         if state is not None:
             self._show_member_list(state.members)
@@ -305,3 +305,9 @@ def too_long(length: int) -> str:
         f"This message is {length:,} characters, {over:,} over the {MAX_TEXT_LENGTH:,} limit; "
         f"remove {over:,} to send it."
     )
+
+
+def show_line(line: Static, text: str) -> None:
+    """Show a notice, or take no room at all when there is none (small terminals need it)."""
+    line.update(Text(text))
+    line.display = bool(text)
