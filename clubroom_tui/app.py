@@ -83,7 +83,8 @@ class ClubroomApp(InOrderKeys):
             "Quit? You are the last member of "
             + describe_rooms(doomed)
             + ". If you stay away longer than the server's grace period (30 s by default), "
-            "they are deleted for good."
+            + ("it is" if len(doomed) == 1 else "they are")
+            + " deleted for good."
         )
         self.push_screen(Confirm(question, "Quit anyway"), self._quit_answered)
 
