@@ -34,6 +34,7 @@ from clubroom_tui.app import ClubroomApp
 from clubroom_tui.client import ClubroomClient
 from clubroom_tui.screens.dashboard import DashboardScreen
 from clubroom_tui.screens.room import RoomScreen
+from clubroom_tui.widgets.composer import Composer
 from clubroom_tui.widgets.message_log import MAX_ENTRIES, MessageLog
 from protocol import (
     MAX_SERVER_FRAME_BYTES,
@@ -117,7 +118,10 @@ async def measure_room(url: str, room: str, samples: int) -> list[int]:
             text = f"probe {n} {user}"
             started = time.perf_counter_ns()
             press(app, text)
-            await until(lambda t=text: last_text(log) == t, "the own message")
+            await until(
+                lambda t=text: last_text(log) == t,
+                f"{text!r} in the log (on screen: {screen_state(app)})",
+            )
             await pilot.pause()  # one refresh: the message is drawn
             latencies.append(time.perf_counter_ns() - started)
         await app.client.close()
@@ -130,6 +134,14 @@ async def fill_log(app: ClubroomApp, log: MessageLog, room: str) -> None:
     while state.has_older and len(log.shown_ids) < MAX_ENTRIES:
         page = await app.client.history(room, limit=100)
         log.add_older(page.messages)
+
+
+def screen_state(app: ClubroomApp) -> str:
+    """What the room screen says, for a timeout message."""
+    screen = app.screen
+    notice = screen.query_one("#room-notice").render() if screen.query("#room-notice") else ""
+    box = screen.query_one(Composer).value if screen.query(Composer) else ""
+    return f"box={box!r} notice={str(notice)!r} state={app.client.state}"
 
 
 def last_text(log: MessageLog) -> str | None:
