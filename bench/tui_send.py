@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from textual import events
@@ -89,11 +90,15 @@ def press(app: ClubroomApp, text: str) -> None:
     driver.send_message(events.Key("enter", "\r"))
 
 
-async def until(condition: object, what: str, within: float = 30.0) -> None:
+async def until(
+    condition: Callable[[], object], what: str | Callable[[], str], within: float = 30.0
+) -> None:
+    """Poll ``condition``; on timeout, say ``what`` (a callable is asked only then)."""
     deadline = time.monotonic() + within
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
+            said = what() if callable(what) else what
+            raise TimeoutError(f"timed out waiting for {said}")
         await asyncio.sleep(POLL_SECONDS)
 
 
@@ -120,7 +125,7 @@ async def measure_room(url: str, room: str, samples: int) -> list[int]:
             press(app, text)
             await until(
                 lambda t=text: last_text(log) == t,
-                f"{text!r} in the log (on screen: {screen_state(app)})",
+                lambda t=text: f"{t!r} in the log (on screen: {screen_state(app)})",
             )
             await pilot.pause()  # one refresh: the message is drawn
             latencies.append(time.perf_counter_ns() - started)
