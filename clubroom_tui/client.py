@@ -73,6 +73,8 @@ STABLE_CONNECTION_SECONDS = 2.0
 # --------------------------------------------------------------------------
 
 
+# Messages a room's state holds in memory; older ones are fetched with history again.
+KEEP_MESSAGES = 5000
 # How long after our reconnect a member from before counts as returning, not joining.
 RETURN_WINDOW_SECONDS = 120.0
 
@@ -223,7 +225,15 @@ class RoomState:
         fresh = [m for m in messages if last is None or m.id > last]
         fresh.sort(key=lambda m: m.id)
         self.messages.extend(fresh)
+        self._forget_oldest()
         return fresh
+
+    def _forget_oldest(self) -> None:
+        """Hold at most ``KEEP_MESSAGES`` (in batches); the server still has the rest."""
+        excess = len(self.messages) - KEEP_MESSAGES
+        if excess > KEEP_MESSAGES // 10:
+            del self.messages[:excess]
+            self.has_older = True
 
     def add_older(self, messages: list[Message]) -> list[Message]:
         """Prepend the messages older than what we have; return those that were new."""

@@ -13,16 +13,18 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from clubroom_tui.client import (
+    KEEP_MESSAGES,
     Backoff,
     ConnectionState,
     MembersChanged,
     NotConnected,
     RequestFailed,
     RequestTimeout,
+    RoomState,
     SendDelayed,
     StateChanged,
 )
-from protocol import ErrorCode
+from protocol import ErrorCode, Message
 from tests.conftest import MakeServer, RunningServer
 from tests.tui.conftest import (
     PASSWORD,
@@ -317,3 +319,16 @@ def test_client_module_does_not_import_textual() -> None:
     )
     root = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=root, check=False).returncode == 0
+
+
+def test_a_room_state_forgets_its_oldest_messages_beyond_the_cap() -> None:
+    """Past the cap the oldest messages are dropped and marked as fetchable again."""
+    state = RoomState(name="big")
+    batch = [
+        Message(id=n, room="big", author="bob", text=str(n), at="2026-01-01T00:00:00.000Z")
+        for n in range(1, KEEP_MESSAGES + KEEP_MESSAGES // 5)
+    ]
+    state.add_newer(batch)
+    assert len(state.messages) == KEEP_MESSAGES
+    assert state.messages[-1].id == batch[-1].id
+    assert state.has_older
