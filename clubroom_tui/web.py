@@ -21,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shlex
 import sys
-from collections.abc import Iterable
+from asyncio.subprocess import Process
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from aiohttp import WSCloseCode, web
 from textual_serve.app_service import AppService
 from textual_serve.server import Server, to_int
 
+from clubroom_tui.web_client import WEB_HOST_PID_ENV
 from clubroom_tui.web_forwarding import (
     FORWARDED_FOR_ENV,
     Network,
@@ -47,6 +50,9 @@ TEXTUAL_SERVE_STATIC = Path(textual_serve.__file__).with_name("static")
 
 STOPPED_REASON = b"the Clubroom web client stopped"
 """Sent with close code 1001 (going away) to every tab when the web host stops."""
+
+CLIENT_ENDED_REASON = b"the client ended unexpectedly"
+"""Sent with close code 1011 when a tab's client process dies without quitting."""
 
 QUIT_GRACE_SECONDS = 5.0
 """How long a tab's client gets to quit cleanly before it is killed."""
@@ -80,7 +86,7 @@ SECURITY_HEADERS = {
 
 def client_command(server_url: str, cafile: str | None = None) -> str:
     """The shell command textual-serve runs for each browser tab."""
-    argv = [sys.executable, "-m", "clubroom_tui", "connect", "--no-remember"]
+    argv = [sys.executable, "-m", "clubroom_tui.web_client", "connect", "--no-remember"]
     if cafile:
         argv += ["--cafile", cafile]
     argv.append(server_url)
@@ -90,8 +96,16 @@ def client_command(server_url: str, cafile: str | None = None) -> str:
 class VisitorAppService(AppService):
     """One tab's client process, told who its visitor is, and stopped for sure."""
 
-    def __init__(self, command: str, *, visitor: str | None, **options: Any) -> None:
+    def __init__(
+        self,
+        command: str,
+        *,
+        visitor: str | None,
+        close_with: Callable[[int, bytes], Awaitable[object]],
+        **options: Any,
+    ) -> None:
         super().__init__(command, **options)
+        self.remote_close_with = close_with
         self.visitor = visitor
         self._stopping: asyncio.Future[None] | None = None
 
@@ -101,7 +115,40 @@ class VisitorAppService(AppService):
         environment.pop(FORWARDED_FOR_ENV, None)
         if self.visitor is not None:
             environment[FORWARDED_FOR_ENV] = self.visitor
+        environment[WEB_HOST_PID_ENV] = str(os.getpid())
         return environment
+
+    async def _open_app_process(self, width: int = 80, height: int = 24) -> Process:
+        """textual-serve's, without a shell and in a session of its own.
+
+        Without a shell in between, the client's parent is the web host, so
+        it notices when the web host is gone (``web_client``). In its own
+        session, Ctrl+C in the web host's terminal (which signals the whole
+        process group) reaches only the web host, which stops the clients in
+        order after telling their tabs why.
+        """
+        self._process = process = await asyncio.create_subprocess_exec(
+            *shlex.split(self.command),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self._build_environment(width=width, height=height),
+            start_new_session=True,
+        )
+        assert process.stdin is not None
+        self._stdin = process.stdin
+        return process
+
+    async def run(self) -> None:
+        """Relay the client's output; when the client is gone, close its tab.
+
+        textual-serve leaves the tab open when a client dies without saying
+        goodbye (killed, crashed): the tab would look alive while keys go
+        nowhere. A client that quits normally has closed it already.
+        """
+        await super().run()
+        with contextlib.suppress(Exception):
+            await self.remote_close_with(WSCloseCode.INTERNAL_ERROR, CLIENT_ENDED_REASON)
 
     async def stop(self) -> None:
         """Ask the client to quit; kill it if it has not within the grace period.
@@ -196,6 +243,7 @@ class ClubroomWebServer(Server):
             write_bytes=websocket.send_bytes,
             write_str=websocket.send_str,
             close=websocket.close,
+            close_with=lambda code, reason: websocket.close(code=code, message=reason),
             download_manager=self.download_manager,
             debug=self.debug,
         )

@@ -83,10 +83,18 @@ class WebHost:
                 pending += map(int, children)
         return found
 
-    async def stop(self, sig: signal.Signals = signal.SIGTERM, within: float = 20.0) -> int:
-        """Signal it as an operator would and wait for it to exit; its exit status."""
+    async def stop(self, how: str = "SIGTERM", within: float = 20.0) -> int:
+        """Stop it as an operator would and wait for it to exit; its exit status.
+
+        "SIGTERM" signals the process (a service manager); "Ctrl+C" sends
+        SIGINT to its whole process group, as a terminal does; "SIGKILL"
+        kills it outright (the OOM killer, `kill -9`).
+        """
         if self.process.returncode is None:
-            self.process.send_signal(sig)
+            if how == "Ctrl+C":
+                os.killpg(self.process.pid, signal.SIGINT)
+            else:
+                self.process.send_signal(getattr(signal, how))
         async with asyncio.timeout(within):
             return await self.process.wait()
 
@@ -123,6 +131,7 @@ async def start_web(tmp_path: Path, web_home: Path) -> AsyncIterator[StartWeb]:
                 *options,
                 stdout=output,
                 stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # its own process group, as in an operator's terminal
                 env={
                     **os.environ,
                     "COLUMNS": "120",

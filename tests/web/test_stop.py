@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from pathlib import Path
 
+import aiohttp
+import pytest
 from playwright.async_api import Browser, Page
 
 from tests.conftest import RunningServer
@@ -21,12 +25,14 @@ from tests.web.conftest import (
 from tests.wsclient import user
 
 STOPPED = "The Clubroom web client stopped."
+LOST = "The connection to the Clubroom web client was lost."
 
 
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl+C"])
 async def test_stopping_the_web_host_tells_every_tab_at_once(
-    start_web: StartWeb, browser: Browser, server: RunningServer
+    start_web: StartWeb, browser: Browser, server: RunningServer, how: str
 ) -> None:
-    """On SIGTERM each tab soon shows "stopped", the clients end, and the server sees them go."""
+    """Stopped, each tab soon shows "stopped", the clients end, and the server sees them go."""
     web = await start_web(server.url)
     chatting = await new_visitor(browser)
     screen = await open_clubroom(chatting, web.url)
@@ -41,12 +47,9 @@ async def test_stopping_the_web_host_tells_every_tab_at_once(
 
     wire = await user(server.url, "watcher")
     assert (await wire.ok("join_room", room="porch"))["members"] == ["stayer", "watcher"]
-    loop = asyncio.get_running_loop()
-    stopped_at = loop.time()
-    exit_status = await web.stop()
-    assert exit_status == 0, web.log.read_text()
+    stopping = asyncio.create_task(web.stop(how))
     await asyncio.gather(*(shows_stopped(tab) for tab in (chatting, waiting)))
-    assert loop.time() - stopped_at < 10
+    assert await stopping == 0, web.log.read_text()
     await wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in clients), 10)
 
     for tab in (chatting, waiting):
@@ -61,9 +64,39 @@ async def test_stopping_the_web_host_tells_every_tab_at_once(
     await wire.close()
 
 
+async def test_a_tab_whose_client_dies_says_so(
+    start_web: StartWeb, page: Page, server: RunningServer
+) -> None:
+    """A client killed behind a tab leaves no live-looking tab: it says the connection was lost."""
+    web = await start_web(server.url)
+    await open_clubroom(page, web.url)
+    for pid in web.client_pids():
+        os.kill(pid, signal.SIGKILL)
+    await shows_ending(page, LOST)
+    assert await page.evaluate("document.body.dataset.ended") == "lost"
+
+
 async def shows_stopped(tab: Page) -> None:
-    """Wait until the tab shows the "web client stopped" notice."""
-    notice = tab.locator("#ended-title")
-    await notice.wait_for(state="visible", timeout=10_000)
-    assert await notice.text_content() == STOPPED
+    """Wait (a few seconds at most: no frozen tab) for the "web client stopped" notice."""
+    await shows_ending(tab, STOPPED)
     assert await tab.evaluate("document.body.dataset.ended") == "stopped"
+
+
+async def shows_ending(tab: Page, title: str) -> None:
+    notice = tab.locator("#ended-title")
+    await notice.wait_for(state="visible", timeout=8_000)
+    assert await notice.text_content() == title
+
+
+async def test_a_killed_web_host_leaves_no_client_behind(
+    start_web: StartWeb, server: RunningServer
+) -> None:
+    """kill -9 of the web host: each tab's client ends by itself within seconds."""
+    web = await start_web(server.url)
+    async with aiohttp.ClientSession() as session:
+        tab = await session.ws_connect(f"{web.url}/ws?width=80&height=24")
+        await wait_until(lambda: len(web.client_pids()) == 1, 20)
+        clients = web.client_pids()
+        await web.stop("SIGKILL")
+        await wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in clients), 10)
+        await tab.close()
