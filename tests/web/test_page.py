@@ -24,6 +24,8 @@ async def test_page_loads_everything_from_the_web_host_itself(
 
     page.on("request", record)
     page.on("websocket", lambda websocket: requests.append(websocket.url))
+    errors: list[str] = []  # a request the Content-Security-Policy refused shows up here
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
     screen = await open_clubroom(page, web.url)
     await screen.shows("Username")
     assert await page.evaluate("document.fonts.check('16px \"Roboto Mono\"')")
@@ -35,6 +37,7 @@ async def test_page_loads_everything_from_the_web_host_itself(
     elsewhere = [url for url in requests if urlsplit(url).netloc != origin]
     assert elsewhere == []
     assert {urlsplit(url).scheme for url in requests} <= {"http", "ws"}
+    assert errors == []
 
 
 async def test_favicon_and_security_headers(start_web: StartWeb, server: RunningServer) -> None:
