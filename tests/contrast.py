@@ -1,7 +1,8 @@
 """WCAG 2.x contrast ratios, for the colours the TUI draws and the page shows.
 
 https://www.w3.org/TR/WCAG21/#dfn-contrast-ratio: AA asks for 4.5:1 between
-normal text and its background.
+normal text and its background. Written apart from clubroom_tui/readable.py
+on purpose: the oracle a test checks against must not be the code under test.
 """
 
 from __future__ import annotations
