@@ -26,6 +26,7 @@ from clubroom_tui.doomed import describe_rooms, rooms_deleted_by_leaving
 from clubroom_tui.keys import InOrderKeys
 from clubroom_tui.news import ClientNews
 from clubroom_tui.plain import printable
+from clubroom_tui.readable import readable_variables
 from clubroom_tui.screens.confirm import Confirm
 from clubroom_tui.screens.dashboard import DashboardScreen
 from clubroom_tui.screens.login import LoginScreen
@@ -57,6 +58,10 @@ class ClubroomApp(InOrderKeys):
         self.notices: dict[str, list[Notice]] = {}  # per room, for when it is shown again
         self.remember = False
         self._events: EventStream | None = None
+
+    def get_css_variables(self) -> dict[str, str]:
+        """The theme's variables plus readable ``$clubroom-*`` text colours (see readable.py)."""
+        return readable_variables(super().get_css_variables())
 
     async def on_mount(self) -> None:
         self._events = self.client.subscribe()

@@ -124,7 +124,23 @@ def tls_context(url: str, cafile: Path | None) -> ssl.SSLContext | None:
     show_envvar=True,
     help="The address browsers use, when behind a reverse proxy (e.g. https://chat.example).",
 )
-def web(host: str, port: int, server_url: str, cafile: Path | None, public_url: str | None) -> None:
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    envvar="CLUBROOM_WEB_TRUSTED_PROXY",
+    show_envvar=True,
+    help="A reverse proxy in front of this page whose X-Forwarded-For is believed "
+    "(address or network; repeatable).",
+)
+def web(
+    host: str,
+    port: int,
+    server_url: str,
+    cafile: Path | None,
+    public_url: str | None,
+    trusted_proxies: tuple[str, ...],
+) -> None:
     """Serve the same client to web browsers (one client session per browser tab).
 
     Open the printed http:// address. Each tab runs its own client, which
@@ -135,8 +151,17 @@ def web(host: str, port: int, server_url: str, cafile: Path | None, public_url: 
     tls_context(server_url, cafile)  # validates the URL and the CA file
     from clubroom_tui.web import build_web_server  # textual-serve only when serving
 
+    try:
+        web_server = build_web_server(
+            host,
+            port,
+            server_url,
+            public_url=public_url,
+            cafile=str(cafile) if cafile else None,
+            trusted_proxies=trusted_proxies,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--trusted-proxy") from None
     shown = public_url or f"http://{host}:{port}"
     click.echo(f"Clubroom web client on {shown} (server {server_url})")
-    build_web_server(
-        host, port, server_url, public_url=public_url, cafile=str(cafile) if cafile else None
-    ).serve()
+    web_server.serve()

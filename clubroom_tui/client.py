@@ -28,6 +28,7 @@ import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from clubroom_tui.web_forwarding import forwarded_for_headers
 from protocol import (
     DEFAULT_URL,
     HISTORY_DEFAULT,
@@ -567,6 +568,8 @@ class ClubroomClient:
             open_timeout=self.connect_timeout,
             close_timeout=2,
             max_size=MAX_SERVER_FRAME_BYTES,
+            # `clubroom web` only: the browser visitor's address (web_forwarding)
+            additional_headers=forwarded_for_headers(),
         )
 
     async def _serve(self, ws: ClientConnection) -> bool:
