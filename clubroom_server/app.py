@@ -6,8 +6,10 @@ import asyncio
 import logging
 from types import TracebackType
 
+from clubroom_server import logs, metrics
 from clubroom_server.auth import PasswordHasher
-from clubroom_server.config import Settings
+from clubroom_server.config import RESTART_ONLY, Settings
+from clubroom_server.metrics import MetricsEndpoint, ServerCollector
 from clubroom_server.peer import PeerSet
 from clubroom_server.server import ClubroomServer
 from clubroom_server.service import ChatService
@@ -21,12 +23,17 @@ class Clubroom:
     """A running Clubroom server and everything it owns."""
 
     def __init__(self, settings: Settings) -> None:
+        logs.protect_secrets()
         self.settings = settings
         self.store = Store(settings.db_path, settings.synchronous)
         self.hasher = PasswordHasher(settings.argon2_parameters, settings.hash_workers)
         self.service = ChatService(settings, self.store, self.hasher)
         self.peers = PeerSet()
-        self.server = ClubroomServer(settings, SessionHandler(settings, self.service, self.peers))
+        self.sessions = SessionHandler(settings, self.service, self.peers)
+        self.server = ClubroomServer(settings, self.sessions)
+        self.registry = metrics.registry_for([ServerCollector(self.peers, self.service.rooms)])
+        metrics_address = metrics.parse_address(settings.metrics_address)
+        self.metrics = MetricsEndpoint(self.registry, *metrics_address) if metrics_address else None
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -37,8 +44,11 @@ class Clubroom:
         try:
             await app.service.start()
             await app.server.start()
+            if app.metrics is not None:
+                await app.metrics.start()
             app._sweeper = asyncio.create_task(app.peers.sweep_forever(), name="slow-sweeper")
         except BaseException:
+            await app.server.close(0)
             await app.store.close()
             app.hasher.close()
             raise
@@ -53,14 +63,37 @@ class Clubroom:
     def port(self) -> int:
         return self.server.port
 
+    def reload(self, settings: Settings) -> list[str]:
+        """Apply what can change while running (SIGHUP); return the fields that need a restart.
+
+        Log level, limits, timeouts and the TLS certificate files change at
+        once; the fields in ``RESTART_ONLY`` keep their running values.
+        """
+        fixed = list(RESTART_ONLY)
+        if (settings.certfile is None) != (self.settings.certfile is None):
+            fixed += ["certfile", "keyfile"]  # turning TLS on or off changes the listener
+        ignored = [f for f in fixed if getattr(settings, f) != getattr(self.settings, f)]
+        settings = settings.replace(**{f: getattr(self.settings, f) for f in fixed})
+        self.server.reconfigure(settings)  # first: a bad certificate changes nothing
+        logs.set_level(settings.log_level)
+        self.sessions.reconfigure(settings)
+        self.service.reconfigure(settings)
+        self.settings = settings
+        if ignored:
+            log.warning("these settings change only with a restart: %s", ", ".join(ignored))
+        log.info("configuration reloaded")
+        return ignored
+
     async def close(self) -> None:
-        """Stop accepting, close clients with 1001, finish writes, close the database."""
+        """Stop accepting, send clients 1012 after their replies, finish writes, close the store."""
         if self._closed:
             return
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
-        await self.server.close()
+        await self.server.close(self.settings.drain_timeout)
+        if self.metrics is not None:
+            await self.metrics.close()
         self.service.close()
         await self.store.close()
         self.hasher.close()

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from websockets import broadcast
 from websockets.asyncio.server import ServerConnection
 
 import protocol
+from clubroom_server.metrics import EVENTS_DELIVERED, SLOW_CONSUMERS_CLOSED
 from clubroom_server.rooms import Room
 from clubroom_server.store import UserRecord
 
@@ -48,8 +49,8 @@ class Peer:
         return self.user.key if self.user else ""
 
     def send(self, data: bytes) -> None:
-        """Queue one encoded frame for this connection, now."""
-        fanout((self,), data)
+        """Queue one encoded frame for this connection, now (a reply: not counted as an event)."""
+        broadcast((self.websocket,), data, text=True)
 
     def overloaded(self) -> bool:
         transport = self.websocket.transport
@@ -60,6 +61,7 @@ class Peer:
         if self._closing:
             return
         self._closing = True
+        SLOW_CONSUMERS_CLOSED.inc()
         log.warning("closing a slow consumer from %s", self.address)
         task = asyncio.get_running_loop().create_task(
             self.websocket.close(
@@ -76,8 +78,11 @@ def fanout(peers: Iterable[Peer], data: bytes) -> None:
 
     ``broadcast`` itself skips connections that are closing, so the hot path
     is one list and one call; slow readers are caught by ``PeerSet.sweep``.
+    Deliveries are counted once per fan-out, with the number of recipients.
     """
-    broadcast([peer.websocket for peer in peers], data, text=True)
+    sockets = [peer.websocket for peer in peers]
+    broadcast(sockets, data, text=True)
+    EVENTS_DELIVERED.inc(len(sockets))
 
 
 class PeerSet:
@@ -100,6 +105,9 @@ class PeerSet:
 
     def __len__(self) -> int:
         return len(self._peers)
+
+    def __iter__(self) -> Iterator[Peer]:
+        return iter(self._peers)
 
     def sweep(self) -> None:
         """Close every connection whose outgoing buffer passed its limit."""

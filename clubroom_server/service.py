@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import protocol
+from clubroom_server import metrics
 from clubroom_server.auth import PasswordHasher, SlidingWindow, TokenBucket, new_token, token_hash
 from clubroom_server.config import Settings
 from clubroom_server.peer import Peer, fanout
@@ -91,6 +92,20 @@ class ChatService:
 
     def close(self) -> None:
         self.rooms.close()
+
+    def reconfigure(self, settings: Settings) -> None:
+        """New rate and login limits (SIGHUP), kept counts and all; grace applies to new timers."""
+        self._settings = settings
+        self.rooms.grace = settings.grace
+        self._failed_by_user.limit = settings.login_failures_per_user
+        self._failed_by_user.window = settings.login_window
+        self._failed_by_address.limit = settings.login_failures_per_address
+        self._failed_by_address.window = settings.login_window
+        for bucket, rate, burst in (
+            (self._send_bucket, settings.rate_limit, settings.rate_burst),
+            (self._room_bucket, settings.room_rate_limit, settings.room_rate_burst),
+        ):
+            bucket.rate, bucket.burst = rate, max(1, burst)
 
     async def handle(self, peer: Peer, request: protocol.Request) -> protocol.Reply | None:
         """Run one request; authentication is checked here, once for all room requests."""
@@ -297,6 +312,7 @@ class ChatService:
 
     def _room_deleted(self, room: Room) -> None:
         log.info("room %r is empty; deleting it and its messages", room.name)
+        metrics.ROOMS_DELETED_BY_CLEANUP.inc()
         future = self._store.enqueue_delete_room(room.id)
         future.add_done_callback(_log_failure)
 
@@ -355,6 +371,7 @@ class ChatService:
         """Store durably, announce to the room right after the commit, then answer."""
         assert peer.user is not None
         self._take(self._send_bucket, peer)
+        started = time.perf_counter()
         record = MessageRecord(
             self._store.allocate_id("messages"), room.id, peer.user.username, text, self._now()
         )
@@ -367,6 +384,8 @@ class ChatService:
             on_commit=lambda: self.rooms.publish_message(room, record.id, event),
         )
         await stored
+        metrics.SEND_LATENCY.observe(time.perf_counter() - started)
+        metrics.MESSAGES_STORED.inc()
         return message
 
     async def history(self, peer: Peer, request: protocol.History) -> protocol.Reply:
