@@ -14,7 +14,7 @@ from clubroom_server.peer import PeerSet
 from clubroom_server.server import ClubroomServer
 from clubroom_server.service import ChatService
 from clubroom_server.session import SessionHandler
-from clubroom_server.store import Store
+from clubroom_server.store import Store, describe_url, make_store
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,9 @@ class Clubroom:
     def __init__(self, settings: Settings) -> None:
         logs.protect_secrets()
         self.settings = settings
-        self.store = Store(settings.db_path, settings.synchronous)
+        self.store: Store = make_store(
+            settings.db, synchronous=settings.synchronous, pool_size=settings.db_pool_size
+        )
         self.hasher = PasswordHasher(settings.argon2_parameters, settings.hash_workers)
         self.service = ChatService(settings, self.store, self.hasher)
         self.peers = PeerSet()
@@ -40,8 +42,8 @@ class Clubroom:
     @classmethod
     async def start(cls, settings: Settings) -> Clubroom:
         app = cls(settings)
-        await app.store.open()
         try:
+            await app.store.open()
             await app.service.start()
             await app.server.start()
             if app.metrics is not None:
@@ -52,7 +54,7 @@ class Clubroom:
             await app.store.close()
             app.hasher.close()
             raise
-        log.info("Clubroom listening on %s (database %s)", app.url, settings.db_path)
+        log.info("Clubroom listening on %s (database %s)", app.url, describe_url(settings.db))
         return app
 
     @property
@@ -95,6 +97,7 @@ class Clubroom:
         if self.metrics is not None:
             await self.metrics.close()
         self.service.close()
+        await self.service.finish_deletions()
         await self.store.close()
         self.hasher.close()
         log.info("Clubroom stopped")

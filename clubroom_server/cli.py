@@ -10,10 +10,10 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from clubroom_server import configfile, logs, metrics, runner
-from clubroom_server.config import ARGON2_PROFILES, DEFAULT_ARGON2_PROFILE, Settings
+from clubroom_server import admin, configfile, logs, metrics, runner
+from clubroom_server.config import ARGON2_PROFILES, DEFAULT_ARGON2_PROFILE, Settings, default_db
 from clubroom_server.logs import LOG_FORMATS, LOG_LEVELS
-from clubroom_server.store import SYNCHRONOUS_MODES
+from clubroom_server.store import SYNCHRONOUS_MODES, StartupError
 
 _DEFAULTS = Settings.__dataclass_fields__
 
@@ -45,9 +45,10 @@ SERVE_OPTIONS = [
     _option("--port", "port", click.IntRange(0, 65535), "TCP port (0 picks a free one)."),
     _option(
         "--db",
-        "db_path",
-        click.Path(dir_okay=False, path_type=Path),
-        "SQLite database file [default: the user data directory, clubroom/clubroom.db].",
+        "db",
+        str,
+        "Database: a SQLite file path or sqlite:///path, or postgresql://user@host:port/db "
+        "[default: the user data directory, clubroom/clubroom.db].",
     ),
     _option(
         "--grace", "grace", click.FloatRange(0), "Seconds a dropped connection stays a member."
@@ -225,6 +226,8 @@ def serve(**options: Any) -> None:
     text = settings.log_format == "text"  # JSON logs: stdout and stderr carry JSON only
     try:
         asyncio.run(runner.run(settings, _reloader(ctx), click.echo if text else _quiet))
+    except StartupError as exc:
+        raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"Could not start the server: {exc.strerror or exc}") from None
 
@@ -265,3 +268,38 @@ def _reloader(ctx: click.Context) -> runner.Reload:
 
 def _quiet(_: str) -> None:
     """With JSON logs the human-readable lines are left out (the log says the same)."""
+
+
+_DB_HELP = "A SQLite file path or sqlite:///path, or postgresql://user@host:port/db."
+
+
+@main.command("migrate")
+@click.option(
+    "--db",
+    "db",
+    envvar="CLUBROOM_DB",
+    show_envvar=True,
+    help=_DB_HELP + " [default: the user data directory, clubroom/clubroom.db]",
+)
+def migrate(db: str | None) -> None:
+    """Bring a database's schema up to date (serve does this too), then exit."""
+    _run_admin(admin.migrate(db or default_db()))
+
+
+@main.command("copy")
+@click.option("--from", "source", required=True, help="The database to copy. " + _DB_HELP)
+@click.option("--to", "target", required=True, help="An empty database to fill. " + _DB_HELP)
+def copy(source: str, target: str) -> None:
+    """Copy users, tokens, rooms and messages (ids kept) into an empty database.
+
+    Stop the server first: what is written to the source meanwhile is not copied.
+    """
+    _run_admin(admin.copy(source, target, progress=click.echo))
+
+
+def _run_admin(work: Any) -> None:
+    logs.configure("WARNING")
+    try:
+        click.echo(asyncio.run(work))
+    except StartupError as exc:
+        raise click.ClickException(str(exc)) from None

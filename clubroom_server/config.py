@@ -21,7 +21,8 @@ DEFAULT_ARGON2_PROFILE = "rfc9106-low-memory"
 RESTART_ONLY: tuple[str, ...] = (
     "host",
     "port",
-    "db_path",
+    "db",
+    "db_pool_size",
     "argon2_profile",
     "hash_workers",
     "synchronous",
@@ -39,13 +40,18 @@ def default_db_path() -> Path:
     return Path(platformdirs.user_data_dir("clubroom", appauthor=False)) / "clubroom.db"
 
 
+def default_db() -> str:
+    """The default ``--db``: the SQLite file in the user's data directory."""
+    return str(default_db_path())
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything an operator can tune; defaults are the safe, documented ones."""
 
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
-    db_path: Path = field(default_factory=default_db_path)
+    db: str = field(default_factory=default_db)
     grace: float = 30.0
     rate_limit: float = 5.0
     rate_burst: int = 10
@@ -66,6 +72,7 @@ class Settings:
     certfile: Path | None = None
     keyfile: Path | None = None
     log_level: str = "INFO"
+    db_pool_size: int = 10
     log_format: str = "text"
     metrics_address: str = "off"
     drain_timeout: float = 10.0

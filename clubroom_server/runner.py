@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from clubroom_server.app import Clubroom
 from clubroom_server.config import Settings
+from clubroom_server.store import describe_url
 from clubroom_server.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ async def run(settings: Settings, reload: Reload, say: Callable[[str], None]) ->
     notifier = Notifier()
     app = await Clubroom.start(settings)
     say(f"Clubroom listening on {app.url}")
-    say(f"Database: {settings.db_path}")
+    say(f"Database: {describe_url(settings.db)}")
     if app.metrics is not None:
         say(f"Metrics: http://{app.metrics.address}/metrics")
     notifier.ready(f"Serving on {app.url}")

@@ -60,6 +60,7 @@ async def test_counters_and_gauges_follow_real_traffic(metered: RunningServer) -
     # 5 messages to 3 members, plus member_joined: bob→ann, cy→ann and bob.
     assert delta("clubroom_events_delivered_total") == 5 * 3 + 3
     assert delta("clubroom_send_stored_seconds_count") == 5
+    assert delta("clubroom_store_commit_batch_writes_count") >= 1
     assert value(after, "clubroom_connections_open") == 3
     assert value(after, "clubroom_users_online") == 3
     assert value(after, "clubroom_rooms") == 1
