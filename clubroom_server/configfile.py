@@ -18,6 +18,9 @@ from typing import Any
 
 import click
 
+PATH_OR_URL_OPTIONS = frozenset({"db"})
+"""Options whose value is a file path unless it is a URL (``postgresql://…``)."""
+
 
 class ConfigError(click.ClickException):
     """The configuration file cannot be used; the message says where and why."""
@@ -51,11 +54,16 @@ def load(path: Path, params: Iterable[click.Parameter]) -> dict[str, Any]:
             raise ConfigError(f"{path}: unknown key {key!r}{_suggestion(key, keys)}.")
         if isinstance(value, dict | list):
             raise ConfigError(f"{path}: {key!r} must be a single value, not a table or list.")
-        if isinstance(option.type, click.Path) and isinstance(value, str):
+        if isinstance(value, str) and _is_path(option) and "://" not in value:
             value = str(path.parent / Path(value).expanduser())  # absolute paths stay as they are
         assert option.name is not None
         values[option.name] = value
     return values
+
+
+def _is_path(option: click.Option) -> bool:
+    """File options, and ``db`` (whose URLs the caller leaves alone)."""
+    return isinstance(option.type, click.Path) or option.name in PATH_OR_URL_OPTIONS
 
 
 def _suggestion(key: str, keys: Iterable[str]) -> str:
