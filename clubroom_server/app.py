@@ -33,7 +33,8 @@ class Clubroom:
         self.peers = PeerSet()
         self.sessions = SessionHandler(settings, self.service, self.peers)
         self.server = ClubroomServer(settings, self.sessions)
-        self.registry = metrics.registry_for([ServerCollector(self.peers, self.service.rooms)])
+        collector = ServerCollector(self.peers, self.service.rooms, self.sessions)
+        self.registry = metrics.registry_for([collector])
         metrics_address = metrics.parse_address(settings.metrics_address)
         self.metrics = MetricsEndpoint(self.registry, *metrics_address) if metrics_address else None
         self._sweeper: asyncio.Task[None] | None = None

@@ -37,6 +37,7 @@ from protocol import ErrorCode
 if TYPE_CHECKING:
     from clubroom_server.peer import PeerSet
     from clubroom_server.rooms import Rooms
+    from clubroom_server.session import SessionHandler
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +126,10 @@ def error_sent(code: ErrorCode) -> None:
 class ServerCollector(Collector):
     """Gauges read from the live server only when Prometheus scrapes."""
 
-    def __init__(self, peers: PeerSet, rooms: Rooms) -> None:
+    def __init__(self, peers: PeerSet, rooms: Rooms, sessions: SessionHandler) -> None:
         self._peers = peers
         self._rooms = rooms
+        self._sessions = sessions
 
     def collect(self) -> Iterator[Metric]:
         peers = list(self._peers)
@@ -142,6 +144,11 @@ class ServerCollector(Collector):
         )
         yield GaugeMetricFamily(
             "clubroom_rooms", "Rooms that exist (with members or in grace).", value=len(self._rooms)
+        )
+        yield GaugeMetricFamily(
+            "clubroom_requests_in_flight",
+            "Requests being handled (waiting for the database or a password hash).",
+            value=self._sessions.in_flight,
         )
 
 

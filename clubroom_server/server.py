@@ -84,11 +84,8 @@ class ClubroomServer:
             async with asyncio.timeout(drain_timeout):
                 await self._server.wait_closed()
         except TimeoutError:
-            left = len(self._server.connections)
+            left = self._handler.cut_off()
             log.warning("drain timeout: cutting off %d connection(s)", left)
-            for connection in self._server.connections:
-                if connection.transport is not None:
-                    connection.transport.abort()
             await self._server.wait_closed()
         await asyncio.gather(*closing, return_exceptions=True)
 

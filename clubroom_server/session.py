@@ -69,6 +69,11 @@ class SessionHandler:
                 await _close_for_restart(peer)
                 return
 
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled right now (a drain waits for their replies)."""
+        return len(self._busy)
+
     def drain(self) -> list[asyncio.Task[None]]:
         """Ask every client to come back later (1012), each once its request in flight is answered.
 
@@ -79,6 +84,15 @@ class SessionHandler:
         self._draining = True
         idle = [peer for peer in self._peers if peer not in self._busy]
         return [asyncio.create_task(_close_for_restart(peer)) for peer in idle]
+
+    def cut_off(self) -> int:
+        """Drop every remaining connection at once (the drain timed out); return how many."""
+        peers = list(self._peers)
+        for peer in peers:
+            transport = peer.websocket.transport
+            if transport is not None:
+                transport.abort()
+        return len(peers)
 
     def reconfigure(self, settings: Settings) -> None:
         """New limits (SIGHUP): the idle timeout applies at once, the buffer limit to new peers."""
