@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.frames import CloseCode
 
 from protocol import (
     DEFAULT_URL,
@@ -64,6 +65,8 @@ log = logging.getLogger(__name__)
 ReplyT = TypeVar("ReplyT", bound=ServerFrame)
 
 STABLE_CONNECTION_SECONDS = 2.0
+SERVER_RESTARTING = "The server is restarting; reconnecting…"
+"""The state detail after the server closed with 1012 (service restart): it will be back."""
 """A connection that lasted this long is healthy; a reconnect after it starts without delay."""
 
 
@@ -313,6 +316,7 @@ class ClubroomClient:
         self._ssl = ssl
         self._rng = rng or random.Random()
         self._ws: ClientConnection | None = None
+        self.server_restarting = False
         self._ready = asyncio.Event()
         self._pending: dict[int, _Pending] = {}
         self._next_id = 0
@@ -493,7 +497,12 @@ class ClubroomClient:
         ever_connected = False
         while not self._closed:
             if ever_connected:
-                self._set_state(ConnectionState.RECONNECTING, "Connection lost; reconnecting…")
+                lost = (
+                    SERVER_RESTARTING
+                    if self.server_restarting
+                    else "Connection lost; reconnecting…"
+                )
+                self._set_state(ConnectionState.RECONNECTING, lost)
             else:
                 self._set_state(ConnectionState.CONNECTING, f"Connecting to {self.url}…")
             try:
@@ -501,9 +510,10 @@ class ClubroomClient:
             except (OSError, InvalidHandshake, TimeoutError, InvalidURI) as exc:
                 attempt += 1
                 delay = self.backoff.delay(attempt, self._rng)
+                reason = "the server is restarting" if self.server_restarting else None
                 self._set_state(
                     ConnectionState.OFFLINE,
-                    f"Cannot reach {self.url} ({describe_failure(exc)}); "
+                    f"Cannot reach {self.url} ({reason or describe_failure(exc)}); "
                     f"retrying in {delay:.1f} s.",
                     retry_in=delay,
                 )
@@ -546,6 +556,7 @@ class ClubroomClient:
         try:
             await self._restore()
             restored = True
+            self.server_restarting = False
             self._set_state(ConnectionState.CONNECTED, f"Connected to {self.url}.")
             self._ready.set()
             await reader
@@ -558,6 +569,8 @@ class ClubroomClient:
             reader.cancel()
             with contextlib.suppress(BaseException):
                 await ws.close()
+            if ws.close_code == CloseCode.SERVICE_RESTART:
+                self.server_restarting = True  # 1012: it will be back; say so while waiting
             with contextlib.suppress(BaseException):
                 await reader
             self._ws = None

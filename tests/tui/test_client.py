@@ -13,6 +13,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from clubroom_tui.client import (
+    SERVER_RESTARTING,
     Backoff,
     ConnectionState,
     MembersChanged,
@@ -135,6 +136,25 @@ async def test_resumes_and_rejoins_after_a_restart(
     sent = await ann.send("lobby", "still here")
     assert sent.author == "ann"
     assert ann.rooms["lobby"].members == ("ann",)
+
+
+async def test_a_server_restart_is_named_and_the_outbox_survives_it(
+    server: RunningServer, make_client: MakeClient
+) -> None:
+    """A drain (1012) reads as "restarting"; a message typed meanwhile is sent once it is back."""
+    ann = await make_client("ann")
+    await ann.create_room("lobby")
+    states = ann.subscribe()
+    await server.stop()
+    await wait_for(lambda: "restarting" in ann.state_detail, "the restart to be named")
+    assert any(
+        isinstance(e, StateChanged) and e.detail == SERVER_RESTARTING for e in states.drain()
+    )
+    pending = ann.queue_send("lobby", "typed during the restart")
+    await server.start()
+    message = await asyncio.wait_for(pending.future, 10)
+    assert message.text == "typed during the restart"
+    assert not ann.server_restarting
 
 
 async def test_catches_up_on_messages_sent_while_away(
