@@ -49,6 +49,9 @@ FORWARDED_FOR_HEADER: Final = "X-Forwarded-For"
 CLOSE_SLOW_CONSUMER: Final = 4008
 CLOSE_IDLE: Final = 4000
 CLOSE_TOO_MANY_CONNECTIONS: Final = 4029
+# An administrator ended this session (account disabled or deleted, password
+# reset, sessions revoked): resuming will fail; log in again.
+CLOSE_SESSION_ENDED: Final = 4001
 
 
 class ErrorCode(StrEnum):
@@ -241,8 +244,14 @@ class MemberLeft(_Frame, tag="member_left", kw_only=True):
     username: str
 
 
+class RoomDeleted(_Frame, tag="room_deleted", kw_only=True):
+    """An administrator deleted the room: it and its messages are gone for everyone."""
+
+    room: str
+
+
 Reply: TypeAlias = Welcome | Ok | Joined | Sent | HistoryPage | Error
-Event: TypeAlias = MessageEvent | MemberJoined | MemberLeft
+Event: TypeAlias = MessageEvent | MemberJoined | MemberLeft | RoomDeleted
 ServerFrame: TypeAlias = Reply | Event
 
 _encoder = msgspec.json.Encoder()

@@ -9,12 +9,14 @@ from types import TracebackType
 from clubroom_server import logs, metrics
 from clubroom_server.auth import PasswordHasher
 from clubroom_server.config import RESTART_ONLY, Settings
+from clubroom_server.manage.live import AdminFollower
 from clubroom_server.metrics import MetricsEndpoint, ServerCollector
 from clubroom_server.peer import PeerSet
 from clubroom_server.server import ClubroomServer
 from clubroom_server.service import ChatService
 from clubroom_server.session import SessionHandler
 from clubroom_server.store import Store, describe_url, make_store
+from clubroom_server.store.admin import open_admin_store
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class Clubroom:
         self.registry = metrics.registry_for([collector])
         metrics_address = metrics.parse_address(settings.metrics_address)
         self.metrics = MetricsEndpoint(self.registry, *metrics_address) if metrics_address else None
+        self.follower: AdminFollower | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -46,12 +49,17 @@ class Clubroom:
         try:
             await app.store.open()
             await app.service.start()
+            admin_store = await open_admin_store(settings.db)
+            app.follower = AdminFollower(admin_store, app.peers, app.service.rooms)
+            await app.follower.start()
             await app.server.start()
             if app.metrics is not None:
                 await app.metrics.start()
             app._sweeper = asyncio.create_task(app.peers.sweep_forever(), name="slow-sweeper")
         except BaseException:
             await app.server.close(0)
+            if app.follower is not None:
+                await app.follower.close()
             await app.store.close()
             app.hasher.close()
             raise
@@ -98,6 +106,8 @@ class Clubroom:
         if self.metrics is not None:
             await self.metrics.close()
         self.service.close()
+        if self.follower is not None:
+            await self.follower.close()
         await self.service.finish_deletions()
         await self.store.close()
         self.hasher.close()

@@ -13,6 +13,7 @@ from click.core import ParameterSource
 from clubroom_server import admin, configfile, logs, metrics, runner
 from clubroom_server.config import ARGON2_PROFILES, DEFAULT_ARGON2_PROFILE, Settings, default_db
 from clubroom_server.logs import LOG_FORMATS, LOG_LEVELS
+from clubroom_server.manage.cli import COMMANDS as ADMIN_COMMANDS
 from clubroom_server.store import SYNCHRONOUS_MODES, StartupError
 
 _DEFAULTS = Settings.__dataclass_fields__
@@ -295,6 +296,10 @@ def copy(source: str, target: str) -> None:
     Stop the server first: what is written to the source meanwhile is not copied.
     """
     _run_admin(admin.copy(source, target, progress=click.echo))
+
+
+for _command in ADMIN_COMMANDS:  # users, rooms, sessions, backup, check
+    main.add_command(_command)
 
 
 def _run_admin(work: Any) -> None:
