@@ -50,6 +50,7 @@ from protocol import (
     ProtocolError,
     Register,
     Resume,
+    RoomDeleted,
     Send,
     Sent,
     ServerFrame,
@@ -65,6 +66,7 @@ log = logging.getLogger(__name__)
 ReplyT = TypeVar("ReplyT", bound=ServerFrame)
 
 STABLE_CONNECTION_SECONDS = 2.0
+ROOM_DELETED = "An administrator deleted the room and its messages."
 SERVER_RESTARTING = "The server is restarting; reconnecting…"
 """The state detail after the server closed with 1012 (service restart): it will be back."""
 """A connection that lasted this long is healthy; a reconnect after it starts without delay."""
@@ -638,6 +640,9 @@ class ClubroomClient:
             self._on_message(frame.message)
         elif isinstance(frame, MemberJoined | MemberLeft):
             self._on_member_change(frame)
+        elif isinstance(frame, RoomDeleted):
+            self._forget_room(frame.room, ROOM_DELETED)
+            self._emit(RoomLost(frame.room, ROOM_DELETED))
         else:
             self._on_reply(frame)
 

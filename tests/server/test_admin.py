@@ -5,42 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tests.admincli import admin, admin_ok
 from tests.conftest import MakeServer, RunningServer
 from tests.databases import BACKENDS, database_url
 from tests.server.serverprocess import ServerProcess
 from tests.wsclient import PASSWORD, WireClient, in_room, resumed, user
 
 NEW_PASSWORD = "a-brand-new-secret-9"
-
-
-async def admin(*args: str, stdin: str | None = None) -> tuple[int, str]:
-    """Run ``clubroom-server ARGS`` in a subprocess; return its exit code and output."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "clubroom_server",
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(stdin.encode() if stdin else b""), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode()
-
-
-async def ok(*args: str, stdin: str | None = None) -> str:
-    code, out = await admin(*args, stdin=stdin)
-    assert code == 0, out
-    assert "Traceback" not in out
-    return out
 
 
 @pytest.fixture(params=BACKENDS)
@@ -70,15 +47,15 @@ async def test_users_list_and_show_describe_accounts_without_secrets(live: Runni
     """list (text and JSON) and show give status, role and sessions; never a hash."""
     ann = await user(live.url, "ann")
     await user(live.url, "bob")
-    await ok("users", "grant-admin", "ann", *db_of(live))
-    listed = json.loads(await ok("users", "list", "--json", *db_of(live)))
+    await admin_ok("users", "grant-admin", "ann", *db_of(live))
+    listed = json.loads(await admin_ok("users", "list", "--json", *db_of(live)))
     assert [(u["username"], u["status"], u["admin"], u["sessions"]) for u in listed] == [
         ("ann", "active", True, 1),
         ("bob", "active", False, 1),
     ]
-    text = await ok("users", "list", *db_of(live))
+    text = await admin_ok("users", "list", *db_of(live))
     assert text.splitlines()[0].split() == ["USER", "STATUS", "ROLE", "SESSIONS", "CREATED"]
-    shown = await ok("users", "show", "ANN", *db_of(live))
+    shown = await admin_ok("users", "show", "ANN", *db_of(live))
     fields = dict(line.split(":", 1) for line in shown.splitlines())
     assert (fields["username"].strip(), fields["admin"].strip()) == ("ann", "yes")
     for output in (text, shown, json.dumps(listed)):
@@ -95,7 +72,7 @@ async def test_disable_closes_connections_at_once_and_enable_restores(
     other_tab = await resumed(live.url, ann.token)
     bob = await user(live.url, "bob")
     await in_room([bob, ann])
-    assert "is now disabled" in await ok("users", "disable", "ann", *db_of(live))
+    assert "is now disabled" in await admin_ok("users", "disable", "ann", *db_of(live))
     assert await closed_within(ann, 2.5) == 4001
     assert await other_tab.wait_closed() == 4001
     left = await bob.event("member_left")
@@ -105,7 +82,7 @@ async def test_disable_closes_connections_at_once_and_enable_restores(
         "invalid_credentials"
     )
     assert (await again.call("resume", token=ann.token))["code"] == "invalid_token"
-    assert "enabled again" in await ok("users", "enable", "ann", *db_of(live))
+    assert "enabled again" in await admin_ok("users", "enable", "ann", *db_of(live))
     assert (await again.call("login", username="ann", password=PASSWORD))["type"] == "welcome"
     await again.close()
     await bob.close()
@@ -114,11 +91,10 @@ async def test_disable_closes_connections_at_once_and_enable_restores(
 async def test_reset_password_ends_sessions_and_checks_the_rules(live: RunningServer) -> None:
     """The new password works, the old one and old sessions do not; a weak one is refused."""
     ann = await user(live.url, "ann")
-    code, out = await admin("users", "reset-password", "ann", "--password-stdin", *db_of(live),
-                            stdin="short\n")  # fmt: skip
+    reset = ("users", "reset-password", "ann", "--password-stdin", *db_of(live))
+    code, out = await admin(*reset, stdin="short\n")
     assert code == 1 and "too short" in out
-    await ok("users", "reset-password", "ann", "--password-stdin", "--argon2-profile", "cheapest",
-             *db_of(live), stdin=NEW_PASSWORD + "\n")  # fmt: skip
+    await admin_ok(*reset, "--argon2-profile", "cheapest", stdin=NEW_PASSWORD + "\n")
     assert await closed_within(ann, 2.5) == 4001
     client = await WireClient.open(live.url)
     assert (await client.call("login", username="ann", password=PASSWORD))["type"] == "error"
@@ -129,7 +105,7 @@ async def test_reset_password_ends_sessions_and_checks_the_rules(live: RunningSe
 async def test_sessions_revoke_logs_a_user_out_everywhere(live: RunningServer) -> None:
     """Every token ends and every connection closes; the password still works."""
     ann = await user(live.url, "ann")
-    out = await ok("sessions", "revoke", "ann", *db_of(live))
+    out = await admin_ok("sessions", "revoke", "ann", *db_of(live))
     assert "1 session(s) ended" in out
     assert await closed_within(ann, 2.5) == 4001
     client = await WireClient.open(live.url)
@@ -148,13 +124,13 @@ async def test_delete_user_needs_confirmation_and_keeps_the_name_reserved(
     await ann.ok("send", room="Lobby", text="my words")
     code, out = await admin("users", "delete", "ann", *db_of(live))
     assert code == 1 and "1 message(s) stay in their rooms" in out and "Aborted" in out
-    assert "is deleted" in await ok("users", "delete", "ann", "--yes", *db_of(live))
+    assert "is deleted" in await admin_ok("users", "delete", "ann", "--yes", *db_of(live))
     assert await closed_within(ann, 2.5) == 4001
     client = await WireClient.open(live.url)
     assert (await client.call("login", username="ann", password=PASSWORD))["type"] == "error"
     reply = await client.call("register", username="ann", password=PASSWORD)
     assert reply["code"] == "username_taken"
-    shown = json.loads(await ok("users", "show", "ann", "--json", *db_of(live)))
+    shown = json.loads(await admin_ok("users", "show", "ann", "--json", *db_of(live)))
     assert (shown["status"], shown["messages"]) == ("deleted", 1)
     code, out = await admin("users", "enable", "ann", *db_of(live))
     assert code == 1 and "cannot return" in out
@@ -170,17 +146,20 @@ async def test_deleting_a_room_tells_its_members_and_frees_the_name(live: Runnin
     bob = await user(live.url, "bob")
     await in_room([ann, bob])
     await ann.ok("send", room="Lobby", text="soon gone")
-    rooms = json.loads(await ok("rooms", "list", "--json", *db_of(live)))
+    rooms = json.loads(await admin_ok("rooms", "list", "--json", *db_of(live)))
     assert [(r["room"], r["messages"]) for r in rooms] == [("Lobby", 1)]
     code, out = await admin("rooms", "delete", "lobby", *db_of(live))
     assert code == 1 and "its 1 message(s)" in out
-    await ok("rooms", "delete", "lobby", "--yes", *db_of(live))
+    await admin_ok("rooms", "delete", "lobby", "--yes", *db_of(live))
     for client in (ann, bob):
         assert await client.unmatched() == {"type": "room_deleted", "room": "Lobby"}
     assert (await bob.call("send", room="Lobby", text="x"))["code"] == "not_in_room"
     assert (await bob.call("join_room", room="Lobby"))["code"] == "no_such_room"
     await bob.ok("create_room", room="Lobby")
-    assert json.loads(await ok("rooms", "show", "Lobby", "--json", *db_of(live)))["messages"] == 0
+    assert (
+        json.loads(await admin_ok("rooms", "show", "Lobby", "--json", *db_of(live)))["messages"]
+        == 0
+    )
     for client in (ann, bob):
         await client.close()
 
@@ -192,7 +171,7 @@ async def test_check_accepts_a_healthy_database_and_names_a_broken_one(
     ann = await user(server.url, "ann")
     await ann.ok("create_room", room="Lobby")
     await ann.ok("send", room="Lobby", text="one")
-    report = json.loads(await ok("check", "--json", *db_of(server)))
+    report = json.loads(await admin_ok("check", "--json", *db_of(server)))
     assert report["ok"] and report["counts"]["messages"] == 1
     assert report["schema_version"] == report["latest_version"]
     await ann.close()
@@ -227,12 +206,12 @@ async def test_backup_during_a_burst_restores_every_acknowledged_message(tmp_pat
     writers = [asyncio.create_task(chat(c)) for c in clients]
     await asyncio.wait_for(under_way.wait(), 20)
     before_backup = list(acked)
-    out = await ok("backup", str(tmp_path / "copy.db"), "--db", str(db))
+    out = await admin_ok("backup", str(tmp_path / "copy.db"), "--db", str(db))
     stop.set()
     await asyncio.gather(*writers)
     assert "passes `check`" in out
     assert (tmp_path / "copy.db").stat().st_mode & 0o777 == 0o600
-    assert "ok" in await ok("check", "--db", str(tmp_path / "copy.db"))
+    assert "ok" in await admin_ok("check", "--db", str(tmp_path / "copy.db"))
     with sqlite3.connect(tmp_path / "copy.db") as copy:
         stored = {row[0] for row in copy.execute("SELECT id FROM messages")}
     assert set(before_backup) <= stored
@@ -257,6 +236,6 @@ async def test_admin_commands_read_the_database_from_the_config_file(tmp_path: P
     config.write_text('db = "chat.db"\nport = 0\nargon2-profile = "cheapest"\n')
     server = await ServerProcess.start("--config", str(config))
     await (await user(server.url, "ann")).close()
-    listed = json.loads(await ok("users", "list", "--json", "--config", str(config)))
+    listed = json.loads(await admin_ok("users", "list", "--json", "--config", str(config)))
     assert [u["username"] for u in listed] == ["ann"]
     assert await server.terminate() == 0

@@ -13,6 +13,7 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from clubroom_tui.client import (
+    ROOM_DELETED,
     SERVER_RESTARTING,
     Backoff,
     ConnectionState,
@@ -20,10 +21,12 @@ from clubroom_tui.client import (
     NotConnected,
     RequestFailed,
     RequestTimeout,
+    RoomLost,
     SendDelayed,
     StateChanged,
 )
 from protocol import ErrorCode
+from tests.admincli import admin_ok
 from tests.conftest import MakeServer, RunningServer
 from tests.tui.conftest import (
     PASSWORD,
@@ -155,6 +158,19 @@ async def test_a_server_restart_is_named_and_the_outbox_survives_it(
     message = await asyncio.wait_for(pending.future, 10)
     assert message.text == "typed during the restart"
     assert not ann.server_restarting
+
+
+async def test_a_room_deleted_by_an_admin_is_forgotten_with_its_outbox(
+    server: RunningServer, make_client: MakeClient
+) -> None:
+    """room_deleted drops the room and its unsent messages, and says why."""
+    ann = await make_client("ann")
+    await ann.create_room("lobby")
+    events = ann.subscribe()
+    await admin_ok("rooms", "delete", "lobby", "--yes", "--db", str(server.settings.db))
+    await wait_for(lambda: "lobby" not in ann.rooms, "the room to be forgotten")
+    lost = [e for e in events.drain() if isinstance(e, RoomLost)]
+    assert [(e.room, e.reason) for e in lost] == [("lobby", ROOM_DELETED)]
 
 
 async def test_catches_up_on_messages_sent_while_away(
