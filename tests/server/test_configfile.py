@@ -98,3 +98,10 @@ async def test_a_server_starts_from_its_config_file(tmp_path: Path) -> None:
     assert await client.wait_closed() == 1009
     assert await server.terminate() == 0
     assert (tmp_path / "chat.db").is_file()
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    """contrib/clubroom.toml, which the README tells operators to copy, parses cleanly."""
+    example = Path(__file__).parents[2] / "contrib" / "clubroom.toml"
+    settings = resolved("--config", str(example))
+    assert (settings.log_format, settings.metrics_address) == ("json", "127.0.0.1:9464")

@@ -23,6 +23,7 @@ from clubroom_tui.client import (
     RequestTimeout,
     RoomLost,
     SendDelayed,
+    SessionEnded,
     StateChanged,
 )
 from protocol import ErrorCode
@@ -171,6 +172,17 @@ async def test_a_room_deleted_by_an_admin_is_forgotten_with_its_outbox(
     await wait_for(lambda: "lobby" not in ann.rooms, "the room to be forgotten")
     lost = [e for e in events.drain() if isinstance(e, RoomLost)]
     assert [(e.room, e.reason) for e in lost] == [("lobby", ROOM_DELETED)]
+
+
+async def test_sessions_revoked_by_an_admin_end_the_client_session(
+    server: RunningServer, make_client: MakeClient
+) -> None:
+    """After 4001 the client's resume fails, so it ends the session (the app shows login)."""
+    ann = await make_client("ann")
+    events = ann.subscribe()
+    await admin_ok("sessions", "revoke", "ann", "--db", str(server.settings.db))
+    await wait_for(lambda: ann.token is None, "the session to end")
+    assert any(isinstance(e, SessionEnded) for e in events.drain())
 
 
 async def test_catches_up_on_messages_sent_while_away(
