@@ -114,7 +114,8 @@ ROOMS_DELETED_BY_ADMIN = ROOMS_DELETED.labels("admin")
 
 def error_sent(code: ErrorCode) -> None:
     """Count an error reply, and the login failure or throttle it stands for."""
-    _ERROR_COUNTERS[code].inc()
+    counter = _ERROR_COUNTERS.get(code)
+    (counter or ERRORS_SENT.labels(str(code))).inc()
     if code is ErrorCode.INVALID_CREDENTIALS:
         _PASSWORD_FAILURES.inc()
     elif code is ErrorCode.INVALID_TOKEN:

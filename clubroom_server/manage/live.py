@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.5  # seconds: "at once" for an operator, nothing for the database
 
-_ENDED = {
+_ENDED: dict[str, str] = {
     EventKind.USER_DISABLED: "An administrator disabled this account.",
     EventKind.USER_DELETED: "An administrator deleted this account.",
     EventKind.SESSIONS_ENDED: "An administrator ended this session; please log in again.",
@@ -89,7 +89,7 @@ class AdminFollower:
             self._last = event.id
 
     def apply(self, event: AdminEvent) -> None:
-        reason = _ENDED.get(EventKind(event.kind)) if event.kind in set(EventKind) else None
+        reason = _ENDED.get(event.kind)
         if reason is not None and event.user_id is not None:
             self._end_sessions(event.user_id, reason)
         elif event.kind == EventKind.ROOM_DELETED and event.room_name is not None:
