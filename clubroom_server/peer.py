@@ -17,7 +17,7 @@ from websockets import broadcast
 from websockets.asyncio.server import ServerConnection
 
 import protocol
-from clubroom_server.metrics import EVENTS_DELIVERED, SLOW_CONSUMERS_CLOSED
+from clubroom_server.metrics import HOT, SLOW_CONSUMERS_CLOSED
 from clubroom_server.rooms import Room
 from clubroom_server.store import UserRecord
 
@@ -82,7 +82,7 @@ def fanout(peers: Iterable[Peer], data: bytes) -> None:
     """
     sockets = [peer.websocket for peer in peers]
     broadcast(sockets, data, text=True)
-    EVENTS_DELIVERED.inc(len(sockets))
+    HOT.events_delivered += len(sockets)
 
 
 class PeerSet:

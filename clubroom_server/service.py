@@ -426,7 +426,7 @@ class ChatService:
             room.id, peer.user.id, peer.user.username, text, self._now(), nonce, announce
         )
         metrics.SEND_LATENCY.observe(time.perf_counter() - started)
-        metrics.MESSAGES_STORED.inc()
+        metrics.HOT.messages_stored += 1
         return to_wire(room, record)
 
     async def history(self, peer: Peer, request: protocol.History) -> protocol.Reply:
