@@ -10,6 +10,7 @@ from clubroom_server import logs, metrics
 from clubroom_server.auth import PasswordHasher
 from clubroom_server.config import RESTART_ONLY, Settings
 from clubroom_server.manage.live import AdminFollower
+from clubroom_server.manage.requests import AdminRequests
 from clubroom_server.metrics import MetricsEndpoint, ServerCollector
 from clubroom_server.peer import PeerSet
 from clubroom_server.server import ClubroomServer
@@ -52,6 +53,8 @@ class Clubroom:
             admin_store = await open_admin_store(settings.db)
             app.follower = AdminFollower(admin_store, app.peers, app.service.rooms)
             await app.follower.start()
+            admin = AdminRequests(admin_store, app.follower, app.service.rooms)
+            app.service.add_handlers(admin.handlers)
             await app.server.start()
             if app.metrics is not None:
                 await app.metrics.start()

@@ -96,6 +96,10 @@ class ChatService:
     def close(self) -> None:
         self.rooms.close()
 
+    def add_handlers(self, handlers: dict[type, Handler]) -> None:
+        """Serve more request types (the admin requests live in ``manage/requests.py``)."""
+        self._handlers.update(handlers)
+
     def reconfigure(self, settings: Settings) -> None:
         """New rate and login limits (SIGHUP), kept counts and all; grace applies to new timers."""
         self._settings = settings

@@ -47,6 +47,7 @@ class AdminFollower:
         self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._polling = asyncio.Lock()  # the loop and an admin request may poll at once
 
     async def start(self) -> None:
         """Start after the newest event: what happened before this start is in the data."""
@@ -73,6 +74,10 @@ class AdminFollower:
 
     async def poll(self) -> None:
         """Apply every event since the last one applied (a failed read is retried next time)."""
+        async with self._polling:
+            await self._poll()
+
+    async def _poll(self) -> None:
         try:
             events = await self._store.events_after(self._last)
         except StoreError as exc:

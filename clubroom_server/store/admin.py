@@ -147,6 +147,7 @@ class SQLiteDatabase:
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
+        self._one_transaction = asyncio.Lock()  # one connection: one transaction at a time
 
     @classmethod
     async def open(cls, path: Path) -> SQLiteDatabase:
@@ -177,14 +178,15 @@ class SQLiteDatabase:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
-        await self.execute("BEGIN IMMEDIATE")
-        try:
-            yield self
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error, StoreError):
-                await self._db.execute("ROLLBACK")
-            raise
-        await self.execute("COMMIT")
+        async with self._one_transaction:
+            await self.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error, StoreError):
+                    await self._db.execute("ROLLBACK")
+                raise
+            await self.execute("COMMIT")
 
     async def checkpoint(self) -> None:
         """Fold the WAL in now, so text just deleted leaves the disk (best effort)."""
@@ -401,6 +403,10 @@ class AdminStore:
                 )
                 return True
             return await tx.execute("DELETE FROM admins WHERE user_id = ?", (user_id,)) > 0
+
+    async def is_admin(self, user_id: int) -> bool:
+        """Asked at every admin request, so a revoked role ends at once."""
+        return bool(await self.db.fetch("SELECT 1 FROM admins WHERE user_id = ?", (user_id,)))
 
     async def revoke_sessions(self, user_id: int) -> int:
         """Log the user out everywhere; return how many sessions (tokens) ended."""
