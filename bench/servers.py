@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,9 +209,34 @@ def healthz(port: int) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def fresh_database(admin_url: str) -> Iterator[str]:
+    """A new PostgreSQL database for one server (its URL), dropped afterwards."""
+    import asyncio
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import asyncpg
+
+    name = f"clubroom_bench_{uuid.uuid4().hex[:12]}"
+
+    async def run(sql: str) -> None:
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(sql)
+        finally:
+            await admin.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield urlunsplit(urlsplit(admin_url)._replace(path="/" + name))
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def start_clubroom(
     workdir: Path,
-    db_path: Path,
+    db_path: Path | str,
     *,
     argon2_profile: str | None = "cheapest",
     env: dict[str, str] | None = None,

@@ -14,7 +14,7 @@ from clubroom_server import admin, configfile, logs, metrics, runner
 from clubroom_server.config import ARGON2_PROFILES, DEFAULT_ARGON2_PROFILE, Settings, default_db
 from clubroom_server.logs import LOG_FORMATS, LOG_LEVELS
 from clubroom_server.manage.cli import COMMANDS as ADMIN_COMMANDS
-from clubroom_server.store import SYNCHRONOUS_MODES, StartupError
+from clubroom_server.store import SYNCHRONOUS_MODES, StartupError, StoreError
 
 _DEFAULTS = Settings.__dataclass_fields__
 
@@ -160,6 +160,12 @@ SERVE_OPTIONS = [
         "How much to log (never passwords or tokens).",
     ),
     _option(
+        "--db-pool-size",
+        "db_pool_size",
+        click.IntRange(2),
+        "PostgreSQL only: connections kept to the database.",
+    ),
+    _option(
         "--log-format",
         "log_format",
         click.Choice(LOG_FORMATS, case_sensitive=False),
@@ -229,6 +235,10 @@ def serve(**options: Any) -> None:
         asyncio.run(runner.run(settings, _reloader(ctx), click.echo if text else _quiet))
     except StartupError as exc:
         raise click.ClickException(str(exc)) from None
+    except StoreError as exc:
+        raise click.ClickException(
+            f"The database failed while the server was starting ({exc}); start it again."
+        ) from None
     except OSError as exc:
         raise click.ClickException(f"Could not start the server: {exc.strerror or exc}") from None
 

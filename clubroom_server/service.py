@@ -37,6 +37,9 @@ NonceKey = tuple[int, int, str]
 
 NOT_SAVED = "The server could not save that just now; please try again in a moment."
 UNAVAILABLE = "The server's database is out of reach for a moment; nothing was done. Please retry."
+DELETE_RETRY_FIRST = 0.5  # seconds before retrying a room deletion the database could not take
+DELETE_RETRY_MAX = 10.0
+DELETE_WAIT = 2.0  # seconds a create_room waits for the deletion of a room of the same name
 
 
 def now_ms() -> int:
@@ -73,6 +76,7 @@ class ChatService:
         self._nonce_claims: dict[NonceKey, asyncio.Future[protocol.Message]] = {}
         self._creating: set[str] = set()
         self._deleting: dict[str, asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
         self._last_at_ms = 0
         self._handlers: dict[type, Handler] = {
             protocol.Register: self.register,
@@ -95,6 +99,7 @@ class ChatService:
 
     def close(self) -> None:
         self.rooms.close()
+        self._stopping.set()
 
     def add_handlers(self, handlers: dict[type, Handler]) -> None:
         """Serve more request types (the admin requests live in ``manage/requests.py``)."""
@@ -341,10 +346,23 @@ class ChatService:
         task.add_done_callback(lambda done: self._forget_deletion(room.key, done))
 
     async def _delete_room(self, room: Room) -> None:
-        try:
-            await self._store.delete_room(room.id)
-        except StoreError as exc:
-            log.error("deleting the empty room %r failed: %s", room.name, exc)
+        """Delete the row, retrying while the database is away (until the server stops).
+
+        A room left stored would block its name; one still stored at the next
+        start is restored for one grace period and deleted then.
+        """
+        delay = DELETE_RETRY_FIRST
+        while True:
+            try:
+                await self._store.delete_room(room.id)
+                return
+            except UnavailableError:
+                if await _stopped_within(self._stopping, delay):
+                    return
+                delay = min(delay * 2, DELETE_RETRY_MAX)
+            except StoreError as exc:
+                log.error("deleting the empty room %r failed: %s", room.name, exc)
+                return
 
     def _forget_deletion(self, key: str, task: asyncio.Task[None]) -> None:
         if self._deleting.get(key) is task:
@@ -353,8 +371,13 @@ class ChatService:
     async def _deleted(self, key: str) -> None:
         """Wait until a deletion of the room called ``key`` (if any) is written."""
         task = self._deleting.get(key)
-        if task is not None:
-            await asyncio.shield(task)
+        if task is None:
+            return
+        try:
+            async with asyncio.timeout(DELETE_WAIT):
+                await asyncio.shield(task)
+        except TimeoutError:
+            raise UnavailableError("an earlier room of that name is still being deleted") from None
 
     async def finish_deletions(self) -> None:
         """Wait for every room deletion in flight (before the store closes)."""
@@ -463,3 +486,13 @@ def _require_anonymous(peer: Peer) -> None:
         raise ProtocolError(
             ErrorCode.ALREADY_AUTHENTICATED, "You are already logged in; log out first."
         )
+
+
+async def _stopped_within(stopping: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds``; True if the service is stopping (a flag, not a cancel)."""
+    try:
+        async with asyncio.timeout(seconds):
+            await stopping.wait()
+    except TimeoutError:
+        return False
+    return True

@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
@@ -148,7 +150,7 @@ class PostgresStore:
         try:
             self._pool = await asyncpg.create_pool(
                 self.url,
-                min_size=1,
+                min_size=0,  # no background reconnects (and their tracebacks) while down
                 max_size=self._pool_size,
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,
@@ -190,7 +192,7 @@ class PostgresStore:
                 "check that it is running and reachable."
             )
         if isinstance(exc, OSError):
-            reason = exc.strerror or type(exc).__name__
+            reason = _os_reason(exc)
             return StartupError(
                 f"Cannot reach the {where} ({reason}); check that it is running and --db is right."
             )
@@ -426,14 +428,23 @@ class PostgresStore:
     async def messages_before(
         self, room_id: int, before: int | None, limit: int
     ) -> tuple[list[MessageRecord], bool]:
-        rows = await self._fetch(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages "
-            "WHERE room_id = $1 AND ($2::bigint IS NULL OR id < $2) "
-            "ORDER BY id DESC LIMIT $3",
-            room_id,
-            before,
-            limit + 1,
-        )
+        # Two statements, not "$2 IS NULL OR id < $2": a prepared statement's
+        # generic plan could not use that bound in the index scan.
+        if before is None:
+            rows = await self._fetch(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 "
+                "ORDER BY id DESC LIMIT $2",
+                room_id,
+                limit + 1,
+            )
+        else:
+            rows = await self._fetch(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND id < $2 "
+                "ORDER BY id DESC LIMIT $3",
+                room_id,
+                before,
+                limit + 1,
+            )
         more = len(rows) > limit
         return [MessageRecord(*row) for row in reversed(rows[:limit])], more
 
@@ -566,6 +577,13 @@ async def _migrate(conn: asyncpg.Connection, where: str) -> None:
                 await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+
+def _os_reason(exc: OSError) -> str:
+    """Why a connection failed, in the system's words ("Connection refused")."""
+    if isinstance(exc, socket.gaierror) or not exc.errno:
+        return exc.strerror or str(exc) or type(exc).__name__
+    return os.strerror(exc.errno)
 
 
 def _statement(sql: str, *args: Any) -> ConnOp:

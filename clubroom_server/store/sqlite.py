@@ -64,11 +64,23 @@ MESSAGE_COLUMNS = "id, room_id, seq, author_id, author, text, at_ms, nonce"
 USER_COLUMNS = "id, username, key, password_hash, created_ms"
 ROOM_COLUMNS = "id, name, key, created_ms, last_seq"
 
+INSERT_MESSAGE = f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 WriteOp = Callable[[sqlite3.Connection], Any]
 
 
+class _Append(NamedTuple):
+    """A message to store: consecutive ones in a batch are inserted together."""
+
+    room_id: int
+    author_id: int
+    author: str
+    text: str
+    at_ms: int
+    nonce: str | None
+
+
 class _Write(NamedTuple):
-    op: WriteOp
+    op: WriteOp | _Append
     future: asyncio.Future[Any]
     on_stored: Callable[[Any], None] | None
 
@@ -210,7 +222,9 @@ class SQLiteStore:
 
     # ------------------------------------------------------------ write path
 
-    def _enqueue(self, op: WriteOp, on_stored: Callable[[Any], None] | None = None) -> Any:
+    def _enqueue(
+        self, op: WriteOp | _Append, on_stored: Callable[[Any], None] | None = None
+    ) -> Any:
         """Queue one write for the next group commit; await the result once durable."""
         if self._closing:
             raise StoreError("the store is closing")
@@ -219,7 +233,9 @@ class SQLiteStore:
         self._wakeup.set()
         return future
 
-    async def _write(self, op: WriteOp, on_stored: Callable[[Any], None] | None = None) -> Any:
+    async def _write(
+        self, op: WriteOp | _Append, on_stored: Callable[[Any], None] | None = None
+    ) -> Any:
         return await self._enqueue(op, on_stored)
 
     async def _write_loop(self) -> None:
@@ -370,23 +386,8 @@ class SQLiteStore:
         nonce: str | None = None,
         on_stored: OnStored | None = None,
     ) -> MessageRecord:
-        def insert(db: sqlite3.Connection) -> MessageRecord:
-            row = db.execute("SELECT last_seq FROM rooms WHERE id = ?", (room_id,)).fetchone()
-            if row is None:
-                raise NotFoundError("the room is not stored")
-            seq = row[0] + 1
-            cursor = db.execute(
-                "INSERT INTO messages (room_id, seq, author_id, author, text, at_ms, nonce) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (room_id, seq, author_id, author, text, at_ms, nonce),
-            )
-            db.execute("UPDATE rooms SET last_seq = ? WHERE id = ?", (seq, room_id))
-            assert cursor.lastrowid is not None
-            return MessageRecord(
-                cursor.lastrowid, room_id, seq, author_id, author, text, at_ms, nonce
-            )
-
-        return await self._write(insert, on_stored)  # type: ignore[no-any-return]
+        append = _Append(room_id, author_id, author, text, at_ms, nonce)
+        return await self._write(append, on_stored)  # type: ignore[no-any-return]
 
     async def message_by_nonce(
         self, room_id: int, author_id: int, nonce: str
@@ -615,17 +616,25 @@ def _statement(sql: str, params: Sequence[Any]) -> WriteOp:
     return lambda db: db.execute(sql, params).rowcount
 
 
-def _commit_all(db: sqlite3.Connection, ops: list[WriteOp]) -> list[Any]:
+def _commit_all(db: sqlite3.Connection, ops: list[WriteOp | _Append]) -> list[Any]:
     """One transaction for the whole batch; a write a rule refuses is skipped, not fatal.
 
-    Any other error rolls the whole batch back (and is raised).
+    Consecutive appends are inserted with one ``executemany``; if a rule
+    refuses one of several, the batch is rolled back and raised, and the
+    caller retries each write alone. Any other error rolls the whole batch
+    back (and is raised).
     """
     results: list[Any] = []
     try:
-        for op in ops:
+        for run in _runs(ops):
             try:
-                results.append(op(db))
+                if isinstance(run[0], _Append):
+                    results += _append_run(db, run)  # type: ignore[arg-type]
+                else:
+                    results.append(run[0](db))  # type: ignore[operator]
             except sqlite3.IntegrityError as exc:
+                if len(run) > 1:
+                    raise
                 results.append(Refused(_refusal(exc)))
             except (DuplicateError, NotFoundError) as exc:
                 results.append(Refused(exc))
@@ -634,6 +643,56 @@ def _commit_all(db: sqlite3.Connection, ops: list[WriteOp]) -> list[Any]:
         with contextlib.suppress(sqlite3.Error):
             db.rollback()
         raise
+    return results
+
+
+def _runs(ops: list[WriteOp | _Append]) -> list[list[WriteOp | _Append]]:
+    """Consecutive appends form one run; every other write is a run alone."""
+    runs: list[list[WriteOp | _Append]] = []
+    for op in ops:
+        if isinstance(op, _Append) and runs and isinstance(runs[-1][0], _Append):
+            runs[-1].append(op)
+        else:
+            runs.append([op])
+    return runs
+
+
+def _append_run(db: sqlite3.Connection, appends: list[_Append]) -> list[Any]:
+    """Number a run of messages (ids after the largest ever used, seqs per room) and insert it.
+
+    The single writer is the lock: nothing else takes ids or seqs meanwhile,
+    so reading the high-water marks once per run is safe, and the explicit
+    ids move ``sqlite_sequence`` on (AUTOINCREMENT: never reused).
+    """
+    room_ids = sorted({append.room_id for append in appends})
+    marks = ", ".join("?" for _ in room_ids)
+    last_seq = dict(
+        db.execute(f"SELECT id, last_seq FROM rooms WHERE id IN ({marks})", room_ids).fetchall()
+    )
+    (last_id,) = db.execute(
+        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0)"
+    ).fetchone()
+    results: list[Any] = []
+    rows: list[tuple[Any, ...]] = []
+    for append in appends:
+        if append.room_id not in last_seq:
+            results.append(Refused(NotFoundError("the room is not stored")))
+            continue
+        last_id += 1
+        seq = last_seq[append.room_id] = last_seq[append.room_id] + 1
+        record = MessageRecord(last_id, append.room_id, seq, *append[1:])
+        rows.append(
+            (record.id, record.room_id, seq, record.author_id, record.author, record.text,
+             record.at_ms, record.nonce)
+        )  # fmt: skip
+        results.append(record)
+    db.executemany(
+        f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+    )
+    db.executemany(
+        "UPDATE rooms SET last_seq = ? WHERE id = ?",
+        [(seq, room_id) for room_id, seq in last_seq.items()],
+    )
     return results
 
 

@@ -8,6 +8,7 @@ import logging
 import socket
 import sqlite3
 import ssl
+import threading
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,7 @@ async def test_compression_is_never_negotiated(server: RunningServer) -> None:
     await client.close()
 
 
+@pytest.mark.sqlite_only
 async def test_deleted_room_text_is_gone_from_the_database_files(
     connect: Connect, server: RunningServer
 ) -> None:
@@ -150,10 +152,7 @@ async def test_no_secret_reaches_a_log_line_or_an_error(
     ]
     await ann.ok("create_room", room="Quiet")
     await ann.ok("logout")
-    import sqlite3
-
-    with sqlite3.connect(server.db_path) as db:
-        hashes = [row[0] for row in db.execute("SELECT password_hash FROM users")]
+    hashes = [row[0] for row in await server.rows("SELECT password_hash FROM users")]
     secrets = [PASSWORD, "Wrong-guess-42!", "bob-is-weak", ann.token, ann.token[::-1], *hashes]
     secrets += [h.split("$")[-1] for h in hashes]  # the raw digest part alone
     # The test's own client library logs its frames; only the server's lines count.
@@ -172,16 +171,14 @@ async def test_default_argon2_meets_rfc9106_second_recommendation(
     """Out of the box, hashes use argon2id with t=3, 64 MiB, p=4 (RFC 9106 low-memory)."""
     server = await make_server(argon2_profile="rfc9106-low-memory")
     await (await user(server.url, "ann")).close()
-    import sqlite3
-
-    with sqlite3.connect(server.db_path) as db:
-        (stored,) = db.execute("SELECT password_hash FROM users").fetchone()
+    [(stored,)] = await server.rows("SELECT password_hash FROM users")
     assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
     from clubroom_server.config import Settings
 
     assert Settings().argon2_profile == "rfc9106-low-memory"
 
 
+@pytest.mark.sqlite_only
 async def test_full_disk_answers_internal_error_and_recovers(
     connect: Connect, server: RunningServer
 ) -> None:
@@ -190,23 +187,62 @@ async def test_full_disk_answers_internal_error_and_recovers(
     bob = await connect("bob")
     await ann.ok("create_room", room="Lobby")
     await bob.ok("join_room", room="Lobby")
-    assert server.app is not None
-    writer = server.app.store._writer  # the disk itself is outside our control: simulate it
-
-    def limit_pages(db: sqlite3.Connection, pages: int | None) -> int:
-        (current,) = db.execute("PRAGMA page_count").fetchone()
-        db.execute(f"PRAGMA max_page_count={pages or current}")
-        return int(current)
-
-    await writer.run(limit_pages, None)
+    await disk_full(server, True)
     failures = [await ann.call("send", room="Lobby", text="x" * 4000) for _ in range(5)]
     failed = [f for f in failures if f["type"] == "error"]
     assert failed and {f["code"] for f in failed} == {"internal_error"}
     assert "try again" in failed[0]["message"]
-    await writer.run(limit_pages, 1073741823)
+    await disk_full(server, False)
     reply = await ann.ok("send", room="Lobby", text="disk is back")
     assert reply["message"]["text"] == "disk is back"
     texts: list[str] = []
     while "disk is back" not in texts:
         texts.append((await bob.event("message"))["message"]["text"])
     assert texts.count("x" * 4000) == len(failures) - len(failed), "failed sends never shown"
+
+
+@pytest.mark.sqlite_only
+async def test_a_room_whose_creation_failed_leaves_no_trace(
+    connect: Connect, server: RunningServer
+) -> None:
+    """create_room failing to write leaves no trace: nobody can join it, the name stays free."""
+    ann = await connect("ann")
+    bob = await connect("bob")
+    assert server.app is not None
+    await disk_read_only(server, True)
+    writer = server.app.store._writer  # type: ignore[attr-defined]
+    held = threading.Event()  # keeps the write in flight while bob tries the name
+    holding = asyncio.ensure_future(writer.run(lambda db: held.wait(10)))
+    creating = asyncio.ensure_future(ann.call("create_room", room="Lobby"))
+    await wait_until(lambda: "lobby" in server.app.service._creating)  # type: ignore[union-attr]
+    assert (await bob.call("join_room", room="Lobby"))["code"] == "no_such_room"
+    assert (await bob.call("create_room", room="Lobby"))["code"] == "room_exists"
+    held.set()
+    await holding
+    failed = await creating
+    assert failed["type"] == "error" and failed["code"] == "internal_error"
+    assert (await bob.call("join_room", room="Lobby"))["code"] == "no_such_room"
+    await disk_read_only(server, False)
+    assert (await bob.call("join_room", room="Lobby"))["code"] == "no_such_room"
+    created = await bob.ok("create_room", room="Lobby")
+    assert created["members"] == ["bob"], "ann never became a member of the failed room"
+    await ann.no_event()
+
+
+async def disk_full(server: RunningServer, full: bool) -> None:
+    """Make the SQLite file unable to grow (or able again): a full disk, simulated."""
+    assert server.app is not None
+    writer = server.app.store._writer  # type: ignore[attr-defined]
+
+    def limit_pages(db: sqlite3.Connection) -> None:
+        (current,) = db.execute("PRAGMA page_count").fetchone()
+        db.execute(f"PRAGMA max_page_count={current if full else 1073741823}")
+
+    await writer.run(limit_pages)
+
+
+async def disk_read_only(server: RunningServer, read_only: bool) -> None:
+    """Make every write fail as on a disk remounted read-only (or writable again)."""
+    assert server.app is not None
+    writer = server.app.store._writer  # type: ignore[attr-defined]
+    await writer.run(lambda db: db.execute(f"PRAGMA query_only={int(read_only)}"))
