@@ -21,6 +21,7 @@ default, so metrics never share the public chat port.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -215,15 +216,21 @@ class MetricsEndpoint:
         self._server: Server | None = None
 
     async def start(self) -> None:
-        self._server = await serve(
-            _never_called,
-            self._host,
-            self._port,
-            process_request=self._answer,
-            logger=logging.getLogger(WEBSOCKETS_LOGGER),
-            server_header=None,
-            compression=None,
-        )
+        """Listen; a taken or invalid address is an ``OSError`` that names the metrics address."""
+        try:
+            self._server = await serve(
+                _never_called,
+                self._host,
+                self._port,
+                process_request=self._answer,
+                logger=logging.getLogger(WEBSOCKETS_LOGGER),
+                server_header=None,
+                compression=None,
+            )
+        except OSError as exc:
+            where = f"{self._host}:{self._port}"
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise OSError(exc.errno, f"--metrics-address {where}: {reason}") from None
         log.info("metrics at http://%s/metrics", self.address)
 
     @property

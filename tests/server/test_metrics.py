@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -135,3 +138,21 @@ async def test_the_endpoint_answers_only_metrics_and_health(metered: RunningServ
     content_type, body = await asyncio.to_thread(fetch)
     assert content_type.startswith("application/openmetrics-text")
     assert body.rstrip().endswith("# EOF")
+
+
+async def test_a_taken_metrics_port_is_a_clear_start_error(tmp_path: Path) -> None:
+    """The server refuses to start, naming the metrics address, without a traceback."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clubroom_server", "serve", "--port", "0",
+        "--db", str(tmp_path / "c.db"), "--metrics-address", f"127.0.0.1:{port}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+    taken.close()
+    assert process.returncode == 1
+    assert f"--metrics-address 127.0.0.1:{port}: Address already in use" in out.decode()
+    assert "Traceback" not in out.decode()
