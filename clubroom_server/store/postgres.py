@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from clubroom_server.store import migrations
-from clubroom_server.store.batch import Refused, fail_all, settle
+from clubroom_server.store.batch import Refused, by_type, fail_all, settle
 from clubroom_server.store.factory import describe_url
 from clubroom_server.store.interface import (
     DuplicateError,
@@ -40,11 +40,12 @@ from clubroom_server.store.interface import (
     UnavailableError,
 )
 from clubroom_server.store.records import (
+    TABLE_OF,
+    TABLES,
     DumpBatch,
     HighWater,
     MessageRecord,
     RoomRecord,
-    TokenRecord,
     UserRecord,
 )
 
@@ -58,9 +59,9 @@ CLOSE_TIMEOUT = 10.0  # seconds to close the pool gracefully before terminating 
 BATCH_RETRIES = 3  # a deadlock or serialization failure retries the batch this often
 MIGRATION_LOCK = 0x436C7562  # advisory lock: one node migrates at a time
 
-MESSAGE_COLUMNS = "id, room_id, seq, author_id, author, text, at_ms, nonce"
-USER_COLUMNS = "id, username, key, password_hash, created_ms"
-ROOM_COLUMNS = "id, name, key, created_ms, last_seq"
+MESSAGE_COLUMNS = ", ".join(TABLE_OF[MessageRecord].columns)
+USER_COLUMNS = ", ".join(TABLE_OF[UserRecord].columns)
+ROOM_COLUMNS = ", ".join(TABLE_OF[RoomRecord].columns)
 
 # One statement appends a whole run of messages: lock the rooms in id order,
 # number the messages after each room's last_seq, advance it, insert them in
@@ -470,11 +471,10 @@ class PostgresStore:
         return not rows[0][0]
 
     async def dump(self, batch_size: int = 1000) -> AsyncIterator[DumpBatch]:
-        for record_type, table, columns, key, start in _DUMPED:
-            sql = f"SELECT {columns} FROM {table} WHERE {key} > $1 ORDER BY {key} LIMIT $2"
-            after: Any = start
+        for table in TABLES:
+            sql, after = table.page("$1", "$2"), table.first_key
             while rows := await self._fetch(sql, after, batch_size):
-                yield [record_type(*row) for row in rows]
+                yield [table.record(*row) for row in rows]
                 after = rows[-1][0]
 
     async def high_water(self) -> HighWater:
@@ -505,43 +505,12 @@ class PostgresStore:
         await self._write(raise_sequences)
 
 
-# What ``dump`` reads, in an order ``load`` can insert: type, table, columns, key, start.
-_DUMPED: tuple[tuple[type, str, str, str, Any], ...] = (
-    (UserRecord, "users", USER_COLUMNS, "id", 0),
-    (TokenRecord, "tokens", "hash, user_id, expires_ms", "hash", ""),
-    (RoomRecord, "rooms", ROOM_COLUMNS, "id", 0),
-    (MessageRecord, "messages", MESSAGE_COLUMNS, "id", 0),
-)
-
-_LOAD_SQL: dict[type, tuple[str, Callable[[Any], tuple[Any, ...]]]] = {
-    UserRecord: (
-        f"INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5)",
-        lambda r: (r.id, r.username, r.key, r.password_hash, r.created_ms),
-    ),
-    TokenRecord: (
-        "INSERT INTO tokens (hash, user_id, expires_ms) VALUES ($1, $2, $3)",
-        lambda r: (r.hash, r.user_id, r.expires_ms),
-    ),
-    RoomRecord: (
-        f"INSERT INTO rooms ({ROOM_COLUMNS}) VALUES ($1, $2, $3, $4, $5)",
-        lambda r: (r.id, r.name, r.key, r.created_ms, r.last_seq),
-    ),
-    MessageRecord: (
-        f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        lambda r: (r.id, r.room_id, r.seq, r.author_id, r.author, r.text, r.at_ms, r.nonce),
-    ),
-}
-
-
 async def _insert_records(conn: asyncpg.Connection, batch: Sequence[object]) -> None:
     """Insert dumped records with every id and seq as they were (``executemany``)."""
-    groups: dict[type, list[tuple[Any, ...]]] = {}
-    for record in batch:
-        if type(record) not in _LOAD_SQL:
-            raise TypeError(f"cannot load a {type(record).__name__}")
-        groups.setdefault(type(record), []).append(_LOAD_SQL[type(record)][1](record))
-    for kind, rows in groups.items():
-        await conn.executemany(_LOAD_SQL[kind][0], rows)
+    for kind, records in by_type(batch).items():
+        table = TABLE_OF[kind]
+        marks = [f"${n}" for n in range(1, len(table.columns) + 1)]
+        await conn.executemany(table.insert(marks), [table.row(r) for r in records])
 
 
 async def _migrate(conn: asyncpg.Connection, where: str) -> None:

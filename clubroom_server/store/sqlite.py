@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, TypeVar
 import aiosqlite
 
 from clubroom_server.store import migrations
-from clubroom_server.store.batch import Refused, fail_all, settle
+from clubroom_server.store.batch import Refused, by_type, fail_all, settle
 from clubroom_server.store.interface import (
     DuplicateError,
     NotFoundError,
@@ -35,13 +35,15 @@ from clubroom_server.store.interface import (
     SchemaError,
     StartupError,
     StoreError,
+    UnavailableError,
 )
 from clubroom_server.store.records import (
+    TABLE_OF,
+    TABLES,
     DumpBatch,
     HighWater,
     MessageRecord,
     RoomRecord,
-    TokenRecord,
     UserRecord,
 )
 
@@ -59,10 +61,11 @@ V1_TABLES = frozenset({"users", "tokens", "rooms", "messages"})
 # Extended result codes (sqlite3.IntegrityError.sqlite_errorcode), not error texts.
 _UNIQUE_CODES = frozenset({2067, 1555})  # SQLITE_CONSTRAINT_UNIQUE, _PRIMARYKEY
 _FOREIGN_KEY_CODE = 787  # SQLITE_CONSTRAINT_FOREIGNKEY
+_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (past busy_timeout)
 
-MESSAGE_COLUMNS = "id, room_id, seq, author_id, author, text, at_ms, nonce"
-USER_COLUMNS = "id, username, key, password_hash, created_ms"
-ROOM_COLUMNS = "id, name, key, created_ms, last_seq"
+MESSAGE_COLUMNS = ", ".join(TABLE_OF[MessageRecord].columns)
+USER_COLUMNS = ", ".join(TABLE_OF[UserRecord].columns)
+ROOM_COLUMNS = ", ".join(TABLE_OF[RoomRecord].columns)
 
 INSERT_MESSAGE = f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 WriteOp = Callable[[sqlite3.Connection], Any]
@@ -256,7 +259,7 @@ class SQLiteStore:
         except (sqlite3.Error, ValueError, OverflowError) as exc:
             if len(batch) == 1:
                 log.error("database write failed: %s", exc)
-                fail_all(batch, StoreError(str(exc)))
+                fail_all(batch, _failure(exc))
                 return
             for write in batch:
                 await self._commit([write])
@@ -432,7 +435,7 @@ class SQLiteStore:
             return list(await self._reader.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             log.error("database read failed: %s", exc)
-            raise StoreError(str(exc)) from exc
+            raise _failure(exc) from None
 
     # ------------------------------------------------------- moving the data
 
@@ -443,11 +446,10 @@ class SQLiteStore:
         return True
 
     async def dump(self, batch_size: int = 1000) -> AsyncIterator[DumpBatch]:
-        for record_type, table, columns, key in _DUMPED:
-            sql = f"SELECT {columns} FROM {table} WHERE {key} > ? ORDER BY {key} LIMIT ?"
-            after: Any = "" if key == "hash" else 0
+        for table in TABLES:
+            sql, after = table.page("?", "?"), table.first_key
             while rows := await self._read(sql, (after, batch_size)):
-                yield [record_type(*row) for row in rows]
+                yield [table.record(*row) for row in rows]
                 after = rows[-1][0]
 
     async def high_water(self) -> HighWater:
@@ -475,49 +477,11 @@ class SQLiteStore:
         await self._write(raise_sequences)
 
 
-# What ``dump`` reads, in an order ``load`` can insert: type, table, columns, paging key.
-_DUMPED: tuple[tuple[type, str, str, str], ...] = (
-    (UserRecord, "users", USER_COLUMNS, "id"),
-    (TokenRecord, "tokens", "hash, user_id, expires_ms", "hash"),
-    (RoomRecord, "rooms", ROOM_COLUMNS, "id"),
-    (MessageRecord, "messages", MESSAGE_COLUMNS, "id"),
-)
-
-
 def _insert_records(db: sqlite3.Connection, batch: Sequence[object]) -> None:
     """Insert dumped records with every id and seq as they were."""
-    for record in batch:
-        if isinstance(record, UserRecord):
-            db.execute(
-                f"INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                (record.id, record.username, record.key, record.password_hash, record.created_ms),
-            )
-        elif isinstance(record, TokenRecord):
-            db.execute(
-                "INSERT INTO tokens (hash, user_id, expires_ms) VALUES (?, ?, ?)",
-                (record.hash, record.user_id, record.expires_ms),
-            )
-        elif isinstance(record, RoomRecord):
-            db.execute(
-                f"INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                (record.id, record.name, record.key, record.created_ms, record.last_seq),
-            )
-        elif isinstance(record, MessageRecord):
-            db.execute(
-                f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.id,
-                    record.room_id,
-                    record.seq,
-                    record.author_id,
-                    record.author,
-                    record.text,
-                    record.at_ms,
-                    record.nonce,
-                ),
-            )
-        else:
-            raise TypeError(f"cannot load a {type(record).__name__}")
+    for kind, records in by_type(batch).items():
+        table = TABLE_OF[kind]
+        db.executemany(table.insert(["?"] * len(table.columns)), map(table.row, records))
 
 
 # ---------------------------------------------------------------- start-up
@@ -626,6 +590,9 @@ def _commit_all(db: sqlite3.Connection, ops: list[WriteOp | _Append]) -> list[An
     """
     results: list[Any] = []
     try:
+        # Take the write lock first: the ids and seqs read below stay ours even
+        # if another process (a second server, a copy) shares the file.
+        db.execute("BEGIN IMMEDIATE")
         for run in _runs(ops):
             try:
                 if isinstance(run[0], _Append):
@@ -694,6 +661,13 @@ def _append_run(db: sqlite3.Connection, appends: list[_Append]) -> list[Any]:
         [(seq, room_id) for room_id, seq in last_seq.items()],
     )
     return results
+
+
+def _failure(exc: Exception) -> StoreError:
+    """A failed read or write: another process holding the file is a passing outage."""
+    if getattr(exc, "sqlite_errorcode", None) in _BUSY_CODES:
+        return UnavailableError("the database file is locked by another process")
+    return StoreError(str(exc))
 
 
 def _refusal(exc: sqlite3.IntegrityError) -> StoreError:

@@ -139,3 +139,26 @@ def _limit_pages(db: sqlite3.Connection, extra: int) -> None:
     """Let the file grow by ``extra`` pages at most (0: it is full now)."""
     (current,) = db.execute("PRAGMA page_count").fetchone()
     db.execute(f"PRAGMA max_page_count={current + extra}")
+
+
+async def test_sqlite_file_locked_by_another_process_is_unavailable(tmp_path: Path) -> None:
+    """Another program holding the write lock past the busy timeout: unavailable, then fine."""
+    path = tmp_path / "locked.db"
+    store = await open_store(path, synchronous="NORMAL")
+    assert isinstance(store, SQLiteStore)
+    try:
+        ann = await store.add_user("ann", "ann", "$argon2id$x", NOW)
+        room = await store.add_room("Lobby", "lobby", NOW)
+        await store._writer.run(lambda db: db.execute("PRAGMA busy_timeout=50"))  # not 5 s
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(UnavailableError):
+                await store.append_message(room.id, ann.id, "ann", "blocked", NOW)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        stored = await store.append_message(room.id, ann.id, "ann", "through", NOW)
+        assert stored.seq == 1, "the refused append took nothing"
+    finally:
+        await store.close()
