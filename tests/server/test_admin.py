@@ -224,3 +224,23 @@ async def test_admin_commands_read_the_database_from_the_config_file(tmp_path: P
     listed = json.loads(await admin_ok("users", "list", "--json", "--config", str(config)))
     assert [u["username"] for u in listed] == ["ann"]
     assert await server.terminate() == 0
+
+
+async def test_copy_carries_admin_roles_and_account_states(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """After `copy` to another database, roles and disabled/deleted states are as they were."""
+    for name in ("ann", "bob", "cyd"):
+        await (await user(server.url, name)).close()
+    await admin_ok("users", "grant-admin", "ann", *db_of(server))
+    await admin_ok("users", "disable", "bob", *db_of(server))
+    await admin_ok("users", "delete", "cyd", "--yes", *db_of(server))
+    await server.stop()
+    target = f"sqlite:///{tmp_path}/copy.db"
+    await admin_ok("copy", "--from", str(server.settings.db), "--to", target)
+    listed = json.loads(await admin_ok("users", "list", "--json", "--db", target))
+    assert [(u["username"], u["status"], u["admin"]) for u in listed] == [
+        ("ann", "active", True),
+        ("bob", "disabled", False),
+        ("cyd", "deleted", False),
+    ]
