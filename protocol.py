@@ -49,8 +49,11 @@ FORWARDED_FOR_HEADER: Final = "X-Forwarded-For"
 CLOSE_SLOW_CONSUMER: Final = 4008
 CLOSE_IDLE: Final = 4000
 CLOSE_TOO_MANY_CONNECTIONS: Final = 4029
-# Another connection of the same session logged out: the token is revoked.
-CLOSE_LOGGED_OUT: Final = 4001
+# The session's token was revoked: by a logout on another connection of the
+# same session, or by an administrator (account disabled or deleted, password
+# reset, sessions revoked). Resuming will fail; log in again.
+CLOSE_SESSION_ENDED: Final = 4001
+CLOSE_LOGGED_OUT: Final = CLOSE_SESSION_ENDED
 
 
 class ErrorCode(StrEnum):
@@ -76,6 +79,9 @@ class ErrorCode(StrEnum):
     # Extensions (docs/protocol.md): the database or the cluster bus is down
     # for a moment; retry later. Nothing acknowledged is ever lost.
     UNAVAILABLE = "unavailable"
+    # Extensions for administrators (docs/protocol.md, "Administration").
+    FORBIDDEN = "forbidden"
+    NO_SUCH_USER = "no_such_user"
 
 
 class ProtocolError(Exception):
@@ -167,12 +173,52 @@ class History(_Request, tag="history", kw_only=True):
     limit: HistoryLimit = HISTORY_DEFAULT
 
 
+class AdminRooms(_Request, tag="admin_rooms", kw_only=True):
+    """Administrators only: every room, with members and stored messages."""
+
+
+class AdminDeleteRoom(_Request, tag="admin_delete_room", kw_only=True):
+    """Administrators only: delete a room and its messages for everyone."""
+
+    room: str
+
+
+class AdminDisableUser(_Request, tag="admin_disable_user", kw_only=True):
+    """Administrators only: lock an account and close its connections."""
+
+    username: str
+
+
 Request: TypeAlias = (
-    Register | Login | Resume | Logout | CreateRoom | JoinRoom | LeaveRoom | Send | History
+    Register
+    | Login
+    | Resume
+    | Logout
+    | CreateRoom
+    | JoinRoom
+    | LeaveRoom
+    | Send
+    | History
+    | AdminRooms
+    | AdminDeleteRoom
+    | AdminDisableUser
 )
 REQUEST_TYPES: Final[dict[str, type[_Request]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
-    for cls in (Register, Login, Resume, Logout, CreateRoom, JoinRoom, LeaveRoom, Send, History)
+    for cls in (
+        Register,
+        Login,
+        Resume,
+        Logout,
+        CreateRoom,
+        JoinRoom,
+        LeaveRoom,
+        Send,
+        History,
+        AdminRooms,
+        AdminDeleteRoom,
+        AdminDisableUser,
+    )
 }
 AUTH_FREE_TYPES: Final = frozenset({"register", "login", "resume", "logout"})
 
@@ -243,8 +289,26 @@ class MemberLeft(_Frame, tag="member_left", kw_only=True):
     username: str
 
 
-Reply: TypeAlias = Welcome | Ok | Joined | Sent | HistoryPage | Error
-Event: TypeAlias = MessageEvent | MemberJoined | MemberLeft
+class AdminRoomInfo(msgspec.Struct, frozen=True):
+    """One room in an ``admin_rooms`` reply."""
+
+    room: str
+    members: int
+    messages: int
+
+
+class AdminRoomList(_Request, tag="admin_rooms", kw_only=True):
+    rooms: list[AdminRoomInfo]
+
+
+class RoomDeleted(_Frame, tag="room_deleted", kw_only=True):
+    """An administrator deleted the room: it and its messages are gone for everyone."""
+
+    room: str
+
+
+Reply: TypeAlias = Welcome | Ok | Joined | Sent | HistoryPage | Error | AdminRoomList
+Event: TypeAlias = MessageEvent | MemberJoined | MemberLeft | RoomDeleted
 ServerFrame: TypeAlias = Reply | Event
 
 _encoder = msgspec.json.Encoder()

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from clubroom_server import admin
+from clubroom_server import admin, configfile, logs, metrics, runner
 from clubroom_server.admission import parse_networks, split_list
-from clubroom_server.app import Clubroom
 from clubroom_server.config import ARGON2_PROFILES, DEFAULT_ARGON2_PROFILE, Settings, default_db
-from clubroom_server.store import SYNCHRONOUS_MODES, StartupError, StoreError, describe_url
+from clubroom_server.logs import LOG_FORMATS, LOG_LEVELS
+from clubroom_server.manage.cli import COMMANDS as ADMIN_COMMANDS
+from clubroom_server.store import SYNCHRONOUS_MODES, StartupError, StoreError
 from protocol import FORWARDED_FOR_HEADER
 
 _DEFAULTS = Settings.__dataclass_fields__
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -230,6 +228,24 @@ SERVE_OPTIONS = [
         click.IntRange(2),
         "PostgreSQL only: connections kept to the database.",
     ),
+    _option(
+        "--log-format",
+        "log_format",
+        click.Choice(LOG_FORMATS, case_sensitive=False),
+        "Log lines as text, or one JSON object a line (for log shippers).",
+    ),
+    _option(
+        "--metrics-address",
+        "metrics_address",
+        str,
+        "Serve Prometheus /metrics on HOST:PORT (a bare PORT means 127.0.0.1), or off.",
+    ),
+    _option(
+        "--drain-timeout",
+        "drain_timeout",
+        click.FloatRange(0),
+        "Seconds a stop waits for clients to take their last replies and close (code 1012).",
+    ),
 ]
 
 
@@ -242,32 +258,53 @@ def _networks(values: tuple[str, ...]) -> tuple[str, ...]:
         raise click.BadParameter(f"not an IP address or CIDR block: {exc}") from None
 
 
+_CONFIG_META = "clubroom.config_path"
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    """Read --config before the other options, as their defaults (flags and env still win)."""
+    if value is None:
+        return
+    ctx.meta[_CONFIG_META] = value
+    ctx.default_map = {**(ctx.default_map or {}), **configfile.load(value, ctx.command.params)}
+
+
+CONFIG_OPTION = click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="CLUBROOM_CONFIG",
+    show_envvar=True,
+    is_eager=True,
+    expose_value=False,
+    callback=_load_config,
+    help="TOML file with any of these options (keys without the dashes, e.g. rate-limit = 5).",
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Clubroom chat server."""
 
 
 def _serve_command(fn: Callable[..., Any]) -> click.Command:
-    for option in reversed(SERVE_OPTIONS):
+    for option in reversed([*SERVE_OPTIONS, CONFIG_OPTION]):
         fn = option(fn)
     return main.command("serve")(fn)
 
 
 @_serve_command
 def serve(**options: Any) -> None:
-    """Run the server until Ctrl-C or SIGTERM, then shut down in order (exit 0).
+    """Run the server until Ctrl-C or SIGTERM, then drain and shut down in order (exit 0).
 
-    Every option can also be set with the environment variable shown.
+    Every option can also be set with the environment variable shown, or
+    in the --config file; SIGHUP reloads what can change while running.
     """
-    settings = Settings(**{k: v for k, v in options.items() if v is not None})
-    if settings.keyfile and not settings.certfile:
-        raise click.UsageError("--keyfile needs --certfile.")
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    ctx = click.get_current_context()
+    settings = settings_from(options)
+    logs.configure(settings.log_level, settings.log_format)
+    text = settings.log_format == "text"  # JSON logs: stdout and stderr carry JSON only
     try:
-        asyncio.run(_serve(settings))
+        asyncio.run(runner.run(settings, _reloader(ctx), click.echo if text else _quiet))
     except StartupError as exc:
         raise click.ClickException(str(exc)) from None
     except StoreError as exc:
@@ -278,19 +315,42 @@ def serve(**options: Any) -> None:
         raise click.ClickException(f"Could not start the server: {exc.strerror or exc}") from None
 
 
-async def _serve(settings: Settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    app = await Clubroom.start(settings)
-    click.echo(f"Clubroom listening on {app.url}", nl=True)
-    click.echo(f"Database: {describe_url(settings.db)}")
+def settings_from(options: dict[str, Any]) -> Settings:
+    """Settings from resolved option values (None = not given anywhere: the default)."""
+    settings = Settings(**{k: v for k, v in options.items() if v is not None})
+    if settings.keyfile and not settings.certfile:
+        raise click.UsageError("--keyfile needs --certfile.")
     try:
-        await stop.wait()
-    finally:
-        click.echo("Shutting down…")
-        await app.close()
+        metrics.parse_address(settings.metrics_address)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--metrics-address") from None
+    return settings.replace(log_format=settings.log_format.lower())
+
+
+def _reloader(ctx: click.Context) -> runner.Reload:
+    """SIGHUP's re-read: flags and environment as at start, the config file as it is now."""
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    fixed = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k) in given}
+    path: Path | None = ctx.meta.get(_CONFIG_META)
+
+    def reload() -> Settings:
+        from_file = configfile.load(path, ctx.command.params) if path else {}
+        values: dict[str, Any] = {}
+        for param in ctx.command.params:
+            if not param.expose_value or param.name is None:
+                continue
+            if param.name in fixed:
+                values[param.name] = fixed[param.name]
+            else:
+                raw = from_file.get(param.name, param.default)
+                values[param.name] = None if raw is None else param.type_cast_value(ctx, raw)
+        return settings_from(values)
+
+    return reload
+
+
+def _quiet(_: str) -> None:
+    """With JSON logs the human-readable lines are left out (the log says the same)."""
 
 
 _DB_HELP = "A SQLite file path or sqlite:///path, or postgresql://user@host:port/db."
@@ -320,8 +380,12 @@ def copy(source: str, target: str) -> None:
     _run_admin(admin.copy(source, target, progress=click.echo))
 
 
+for _command in ADMIN_COMMANDS:  # users, rooms, sessions, backup, check
+    main.add_command(_command)
+
+
 def _run_admin(work: Any) -> None:
-    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    logs.configure("WARNING")
     try:
         click.echo(asyncio.run(work))
     except StartupError as exc:

@@ -18,6 +18,22 @@ ARGON2_PROFILES: dict[str, argon2.Parameters] = {
 }
 DEFAULT_ARGON2_PROFILE = "rfc9106-low-memory"
 
+RESTART_ONLY: tuple[str, ...] = (
+    "host",
+    "port",
+    "db",
+    "db_pool_size",
+    "argon2_profile",
+    "hash_workers",
+    "synchronous",
+    "max_frame",
+    "handshake_timeout",
+    "ping_interval",
+    "log_format",
+    "metrics_address",
+)
+"""Settings a SIGHUP reload cannot change (sockets, database, thread pools are built with them)."""
+
 
 def default_db_path() -> Path:
     """The database in the user's data directory, e.g. ``~/.local/share/clubroom``."""
@@ -67,6 +83,9 @@ class Settings:
     max_handshakes_per_address: int = 64
     max_handshakes: int = 2048
     db_pool_size: int = 10
+    log_format: str = "text"
+    metrics_address: str = "off"
+    drain_timeout: float = 10.0
 
     @property
     def argon2_parameters(self) -> argon2.Parameters:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from websockets import broadcast
 from websockets.asyncio.server import ServerConnection
 
 import protocol
+from clubroom_server.metrics import HOT, SLOW_CONSUMERS_CLOSED
 from clubroom_server.rooms import Room
 from clubroom_server.store import UserRecord
 
@@ -48,8 +49,8 @@ class Peer:
         return self.user.key if self.user else ""
 
     def send(self, data: bytes) -> None:
-        """Queue one encoded frame for this connection, now."""
-        fanout((self,), data)
+        """Queue one encoded frame for this connection, now (a reply: not counted as an event)."""
+        broadcast((self.websocket,), data, text=True)
 
     def overloaded(self) -> bool:
         transport = self.websocket.transport
@@ -58,6 +59,7 @@ class Peer:
     def close_slow(self) -> None:
         """Close a connection that does not read what it is sent (once)."""
         if not self._closing:
+            SLOW_CONSUMERS_CLOSED.inc()
             log.warning("closing a slow consumer from %s", self.address)
         self._close(
             protocol.CLOSE_SLOW_CONSUMER,
@@ -83,8 +85,11 @@ def fanout(peers: Iterable[Peer], data: bytes) -> None:
 
     ``broadcast`` itself skips connections that are closing, so the hot path
     is one list and one call; slow readers are caught by ``PeerSet.sweep``.
+    Deliveries are counted once per fan-out, with the number of recipients.
     """
-    broadcast([peer.websocket for peer in peers], data, text=True)
+    sockets = [peer.websocket for peer in peers]
+    broadcast(sockets, data, text=True)
+    HOT.events_delivered += len(sockets)
 
 
 class PeerSet:
@@ -113,6 +118,9 @@ class PeerSet:
         if token_hash is None:
             return []
         return [peer for peer in self._peers if peer.token_hash == token_hash]
+
+    def __iter__(self) -> Iterator[Peer]:
+        return iter(self._peers)
 
     def sweep(self) -> None:
         """Close every connection whose outgoing buffer passed its limit."""

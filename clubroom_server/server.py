@@ -31,15 +31,15 @@ from clubroom_server.admission import (
     raise_file_limit,
 )
 from clubroom_server.config import Settings
+from clubroom_server.logs import WEBSOCKETS_LOGGER
 from clubroom_server.session import SessionHandler
 
 log = logging.getLogger(__name__)
 CLUBROOM_V1 = Subprotocol(protocol.SUBPROTOCOL)
 
-# websockets logs every frame at DEBUG, passwords included: never let it.
-# Its INFO lines (each connection opened and closed) are noise at our scale.
-_ws_log = logging.getLogger("clubroom_server.websockets")
-_ws_log.setLevel(logging.WARNING)
+# websockets logs every frame at DEBUG, passwords included: logs.configure
+# holds this logger at WARNING (its INFO lines are noise at our scale too).
+_ws_log = logging.getLogger(WEBSOCKETS_LOGGER)
 logging.getLogger("asyncio").addFilter(AcceptErrorFilter())
 
 
@@ -85,9 +85,11 @@ class ClubroomServer:
             exempt=self._addresses.is_trusted,
         )
         self._refusals = RefusalLog()
+        self._ssl: ssl.SSLContext | None = None
 
     async def start(self) -> None:
         s = self._settings
+        self._ssl = _ssl_context(s)
         limit = raise_file_limit()
         log.debug("open-file limit: %d", limit)
         connection_class = type("Connection", (ClubroomConnection,), {"edge": self})
@@ -105,7 +107,7 @@ class ClubroomServer:
             ping_interval=s.ping_interval or None,
             ping_timeout=s.ping_interval or None,
             close_timeout=5,
-            ssl=_ssl_context(s),
+            ssl=self._ssl,
             logger=_ws_log,
             server_header=None,
             create_connection=connection_class,
@@ -122,11 +124,39 @@ class ClubroomServer:
         host = f"[{host}]" if ":" in host else host
         return f"{self._settings.scheme}://{host}:{self.port}"
 
-    async def close(self) -> None:
-        """Stop accepting, close every client with 1001 and wait for their handlers."""
-        if self._server is not None:
-            self._server.close(close_connections=True)
+    async def close(self, drain_timeout: float = 10.0) -> None:
+        """Stop accepting, send every client 1012 once its reply is out, wait for the handlers.
+
+        Clients that have not closed after ``drain_timeout`` seconds are cut
+        off, so a stop never hangs on a peer that does not answer.
+        """
+        if self._server is None:
+            return
+        self._server.close(close_connections=False)  # stop accepting; 503 to half-open ones
+        closing = self._handler.drain()
+        try:
+            async with asyncio.timeout(drain_timeout):
+                await self._server.wait_closed()
+        except TimeoutError:
+            left = self._handler.cut_off()
+            log.warning("drain timeout: cutting off %d connection(s)", left)
             await self._server.wait_closed()
+        await asyncio.gather(*closing, return_exceptions=True)
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Take new limits and a renewed certificate (SIGHUP) without dropping a connection.
+
+        The listening socket keeps its one ``SSLContext``, and each new
+        handshake reads the certificate from it; loading the new chain into
+        that same context changes what new connections get, while open ones
+        keep the session they have. The files are tried on a scratch context
+        first, so a bad pair (wrong key, half-written file) changes nothing.
+        """
+        if self._ssl is not None and settings.certfile is not None:
+            _ssl_context(settings)  # raises ssl.SSLError/OSError if the files are unusable
+            self._ssl.load_cert_chain(settings.certfile, settings.keyfile)
+            log.info("TLS certificate reloaded from %s", settings.certfile)
+        self._settings = settings
 
     def open_connections(self, address: str) -> int:
         """Connections of one client address, from TCP accept until closed."""

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import protocol
+from clubroom_server import metrics
 from clubroom_server.auth import (
     AttemptWindow,
     HasherBusy,
@@ -150,6 +151,24 @@ class ChatService:
             window.prune()
         interval = min(self._settings.login_window, self._settings.registration_window)
         self._pruner = asyncio.get_running_loop().call_later(interval, self._prune_throttles)
+
+    def add_handlers(self, handlers: dict[type, Handler]) -> None:
+        """Serve more request types (the admin requests live in ``manage/requests.py``)."""
+        self._handlers.update(handlers)
+
+    def reconfigure(self, settings: Settings) -> None:
+        """New rate and login limits (SIGHUP), kept counts and all; grace applies to new timers."""
+        self._settings = settings
+        self.rooms.grace = settings.grace
+        self._failed_by_user.limit = settings.login_failures_per_user
+        self._failed_by_user.window = settings.login_window
+        self._failed_by_address.limit = settings.login_failures_per_address
+        self._failed_by_address.window = settings.login_window
+        for bucket, rate, burst in (
+            (self._send_bucket, settings.rate_limit, settings.rate_burst),
+            (self._room_bucket, settings.room_rate_limit, settings.room_rate_burst),
+        ):
+            bucket.rate, bucket.burst = rate, max(1, burst)
 
     async def handle(self, peer: Peer, request: protocol.Request) -> protocol.Reply | None:
         """Run one request; authentication is checked here, once for all room requests."""
@@ -414,6 +433,7 @@ class ChatService:
     def _room_deleted(self, room: Room) -> None:
         """The registry dropped an empty room: delete its row, and let a re-creation wait."""
         log.info("room %r is empty; deleting it and its messages", room.name)
+        metrics.ROOMS_DELETED_BY_CLEANUP.inc()
         task = asyncio.create_task(self._delete_room(room), name=f"delete-room-{room.id}")
         self._deleting[room.key] = task
         task.add_done_callback(lambda done: self._forget_deletion(room.key, done))
@@ -516,6 +536,7 @@ class ChatService:
         """
         assert peer.user is not None
         self._take(self._send_bucket, peer)
+        started = time.perf_counter()
 
         def announce(record: MessageRecord) -> None:
             event = protocol.MessageEvent(message=to_wire(room, record))
@@ -524,6 +545,8 @@ class ChatService:
         record = await self._store.append_message(
             room.id, peer.user.id, peer.user.username, text, self._now(), nonce, announce
         )
+        metrics.SEND_LATENCY.observe(time.perf_counter() - started)
+        metrics.HOT.messages_stored += 1
         return to_wire(room, record)
 
     async def history(self, peer: Peer, request: protocol.History) -> protocol.Reply:

@@ -9,12 +9,15 @@ reaches a client.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 
 import protocol
+from clubroom_server import logs, metrics
 from clubroom_server.config import Settings
 from clubroom_server.peer import Peer, PeerSet
 from clubroom_server.service import ChatService
@@ -24,6 +27,8 @@ log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT = 60.0  # seconds a client may read nothing while over its backlog
 INTERNAL = "Something went wrong on the server; your request was not completed. Please retry."
+RESTARTING = "The server is restarting; reconnect in a moment."
+_connection_ids = itertools.count(1)
 
 
 class SessionHandler:
@@ -33,9 +38,13 @@ class SessionHandler:
         self._settings = settings
         self._service = service
         self._peers = peers
+        self._busy: set[Peer] = set()
+        self._draining = False
 
     async def __call__(self, websocket: ServerConnection) -> None:
         peer = Peer(websocket, _address(websocket), self._settings.send_buffer_limit)
+        logs.bind_connection(f"c{next(_connection_ids)}")
+        log.debug("connection opened from %s", peer.address)
         self._peers.add(peer)
         try:
             await self._serve(peer)
@@ -44,6 +53,7 @@ class SessionHandler:
         finally:
             self._peers.discard(peer)
             self._service.disconnect(peer)
+            log.debug("connection closed (code %s)", websocket.close_code)
 
     async def _serve(self, peer: Peer) -> None:
         while True:
@@ -52,7 +62,44 @@ class SessionHandler:
             data = await self._next_frame(peer)
             if data is None:
                 return
-            await self._process(peer, data)
+            self._busy.add(peer)
+            try:
+                await self._process(peer, data)
+            finally:
+                self._busy.discard(peer)
+            logs.bind_user(peer.user.username if peer.user else None)
+            if self._draining:
+                await _close_for_restart(peer)
+                return
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled right now (a drain waits for their replies)."""
+        return len(self._busy)
+
+    def drain(self) -> list[asyncio.Task[None]]:
+        """Ask every client to come back later (1012), each once its request in flight is answered.
+
+        Idle connections are closed now; a connection in the middle of a
+        request closes itself right after sending the reply, so nothing it
+        was promised is cut off. Returns the closing tasks started here.
+        """
+        self._draining = True
+        idle = [peer for peer in self._peers if peer not in self._busy]
+        return [asyncio.create_task(_close_for_restart(peer)) for peer in idle]
+
+    def cut_off(self) -> int:
+        """Drop every remaining connection at once (the drain timed out); return how many."""
+        peers = list(self._peers)
+        for peer in peers:
+            transport = peer.websocket.transport
+            if transport is not None:
+                transport.abort()
+        return len(peers)
+
+    def reconfigure(self, settings: Settings) -> None:
+        """New limits (SIGHUP): the idle timeout applies at once, the buffer limit to new peers."""
+        self._settings = settings
 
     async def _backlog_drained(self, peer: Peer) -> bool:
         """Backpressure: read no request while this client's unsent output is over the limit.
@@ -109,7 +156,12 @@ def _drain_timeout(settings: Settings) -> float:
     return 2 * settings.ping_interval if settings.ping_interval > 0 else DRAIN_TIMEOUT
 
 
+async def _close_for_restart(peer: Peer) -> None:
+    await peer.websocket.close(CloseCode.SERVICE_RESTART, RESTARTING)
+
+
 def _error_frame(request_id: protocol.RequestId | None, exc: ProtocolError) -> bytes:
+    metrics.error_sent(exc.code)
     return protocol.encode(
         protocol.Error(
             id=request_id, code=exc.code, message=exc.message, retry_after=exc.retry_after

@@ -13,6 +13,7 @@ from textual.reactive import reactive
 from textual.screen import ModalScreen, Screen
 
 from clubroom_tui.client import (
+    SERVER_RESTARTING,
     ClubroomClient,
     ConnectionState,
     EventStream,
@@ -109,6 +110,8 @@ class ClubroomApp(InOrderKeys):
         if isinstance(event, StateChanged):
             self.connection_state = event.state
             self.connection_detail = event.detail
+            if event.detail == SERVER_RESTARTING:
+                self.notify(f"{SERVER_RESTARTING} Unsent messages are kept.", markup=False)
         elif isinstance(event, MessagesAdded):
             self._count_unread(event)
         elif isinstance(event, MembersChanged):

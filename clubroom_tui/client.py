@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import msgspec
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.frames import CloseCode
 
 from clubroom_tui.web_forwarding import forwarded_for_headers
 from protocol import (
@@ -52,6 +53,7 @@ from protocol import (
     ProtocolError,
     Register,
     Resume,
+    RoomDeleted,
     Send,
     Sent,
     ServerFrame,
@@ -67,6 +69,9 @@ log = logging.getLogger(__name__)
 ReplyT = TypeVar("ReplyT", bound=ServerFrame)
 
 STABLE_CONNECTION_SECONDS = 2.0
+ROOM_DELETED = "An administrator deleted the room and its messages."
+SERVER_RESTARTING = "The server is restarting; reconnecting…"
+"""The state detail after the server closed with 1012 (service restart): it will be back."""
 """A connection that lasted this long is healthy; a reconnect after it starts without delay."""
 
 
@@ -347,6 +352,7 @@ class ClubroomClient:
         self._ssl = ssl
         self._rng = rng or random.Random()
         self._ws: ClientConnection | None = None
+        self.server_restarting = False
         self._ready = asyncio.Event()
         self._pending: dict[int, _Pending] = {}
         self._next_id = 0
@@ -527,7 +533,12 @@ class ClubroomClient:
         ever_connected = False
         while not self._closed:
             if ever_connected:
-                self._set_state(ConnectionState.RECONNECTING, "Connection lost; reconnecting…")
+                lost = (
+                    SERVER_RESTARTING
+                    if self.server_restarting
+                    else "Connection lost; reconnecting…"
+                )
+                self._set_state(ConnectionState.RECONNECTING, lost)
             else:
                 self._set_state(ConnectionState.CONNECTING, f"Connecting to {self.url}…")
             try:
@@ -535,9 +546,10 @@ class ClubroomClient:
             except (OSError, InvalidHandshake, TimeoutError, InvalidURI) as exc:
                 attempt += 1
                 delay = self.backoff.delay(attempt, self._rng)
+                reason = "the server is restarting" if self.server_restarting else None
                 self._set_state(
                     ConnectionState.OFFLINE,
-                    f"Cannot reach {self.url} ({describe_failure(exc)}); "
+                    f"Cannot reach {self.url} ({reason or describe_failure(exc)}); "
                     f"retrying in {delay:.1f} s.",
                     retry_in=delay,
                 )
@@ -583,6 +595,7 @@ class ClubroomClient:
         try:
             await self._restore()
             restored = True
+            self.server_restarting = False
             self._set_state(ConnectionState.CONNECTED, f"Connected to {self.url}.")
             self._ready.set()
             await reader
@@ -595,6 +608,8 @@ class ClubroomClient:
             reader.cancel()
             with contextlib.suppress(BaseException):
                 await ws.close()
+            if ws.close_code == CloseCode.SERVICE_RESTART:
+                self.server_restarting = True  # 1012: it will be back; say so while waiting
             with contextlib.suppress(BaseException):
                 await reader
             self._ws = None
@@ -662,6 +677,9 @@ class ClubroomClient:
             self._on_message(frame.message)
         elif isinstance(frame, MemberJoined | MemberLeft):
             self._on_member_change(frame)
+        elif isinstance(frame, RoomDeleted):
+            self._forget_room(frame.room, ROOM_DELETED)
+            self._emit(RoomLost(frame.room, ROOM_DELETED))
         else:
             self._on_reply(frame)
 

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
+from clubroom_server.metrics import COMMIT_BATCH
 from clubroom_server.store.interface import StoreError
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class Refused(NamedTuple):
 
 def settle(batch: Sequence[QueuedWrite], results: Sequence[Any]) -> None:
     """Announce committed writes in order, then wake whoever awaits them."""
+    COMMIT_BATCH.observe(len(batch))
     for write, result in zip(batch, results, strict=True):
         if write.on_stored is not None and not isinstance(result, Refused):
             try:

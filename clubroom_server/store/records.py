@@ -72,7 +72,21 @@ class HighWater:
     messages: int
 
 
-DumpBatch = list[UserRecord] | list[TokenRecord] | list[RoomRecord] | list[MessageRecord]
+@dataclass(frozen=True, slots=True)
+class AdminRecord:
+    """An account with the admin role (schema 3; written by ``clubroom-server users``)."""
+
+    user_id: int
+    granted_ms: int
+
+
+DumpBatch = (
+    list[UserRecord]
+    | list[TokenRecord]
+    | list[RoomRecord]
+    | list[MessageRecord]
+    | list[AdminRecord]
+)
 
 
 class Table:
@@ -112,5 +126,6 @@ TABLES = (
     Table(TokenRecord, "tokens", "hash"),
     Table(RoomRecord, "rooms", "id"),
     Table(MessageRecord, "messages", "id"),
+    Table(AdminRecord, "admins", "user_id"),
 )
 TABLE_OF = {table.record: table for table in TABLES}

@@ -49,8 +49,8 @@ from clubroom_server.store.records import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# aiosqlite logs every call with its arguments at DEBUG (hashes included): never let it.
-logging.getLogger("aiosqlite").setLevel(logging.INFO)
+# aiosqlite logs every call with its arguments at DEBUG (hashes included):
+# clubroom_server.logs holds it at INFO, for every server and every command.
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 CHECKPOINT_INTERVAL = 1.0  # seconds between passive WAL checkpoints

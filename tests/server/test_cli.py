@@ -25,14 +25,14 @@ def http_get(url: str) -> tuple[int, str]:
 
 
 async def test_serve_prints_url_answers_health_and_stops_cleanly(tmp_path: Path) -> None:
-    """serve prints its ws:// URL, /healthz says ok, and SIGTERM exits 0 closing clients 1001."""
+    """serve prints its ws:// URL, /healthz says ok, and SIGTERM exits 0 closing clients 1012."""
     server = await ServerProcess.start("--port", "0", "--db", str(tmp_path / "c.db"), *CHEAP)
     assert server.url.startswith("ws://127.0.0.1:")
     status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{server.port}/healthz")
     assert (status, body) == (200, "ok")
     client = await user(server.url, "ann")
     assert await server.terminate() == 0
-    assert await client.wait_closed() == 1001
+    assert await client.wait_closed() == 1012
     assert "Traceback" not in "".join(server.output)
 
 
@@ -115,7 +115,7 @@ async def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
 
 
 async def test_sigterm_during_traffic_loses_no_acknowledged_message(tmp_path: Path) -> None:
-    """SIGTERM while many clients send: what was acknowledged is stored, clients get 1001."""
+    """SIGTERM while many clients send: what was acknowledged is stored, clients get 1012."""
     db = tmp_path / "c.db"
     server = await ServerProcess.start("--port", "0", "--db", str(db), "--rate-limit", "0", *CHEAP)
     clients = [await user(server.url, f"user{n}") for n in range(8)]
@@ -136,7 +136,7 @@ async def test_sigterm_during_traffic_loses_no_acknowledged_message(tmp_path: Pa
     assert await server.terminate() == 0
     await asyncio.gather(*tasks, return_exceptions=True)
     codes = {await c.wait_closed() for c in clients}
-    assert codes == {1001}
+    assert codes == {1012}
     with sqlite3.connect(db) as conn:
         stored = {row[0] for row in conn.execute("SELECT id FROM messages")}
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)

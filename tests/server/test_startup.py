@@ -213,7 +213,7 @@ async def test_serve_on_postgres_chats_and_keeps_it_across_a_restart() -> None:
         await ann.ok("create_room", room="Lobby")
         sent = await ann.ok("send", room="Lobby", text="stored in PostgreSQL")
         assert await server.terminate() == 0
-        assert await ann.wait_closed() == 1001
+        assert await ann.wait_closed() == 1012  # a stop drains with "service restart"
         again = await ServerProcess.start(*cheap, "--db", url)
         client = await WireClient.open(again.url)
         await client.ok("resume", token=ann.token)

@@ -14,17 +14,22 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from clubroom_tui.client import (
     KEEP_MESSAGES,
+    ROOM_DELETED,
+    SERVER_RESTARTING,
     Backoff,
     ConnectionState,
     MembersChanged,
     NotConnected,
     RequestFailed,
     RequestTimeout,
+    RoomLost,
     RoomState,
     SendDelayed,
+    SessionEnded,
     StateChanged,
 )
 from protocol import ErrorCode, Message
+from tests.admincli import admin_ok
 from tests.conftest import MakeServer, RunningServer
 from tests.tui.conftest import (
     PASSWORD,
@@ -158,6 +163,49 @@ async def test_a_server_restart_announces_no_one_as_newly_joined(
         )
     changes = [e for s in streams for e in s.drain() if isinstance(e, MembersChanged)]
     assert [(e.joined, e.left) for e in changes if e.joined or e.left] == []
+
+
+async def test_a_server_restart_is_named_and_the_outbox_survives_it(
+    server: RunningServer, make_client: MakeClient
+) -> None:
+    """A drain (1012) reads as "restarting"; a message typed meanwhile is sent once it is back."""
+    ann = await make_client("ann")
+    await ann.create_room("lobby")
+    states = ann.subscribe()
+    await server.stop()
+    await wait_for(lambda: "restarting" in ann.state_detail, "the restart to be named")
+    assert any(
+        isinstance(e, StateChanged) and e.detail == SERVER_RESTARTING for e in states.drain()
+    )
+    pending = ann.queue_send("lobby", "typed during the restart")
+    await server.start()
+    message = await asyncio.wait_for(pending.future, 10)
+    assert message.text == "typed during the restart"
+    assert not ann.server_restarting
+
+
+async def test_a_room_deleted_by_an_admin_is_forgotten_with_its_outbox(
+    server: RunningServer, make_client: MakeClient
+) -> None:
+    """room_deleted drops the room and its unsent messages, and says why."""
+    ann = await make_client("ann")
+    await ann.create_room("lobby")
+    events = ann.subscribe()
+    await admin_ok("rooms", "delete", "lobby", "--yes", "--db", str(server.settings.db))
+    await wait_for(lambda: "lobby" not in ann.rooms, "the room to be forgotten")
+    lost = [e for e in events.drain() if isinstance(e, RoomLost)]
+    assert [(e.room, e.reason) for e in lost] == [("lobby", ROOM_DELETED)]
+
+
+async def test_sessions_revoked_by_an_admin_end_the_client_session(
+    server: RunningServer, make_client: MakeClient
+) -> None:
+    """After 4001 the client's resume fails, so it ends the session (the app shows login)."""
+    ann = await make_client("ann")
+    events = ann.subscribe()
+    await admin_ok("sessions", "revoke", "ann", "--db", str(server.settings.db))
+    await wait_for(lambda: ann.token is None, "the session to end")
+    assert any(isinstance(e, SessionEnded) for e in events.drain())
 
 
 async def test_catches_up_on_messages_sent_while_away(

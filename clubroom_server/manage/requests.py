@@ -1,0 +1,76 @@
+"""The admin requests: ``admin_rooms``, ``admin_delete_room``, ``admin_disable_user``.
+
+Only accounts with the admin role (``clubroom-server users grant-admin``)
+may use them; anyone else gets ``forbidden``. The role is read from the
+database at every request, so revoking it takes effect at once. Each
+action goes through the same store calls as the command line, so it is
+recorded in ``admin_events`` and reaches every node; this node applies it
+before answering.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import protocol
+from clubroom_server.manage.live import AdminFollower
+from clubroom_server.peer import Peer
+from clubroom_server.rooms import Rooms
+from clubroom_server.service import Handler
+from clubroom_server.store.admin import AdminStore
+from protocol import ErrorCode, ProtocolError
+
+log = logging.getLogger(__name__)
+
+
+class AdminRequests:
+    """Handlers for the admin request types, plugged into ``ChatService``."""
+
+    def __init__(self, store: AdminStore, follower: AdminFollower, rooms: Rooms) -> None:
+        self._store = store
+        self._follower = follower
+        self._rooms = rooms
+
+    @property
+    def handlers(self) -> dict[type, Handler]:
+        return {
+            protocol.AdminRooms: self.rooms,
+            protocol.AdminDeleteRoom: self.delete_room,
+            protocol.AdminDisableUser: self.disable_user,
+        }
+
+    async def rooms(self, peer: Peer, request: protocol.AdminRooms) -> protocol.Reply:
+        await self._require_admin(peer)
+        listed = []
+        for room in await self._store.rooms():
+            live = self._rooms.get(protocol.room_key(room.name))
+            members = len(live.members) if live is not None and live.id == room.id else 0
+            listed.append(protocol.AdminRoomInfo(room.name, members, room.messages))
+        return protocol.AdminRoomList(id=request.id, rooms=listed)
+
+    async def delete_room(self, peer: Peer, request: protocol.AdminDeleteRoom) -> protocol.Reply:
+        await self._require_admin(peer)
+        name = protocol.check_room_name(request.room)
+        room = await self._store.room(protocol.room_key(name))
+        if room is None:
+            raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"There is no room called {name!r}.")
+        await self._store.delete_room(room)
+        log.info("admin %s deleted room %r", peer.username, room.name)
+        await self._follower.poll()  # this node now; the others within half a second
+        return protocol.Ok(id=request.id)
+
+    async def disable_user(self, peer: Peer, request: protocol.AdminDisableUser) -> protocol.Reply:
+        await self._require_admin(peer)
+        user = await self._store.user(protocol.username_key(request.username))
+        if user is None or user.status == "deleted":
+            raise ProtocolError(
+                ErrorCode.NO_SUCH_USER, f"There is no user called {request.username.strip()!r}."
+            )
+        await self._store.disable_user(user.id)
+        log.info("admin %s disabled user %s", peer.username, user.username)
+        await self._follower.poll()
+        return protocol.Ok(id=request.id)
+
+    async def _require_admin(self, peer: Peer) -> None:
+        if peer.user is None or not await self._store.is_admin(peer.user.id):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "Only an administrator may do that.")

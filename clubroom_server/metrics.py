@@ -1,0 +1,268 @@
+"""Prometheus metrics: what is counted, and the endpoint that serves them.
+
+Counting stays off the hot path. What already exists as state (open
+connections, users online, rooms) is read only when Prometheus scrapes
+(``ServerCollector``); messages and deliveries are plain integers bumped once
+per message and once per fan-out (with the number of recipients, never once
+per recipient) and exported at scrape time (``HotCollector``); the library's
+own instruments are used where events are rare (errors, slow consumers,
+logins) or once per message (the latency histogram).
+
+The instruments are process-wide, as ``prometheus_client`` intends (one
+server runs per process); each server's registry adds them to its own
+scrape-time view. No label ever holds a room or user name: label values
+come from small fixed sets (error codes, a handful of reasons).
+
+The endpoint is a second ``websockets`` listener answering plain HTTP
+``GET /metrics`` (and ``/healthz``) on its own address, 127.0.0.1 by
+default, so metrics never share the public chat port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from clubroom_server.logs import WEBSOCKETS_LOGGER
+from protocol import ErrorCode
+
+if TYPE_CHECKING:
+    from clubroom_server.peer import PeerSet
+    from clubroom_server.rooms import Rooms
+    from clubroom_server.session import SessionHandler
+
+log = logging.getLogger(__name__)
+
+OFF = "off"
+DEFAULT_METRICS_PORT = 9464  # the port commonly used for a Prometheus exporter's own endpoint
+
+
+class HotCounts:
+    """The counts bumped for every message and fan-out: plain ints, read at scrape time.
+
+    A ``prometheus_client`` counter takes a lock on every ``inc`` (about a
+    microsecond); an attribute ``+=`` on the event loop costs a few dozen
+    nanoseconds, and only the loop writes these.
+    """
+
+    __slots__ = ("events_delivered", "messages_stored")
+
+    def __init__(self) -> None:
+        self.messages_stored = 0
+        self.events_delivered = 0
+
+
+HOT = HotCounts()
+
+
+class HotCollector(Collector):
+    """Exports ``HOT`` as Prometheus counters."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "clubroom_messages_stored",
+            "Messages committed to the database.",
+            value=HOT.messages_stored,
+        )
+        yield CounterMetricFamily(
+            "clubroom_events_delivered",
+            "Room events (messages, members joining and leaving) written to connections, "
+            "one per recipient.",
+            value=HOT.events_delivered,
+        )
+
+
+SEND_LATENCY = Histogram(
+    "clubroom_send_stored_seconds",
+    "Time from a send request to its message being durable (committed).",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=None,
+)
+COMMIT_BATCH = Histogram(
+    "clubroom_store_commit_batch_writes",
+    "Writes committed together in one database transaction (group commit).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+    registry=None,
+)
+ERRORS_SENT = Counter(
+    "clubroom_errors_sent", "Error replies sent to clients, by error code.", ["code"], registry=None
+)
+SLOW_CONSUMERS_CLOSED = Counter(
+    "clubroom_slow_consumers_closed",
+    "Connections closed (4008) because they stopped reading what they were sent.",
+    registry=None,
+)
+LOGIN_FAILURES = Counter(
+    "clubroom_login_failures",
+    "Failed logins (method=password) and resumes (method=token).",
+    ["method"],
+    registry=None,
+)
+LOGIN_THROTTLED = Counter(
+    "clubroom_login_throttled",
+    "Login and resume attempts refused because of too many recent failures.",
+    registry=None,
+)
+ROOMS_DELETED = Counter(
+    "clubroom_rooms_deleted",
+    "Rooms deleted: reason=cleanup when the last member left or a stored room was not "
+    "rejoined after a restart, reason=admin by an administrator.",
+    ["reason"],
+    registry=None,
+)
+PROCESS_WIDE: tuple[Collector, ...] = (
+    HotCollector(),
+    SEND_LATENCY,
+    COMMIT_BATCH,
+    ERRORS_SENT,
+    SLOW_CONSUMERS_CLOSED,
+    LOGIN_FAILURES,
+    LOGIN_THROTTLED,
+    ROOMS_DELETED,
+)
+
+# Children made once (a labelled lookup takes a lock), and every series exists
+# from the start at 0, so rates work from the first scrape.
+_ERROR_COUNTERS = {code: ERRORS_SENT.labels(code.value) for code in ErrorCode}
+_PASSWORD_FAILURES = LOGIN_FAILURES.labels("password")
+_TOKEN_FAILURES = LOGIN_FAILURES.labels("token")
+ROOMS_DELETED_BY_CLEANUP = ROOMS_DELETED.labels("cleanup")
+ROOMS_DELETED_BY_ADMIN = ROOMS_DELETED.labels("admin")
+
+
+def error_sent(code: ErrorCode) -> None:
+    """Count an error reply, and the login failure or throttle it stands for."""
+    counter = _ERROR_COUNTERS.get(code)
+    (counter or ERRORS_SENT.labels(str(code))).inc()
+    if code is ErrorCode.INVALID_CREDENTIALS:
+        _PASSWORD_FAILURES.inc()
+    elif code is ErrorCode.INVALID_TOKEN:
+        _TOKEN_FAILURES.inc()
+    elif code is ErrorCode.TOO_MANY_ATTEMPTS:
+        LOGIN_THROTTLED.inc()
+
+
+class ServerCollector(Collector):
+    """Gauges read from the live server only when Prometheus scrapes."""
+
+    def __init__(self, peers: PeerSet, rooms: Rooms, sessions: SessionHandler) -> None:
+        self._peers = peers
+        self._rooms = rooms
+        self._sessions = sessions
+
+    def collect(self) -> Iterator[Metric]:
+        peers = list(self._peers)
+        users = {peer.user.key for peer in peers if peer.user is not None}
+        yield GaugeMetricFamily(
+            "clubroom_connections_open", "Open WebSocket connections.", value=len(peers)
+        )
+        yield GaugeMetricFamily(
+            "clubroom_users_online",
+            "Distinct users logged in on at least one open connection.",
+            value=len(users),
+        )
+        yield GaugeMetricFamily(
+            "clubroom_rooms", "Rooms that exist (with members or in grace).", value=len(self._rooms)
+        )
+        yield GaugeMetricFamily(
+            "clubroom_requests_in_flight",
+            "Requests being handled (waiting for the database or a password hash).",
+            value=self._sessions.in_flight,
+        )
+
+
+def registry_for(collectors: Iterable[Collector]) -> CollectorRegistry:
+    """One server's registry: its own gauges, the process-wide counters, process stats."""
+    registry = CollectorRegistry(auto_describe=True)
+    for collector in (*PROCESS_WIDE, *collectors):
+        registry.register(collector)
+    ProcessCollector(registry=registry)
+    return registry
+
+
+def parse_address(value: str) -> tuple[str, int] | None:
+    """``off`` → None; ``PORT``, ``HOST:PORT`` or ``[V6]:PORT`` → (host, port).
+
+    A bare port binds 127.0.0.1: metrics are for the operator, not the public.
+    """
+    value = value.strip()
+    if value.lower() in (OFF, ""):
+        return None
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT, PORT or off")
+    return host, int(port)
+
+
+class MetricsEndpoint:
+    """``GET /metrics`` in Prometheus (or OpenMetrics) text, on an address of its own."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+        self._registry = registry
+        self._host = host
+        self._port = port
+        self._server: Server | None = None
+
+    async def start(self) -> None:
+        """Listen; a taken or invalid address is an ``OSError`` that names the metrics address."""
+        try:
+            self._server = await serve(
+                _never_called,
+                self._host,
+                self._port,
+                process_request=self._answer,
+                logger=logging.getLogger(WEBSOCKETS_LOGGER),
+                server_header=None,
+                compression=None,
+            )
+        except OSError as exc:
+            where = f"{self._host}:{self._port}"
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise OSError(exc.errno, f"--metrics-address {where}: {reason}") from None
+        log.info("metrics at http://%s/metrics", self.address)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "the metrics endpoint is not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def address(self) -> str:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"{host}:{self.port}"
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def _answer(self, connection: ServerConnection, request: Request) -> Response:
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            return _response(HTTPStatus.OK, b"ok", "text/plain; charset=utf-8")
+        if path != "/metrics":
+            return _response(HTTPStatus.NOT_FOUND, b"Not found; try /metrics\n", "text/plain")
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return _response(HTTPStatus.OK, encoder(self._registry), content_type)
+
+
+def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return Response(status.value, status.phrase, headers, body)
+
+
+async def _never_called(connection: ServerConnection) -> None:
+    """Every request is answered over HTTP above; no WebSocket is ever opened here."""
+    await connection.close()
