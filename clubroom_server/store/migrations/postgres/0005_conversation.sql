@@ -1,0 +1,2 @@
+-- reserved: conversation features (issue 15)
+SELECT 1;
