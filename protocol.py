@@ -14,7 +14,7 @@ import re
 import unicodedata
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Final, TypeAlias
+from typing import Annotated, Any, Final, Literal, TypeAlias
 
 import msgspec
 
@@ -33,6 +33,11 @@ JOIN_LATEST: Final = 50
 JOIN_AFTER_MAX: Final = 500
 HISTORY_DEFAULT, HISTORY_MAX = 50, 100
 TOKEN_LIFETIME_SECONDS: Final = 30 * 24 * 3600
+# Living messages (extensions): search pages, reply excerpts, reactions.
+SEARCH_DEFAULT, SEARCH_MAX, SEARCH_OFFSET_MAX = 20, 50, 10_000
+MAX_QUERY_LENGTH: Final = 200
+EXCERPT_LENGTH: Final = 100
+MAX_REACTIONS_PER_MESSAGE: Final = 20
 MAX_MESSAGE_ID: Final = 2**63 - 1
 # Every reply that carries messages stops adding them once its encoded size
 # would pass REPLY_BUDGET_BYTES (and then says ``more``), so no frame the
@@ -82,6 +87,12 @@ class ErrorCode(StrEnum):
     # Extensions for administrators (docs/protocol.md, "Administration").
     FORBIDDEN = "forbidden"
     NO_SUCH_USER = "no_such_user"
+    # Extensions for living messages (docs/protocol.md, "Edits, deletions, …").
+    NO_SUCH_MESSAGE = "no_such_message"
+    MESSAGE_DELETED = "message_deleted"
+    INVALID_REACTION = "invalid_reaction"
+    TOO_MANY_REACTIONS = "too_many_reactions"
+    INVALID_QUERY = "invalid_query"
 
 
 class ProtocolError(Exception):
@@ -106,6 +117,10 @@ RequestId: TypeAlias = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)] | 
 MessageId: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=MAX_MESSAGE_ID)]
 Nonce: TypeAlias = Annotated[str, msgspec.Meta(max_length=MAX_NONCE_LENGTH)]
 HistoryLimit: TypeAlias = Annotated[int, msgspec.Meta(ge=1, le=HISTORY_MAX)]
+SearchLimit: TypeAlias = Annotated[int, msgspec.Meta(ge=1, le=SEARCH_MAX)]
+SearchOffset: TypeAlias = Annotated[int, msgspec.Meta(ge=0, le=SEARCH_OFFSET_MAX)]
+SearchText: TypeAlias = Annotated[str, msgspec.Meta(max_length=MAX_QUERY_LENGTH)]
+ReactionText: TypeAlias = Annotated[str, msgspec.Meta(max_length=64)]
 
 
 class _Frame(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True):
@@ -165,6 +180,41 @@ class Send(_Request, tag="send", kw_only=True):
     room: str
     text: str
     nonce: Nonce | None = None
+    reply_to: MessageId | None = None  # extension: the message of the room this answers
+
+
+class Edit(_Request, tag="edit", kw_only=True):
+    """Extension: replace the text of one's own message."""
+
+    room: str
+    message: MessageId
+    text: str
+
+
+class Delete(_Request, tag="delete", kw_only=True):
+    """Extension: erase one's own message (a tombstone stays)."""
+
+    room: str
+    message: MessageId
+
+
+class React(_Request, tag="react", kw_only=True):
+    """Extension: add (or, with ``remove``, take back) an emoji reaction."""
+
+    room: str
+    message: MessageId
+    emoji: ReactionText
+    remove: bool = False
+
+
+class Search(_Request, tag="search", kw_only=True):
+    """Extension: search a joined room's messages by words."""
+
+    room: str
+    query: SearchText
+    order: Literal["newest", "best"] = "newest"
+    offset: SearchOffset = 0
+    limit: SearchLimit = SEARCH_DEFAULT
 
 
 class History(_Request, tag="history", kw_only=True):
@@ -202,6 +252,10 @@ Request: TypeAlias = (
     | AdminRooms
     | AdminDeleteRoom
     | AdminDisableUser
+    | Edit
+    | Delete
+    | React
+    | Search
 )
 REQUEST_TYPES: Final[dict[str, type[_Request]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
@@ -218,6 +272,10 @@ REQUEST_TYPES: Final[dict[str, type[_Request]]] = {
         AdminRooms,
         AdminDeleteRoom,
         AdminDisableUser,
+        Edit,
+        Delete,
+        React,
+        Search,
     )
 }
 AUTH_FREE_TYPES: Final = frozenset({"register", "login", "resume", "logout"})
@@ -228,14 +286,40 @@ AUTH_FREE_TYPES: Final = frozenset({"register", "login", "resume", "logout"})
 # --------------------------------------------------------------------------
 
 
-class Message(msgspec.Struct, frozen=True):
-    """A chat message as it travels on the wire."""
+class Reaction(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One emoji on a message: how many gave it, and (in replies) whether you did."""
+
+    emoji: str
+    count: int
+    mine: bool = False
+
+
+class ReplyRef(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The message a reply answers: its id, author and the start of its text."""
+
+    id: int
+    author: str
+    excerpt: str = ""
+    deleted: bool = False
+
+
+class Message(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A chat message as it travels on the wire.
+
+    The optional fields are extensions (living messages): absent unless set.
+    A deleted message keeps ``id``, ``author`` and ``at``, has ``text`` "" and
+    ``deleted`` true.
+    """
 
     id: int
     room: str
     author: str
     text: str
     at: str
+    edited_at: str | None = None
+    deleted: bool = False
+    reply_to: ReplyRef | None = None
+    reactions: list[Reaction] | None = None
 
 
 class Welcome(_Request, tag="welcome", kw_only=True):
@@ -256,6 +340,10 @@ class Joined(_Request, tag="joined", kw_only=True):
     members: list[str]
     messages: list[Message]
     more: bool
+    # Extensions, with ``after`` only: the current state of earlier messages
+    # changed since ``after``, and the position to resume from next time.
+    changes: list[Message] | None = None
+    cursor: int | None = None
 
 
 class Sent(_Request, tag="sent", kw_only=True):
@@ -267,6 +355,48 @@ class HistoryPage(_Request, tag="history", kw_only=True):
     room: str
     messages: list[Message]
     more: bool
+
+
+class Changed(_Request, tag="changed", kw_only=True):
+    """Extension: the reply to ``edit``, ``delete`` and ``react``: the message as it is now."""
+
+    room: str
+    message: Message
+
+
+class SearchResult(msgspec.Struct, frozen=True):
+    """A message that matched, and where the searched words are in its text.
+
+    ``highlights`` are ``[start, end)`` offsets in code points into
+    ``message.text``: plain numbers, never markup.
+    """
+
+    message: Message
+    highlights: list[tuple[int, int]]
+
+
+class SearchPage(_Request, tag="search", kw_only=True):
+    """Extension: one page of search results; ask again with ``offset`` + len while ``more``."""
+
+    room: str
+    results: list[SearchResult]
+    more: bool
+
+
+class MessageChanged(_Frame, tag="message_changed", kw_only=True):
+    """Extension event: a message was edited, deleted or reacted to.
+
+    ``position`` is the change's own place in the room's id order (what
+    ``after`` counts); ``message`` is the message as it is now (reactions
+    without ``mine``: compare ``by`` with yourself).
+    """
+
+    room: str
+    change: Literal["edited", "deleted", "reacted", "unreacted"]
+    by: str
+    position: int
+    message: Message
+    emoji: str | None = None
 
 
 class Error(_Request, tag="error", kw_only=True):
@@ -307,8 +437,10 @@ class RoomDeleted(_Frame, tag="room_deleted", kw_only=True):
     room: str
 
 
-Reply: TypeAlias = Welcome | Ok | Joined | Sent | HistoryPage | Error | AdminRoomList
-Event: TypeAlias = MessageEvent | MemberJoined | MemberLeft | RoomDeleted
+Reply: TypeAlias = (
+    Welcome | Ok | Joined | Sent | HistoryPage | Error | AdminRoomList | Changed | SearchPage
+)
+Event: TypeAlias = MessageEvent | MemberJoined | MemberLeft | RoomDeleted | MessageChanged
 ServerFrame: TypeAlias = Reply | Event
 
 _encoder = msgspec.json.Encoder()
@@ -623,3 +755,29 @@ def _second_text(seconds: int) -> str:
 def parse_time(value: str) -> datetime:
     """Parse a contract time string into an aware ``datetime``."""
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+# --------------------------------------------------------------------------
+# Reactions (extension)
+# --------------------------------------------------------------------------
+
+_REACTION_NAME_RE = re.compile(r":[a-z0-9_+\-]{1,32}:")
+
+
+def check_reaction(reaction: str) -> str:
+    """Return the reaction if it is one emoji or a short ``:name:``, else ``invalid_reaction``.
+
+    One emoji means one grapheme cluster that Unicode's emoji data names as
+    an emoji, including skin tones, flags, keycaps and ZWJ sequences (the
+    ``emoji`` library keeps that data current); text with an emoji in it is
+    not one.
+    """
+    import emoji  # the emoji data; imported on first use
+
+    if _REACTION_NAME_RE.fullmatch(reaction) or emoji.is_emoji(reaction):
+        return reaction
+    raise ProtocolError(
+        ErrorCode.INVALID_REACTION,
+        "A reaction is one emoji (such as 👍) or a short name such as :tada: "
+        "(1–32 of a–z, 0–9, '_', '+', '-').",
+    )

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import protocol
-from clubroom_server import metrics
+from clubroom_server import life, metrics
 from clubroom_server.auth import (
     AttemptWindow,
     HasherBusy,
@@ -27,6 +27,7 @@ from clubroom_server.auth import (
     token_hash,
 )
 from clubroom_server.config import Settings
+from clubroom_server.life import MessageLife
 from clubroom_server.peer import Peer, PeerSet, fanout
 from clubroom_server.rooms import Room, Rooms
 from clubroom_server.store import (
@@ -56,14 +57,11 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def to_wire(room: Room, record: MessageRecord) -> protocol.Message:
-    return protocol.Message(
-        id=record.id,
-        room=room.name,
-        author=record.author,
-        text=record.text,
-        at=protocol.format_time(record.at_ms),
-    )
+def to_wire(
+    room: Room, record: MessageRecord, reply: protocol.ReplyRef | None = None
+) -> protocol.Message:
+    """A new message as it travels (``life.wire`` adds what changes may have added)."""
+    return life.wire(room, record, (), reply)
 
 
 class ChatService:
@@ -107,6 +105,9 @@ class ChatService:
             protocol.Send: self.send,
             protocol.History: self.history,
         }
+        # Edits, deletions, reactions, replies and search (issue 16): life.py.
+        self.life = MessageLife(self, store, settings.rate_limit, settings.rate_burst)
+        self.add_handlers(self.life.handlers)
 
     async def start(self) -> None:
         """Restore stored rooms (each gets one grace period) and drop expired tokens."""
@@ -361,29 +362,29 @@ class ChatService:
         if not was_member:
             self._take(self._room_bucket, peer)
         self._enter(peer, room)
+        assert peer.user is not None
         try:
-            if request.after is None:
-                records, more = await self._store.latest_messages(room.id, protocol.JOIN_LATEST)
-            else:
-                records, more = await self._store.messages_after(
-                    room.id, request.after, protocol.JOIN_AFTER_MAX
-                )
+            if request.after is not None:
+                page = await self.life.catch_up(room, request.after, peer.user.id)
+                # Only a catch-up page with more to come keeps the connection silent.
+                self._reply_joined(
+                    peer, room, request.id, page.messages, more=page.more,
+                    last_id=page.cursor, live=not page.more,
+                    changes=page.changes or None, cursor=page.cursor,
+                )  # fmt: skip
+                return None
+            records, more = await self._store.latest_messages(room.id, protocol.JOIN_LATEST)
+            shown = await self.life.present(room, records, peer.user.id)
         except StoreError:
             if not was_member:
                 self._leave(peer, room)
             raise
-        messages, trimmed = protocol.fit_to_budget(
-            [to_wire(room, record) for record in records], keep_newest=request.after is None
-        )
-        more = more or trimmed
-        # A latest page keeps the newest message and a catch-up page its last
-        # one, so the last kept id is what the snapshot covers.
-        last_id = messages[-1].id if messages else (request.after or 0)
-        # Only a catch-up page (``after`` with more to come) keeps the connection
-        # silent; without ``after``, ``more`` only says that older history exists.
-        catching_up = request.after is not None and more
+        messages, trimmed = protocol.fit_to_budget(shown, keep_newest=True)
+        # A latest page keeps the newest message: the snapshot covers up to it.
+        # Its ``more`` only says that older history exists: the connection is live.
+        last_id = messages[-1].id if messages else 0
         self._reply_joined(
-            peer, room, request.id, messages, more=more, last_id=last_id, live=not catching_up
+            peer, room, request.id, messages, more=more or trimmed, last_id=last_id, live=True
         )
         return None
 
@@ -409,6 +410,8 @@ class ChatService:
         more: bool,
         last_id: int,
         live: bool,
+        changes: list[protocol.Message] | None = None,
+        cursor: int | None = None,
     ) -> None:
         """Send ``joined`` first, then let the room's buffered events follow it."""
         joined = protocol.Joined(
@@ -417,9 +420,15 @@ class ChatService:
             members=room.member_names(),
             messages=messages,
             more=more,
+            changes=changes,
+            cursor=cursor,
         )
         peer.send(protocol.encode(joined))
         self.rooms.go_live(room, peer, last_id, live=live)
+
+    def joined_room(self, peer: Peer, name: str) -> Room:
+        """The room called ``name`` that this connection joined, or ``not_in_room``."""
+        return self._joined_room(peer, name)
 
     def _joined_room(self, peer: Peer, name: str) -> Room:
         key = protocol.room_key(protocol.check_room_name(name))
@@ -482,13 +491,18 @@ class ChatService:
     async def send(self, peer: Peer, request: protocol.Send) -> protocol.Reply:
         room = self._joined_room(peer, request.room)
         text = protocol.check_text(request.text)
+        reply = None
+        if request.reply_to is not None:
+            reply = await self.life.reply_target(room, request.reply_to)
         if request.nonce is None:
-            message = await self._store_message(peer, room, text, None)
+            message = await self._store_message(peer, room, text, None, reply)
         else:
-            message = await self._send_once(peer, room, text, request.nonce)
+            message = await self._send_once(peer, room, text, request.nonce, reply)
         return protocol.Sent(id=request.id, room=room.name, message=message)
 
-    async def _send_once(self, peer: Peer, room: Room, text: str, nonce: str) -> protocol.Message:
+    async def _send_once(
+        self, peer: Peer, room: Room, text: str, nonce: str, reply: protocol.ReplyRef | None
+    ) -> protocol.Message:
         """Store a message unless this user's nonce already stored one in this room.
 
         A send racing another with the same nonce waits for it (an in-memory
@@ -503,7 +517,7 @@ class ChatService:
             return await asyncio.shield(claim)
         claim = self._nonce_claims[key] = asyncio.get_running_loop().create_future()
         try:
-            message = await self._store_or_find(peer, room, text, nonce)
+            message = await self._store_or_find(peer, room, text, nonce, reply)
         except BaseException as exc:
             claim.set_exception(exc)
             claim.exception()  # whoever waits re-raises it; nobody else must
@@ -515,19 +529,24 @@ class ChatService:
             del self._nonce_claims[key]
 
     async def _store_or_find(
-        self, peer: Peer, room: Room, text: str, nonce: str
+        self, peer: Peer, room: Room, text: str, nonce: str, reply: protocol.ReplyRef | None
     ) -> protocol.Message:
         assert peer.user is not None
         try:
-            return await self._store_message(peer, room, text, nonce)
+            return await self._store_message(peer, room, text, nonce, reply)
         except DuplicateError:
             earlier = await self._store.message_by_nonce(room.id, peer.user.id, nonce)
             if earlier is None:
                 raise
-            return to_wire(room, earlier)
+            return (await self.life.present(room, [earlier], peer.user.id))[0]
 
     async def _store_message(
-        self, peer: Peer, room: Room, text: str, nonce: str | None
+        self,
+        peer: Peer,
+        room: Room,
+        text: str,
+        nonce: str | None,
+        reply: protocol.ReplyRef | None = None,
     ) -> protocol.Message:
         """Store durably, announce to the room right after the commit, then answer.
 
@@ -539,25 +558,39 @@ class ChatService:
         started = time.perf_counter()
 
         def announce(record: MessageRecord) -> None:
-            event = protocol.MessageEvent(message=to_wire(room, record))
+            event = protocol.MessageEvent(message=to_wire(room, record, reply))
             self.rooms.publish_message(room, record.id, protocol.encode(event))
 
         record = await self._store.append_message(
-            room.id, peer.user.id, peer.user.username, text, self._now(), nonce, announce
-        )
+            room.id, peer.user.id, peer.user.username, text, self._now(), nonce, announce,
+            reply_to=None if reply is None else reply.id,
+        )  # fmt: skip
         metrics.SEND_LATENCY.observe(time.perf_counter() - started)
         metrics.HOT.messages_stored += 1
-        return to_wire(room, record)
+        return to_wire(room, record, reply)
 
     async def history(self, peer: Peer, request: protocol.History) -> protocol.Reply:
         room = self._joined_room(peer, request.room)
+        assert peer.user is not None
         records, more = await self._store.messages_before(room.id, request.before, request.limit)
         messages, trimmed = protocol.fit_to_budget(
-            [to_wire(room, record) for record in records], keep_newest=True
+            await self.life.present(room, records, peer.user.id), keep_newest=True
         )
         return protocol.HistoryPage(
             id=request.id, room=room.name, messages=messages, more=more or trimmed
         )
+
+    def now(self) -> int:
+        """Wall-clock milliseconds that never go backwards (for change times)."""
+        return self._now()
+
+    def take_send(self, peer: Peer) -> None:
+        """Count a change against the sender's message rate (``rate_limited`` past it)."""
+        self._take(self._send_bucket, peer)
+
+    def take(self, bucket: TokenBucket, peer: Peer) -> None:
+        """Count a request against ``bucket`` (``rate_limited`` past it)."""
+        self._take(bucket, peer)
 
     def _now(self) -> int:
         """Wall-clock milliseconds that never go backwards, like message ids."""

@@ -288,8 +288,9 @@ _USER_SUMMARY = (
 )
 _ROOM_SUMMARY = (
     "SELECT r.id, r.name, r.created_ms, "
-    "(SELECT COUNT(*) FROM messages m WHERE m.room_id = r.id), "
-    "(SELECT m.at_ms FROM messages m WHERE m.room_id = r.id ORDER BY m.id DESC LIMIT 1) "
+    "(SELECT COUNT(*) FROM messages m WHERE m.room_id = r.id AND m.kind = 0), "
+    "(SELECT m.at_ms FROM messages m WHERE m.room_id = r.id AND m.kind = 0 "
+    "ORDER BY m.id DESC LIMIT 1) "
     "FROM rooms r"
 )
 
@@ -344,7 +345,7 @@ class AdminStore:
 
     async def user_details(self, user: UserSummary) -> UserDetails:
         rows = await self.db.fetch(
-            "SELECT COUNT(*), MAX(at_ms) FROM messages WHERE author_id = ?", (user.id,)
+            "SELECT COUNT(*), MAX(at_ms) FROM messages WHERE author_id = ? AND kind = 0", (user.id,)
         )
         return UserDetails(user, int(rows[0][0]), rows[0][1])
 

@@ -23,7 +23,7 @@ Guarantees every backend keeps:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from clubroom_server.store.records import (
     DumpBatch,
@@ -32,6 +32,14 @@ from clubroom_server.store.records import (
     RoomRecord,
     UserRecord,
 )
+
+if TYPE_CHECKING:
+    from clubroom_server.store.changes import (
+        ChangeRecord,
+        MessageChange,
+        ReactionCount,
+        SearchHit,
+    )
 
 OnStored = Callable[[MessageRecord], None]
 
@@ -135,6 +143,7 @@ class Store(Protocol):
         at_ms: int,
         nonce: str | None = None,
         on_stored: OnStored | None = None,
+        reply_to: int | None = None,
     ) -> MessageRecord:
         """Store a message and return it with its id and ``seq``.
 
@@ -143,6 +152,33 @@ class Store(Protocol):
         ``DuplicateError`` if this author already used ``nonce`` in the room;
         ``NotFoundError`` if the room is not stored.
         """
+        ...
+
+    async def change_message(
+        self, change: MessageChange, on_stored: Callable[[ChangeRecord], None] | None = None
+    ) -> ChangeRecord:
+        """Apply an edit, deletion or reaction in one transaction, as ``changes`` describes.
+
+        A change that changes something is stored as a change row with the
+        next id and the room's next ``seq``; ``on_stored`` runs in commit
+        order like ``append_message``'s. ``ChangeRefused`` names a broken rule.
+        """
+        ...
+
+    async def messages_by_id(self, room_id: int, ids: Sequence[int]) -> list[MessageRecord]:
+        """The rows of ``room_id`` with these ids (any order; missing ones left out)."""
+        ...
+
+    async def reactions(
+        self, message_ids: Sequence[int], user_id: int
+    ) -> dict[int, list[ReactionCount]]:
+        """Reaction counts of these messages, with whether ``user_id`` gave each."""
+        ...
+
+    async def search_messages(
+        self, room_id: int, phrases: Sequence[str], newest: bool, offset: int, limit: int
+    ) -> tuple[list[SearchHit], bool]:
+        """Live messages of the room containing every phrase; a page, and whether more match."""
         ...
 
     async def message_by_nonce(
@@ -162,7 +198,11 @@ class Store(Protocol):
     async def messages_after(
         self, room_id: int, after: int, limit: int
     ) -> tuple[list[MessageRecord], bool]:
-        """Up to ``limit`` messages with id > ``after``, oldest first, and whether more remain."""
+        """Up to ``limit`` rows with id > ``after``, oldest first, and whether more remain.
+
+        Change rows (kind > 0) are included: a resuming client learns of changes.
+        ``latest_messages`` and ``messages_before`` list messages (kind 0) only.
+        """
         ...
 
     # ------------------------------------------------------- moving the data

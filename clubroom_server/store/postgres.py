@@ -29,6 +29,20 @@ import asyncpg
 
 from clubroom_server.store import migrations
 from clubroom_server.store.batch import Refused, by_type, fail_all, settle
+from clubroom_server.store.changes import (
+    MAX_REACTIONS_PER_MESSAGE,
+    NOT_FOUND,
+    TOO_MANY_REACTIONS,
+    ChangeKind,
+    ChangeRecord,
+    ChangeRefused,
+    MessageChange,
+    ReactionCount,
+    SearchHit,
+    change_row,
+    counted,
+    refusal,
+)
 from clubroom_server.store.factory import describe_url
 from clubroom_server.store.interface import (
     DuplicateError,
@@ -71,8 +85,9 @@ ROOM_COLUMNS = ", ".join(TABLE_OF[RoomRecord].columns)
 APPEND_MANY = """
 WITH input AS (
     SELECT * FROM unnest(
-        $1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[]
-    ) WITH ORDINALITY AS i(room_id, author_id, author, text, at_ms, nonce, ord)
+        $1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+        $7::bigint[]
+    ) WITH ORDINALITY AS i(room_id, author_id, author, text, at_ms, nonce, reply_to, ord)
 ), locked AS (
     SELECT id, last_seq FROM rooms
     WHERE id IN (SELECT room_id FROM input)
@@ -86,8 +101,8 @@ WITH input AS (
     FROM (SELECT room_id, max(seq) AS seq FROM numbered GROUP BY room_id) top
     WHERE rooms.id = top.room_id
 )
-INSERT INTO messages (room_id, seq, author_id, author, text, at_ms, nonce)
-SELECT room_id, seq, author_id, author, text, at_ms, nonce FROM numbered ORDER BY ord
+INSERT INTO messages (room_id, seq, author_id, author, text, at_ms, nonce, reply_to)
+SELECT room_id, seq, author_id, author, text, at_ms, nonce, reply_to FROM numbered ORDER BY ord
 RETURNING id, room_id, seq
 """
 
@@ -111,6 +126,12 @@ _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 ConnOp = Callable[[asyncpg.Connection], Awaitable[Any]]
 
+REACTION_COUNTS = (
+    "SELECT message_id, emoji, COUNT(*), bool_or(user_id = $1) FROM reactions "
+    "WHERE message_id = ANY($2::bigint[]) GROUP BY message_id, emoji ORDER BY message_id, MIN(id)"
+)
+SEARCH_ORDER = {True: "id DESC", False: "ts_rank(search, q) DESC, id DESC"}
+
 
 class _Append(NamedTuple):
     room_id: int
@@ -119,6 +140,7 @@ class _Append(NamedTuple):
     text: str
     at_ms: int
     nonce: str | None
+    reply_to: int | None = None
 
 
 class _Write(NamedTuple):
@@ -407,9 +429,58 @@ class PostgresStore:
         at_ms: int,
         nonce: str | None = None,
         on_stored: OnStored | None = None,
+        reply_to: int | None = None,
     ) -> MessageRecord:
-        append = _Append(room_id, author_id, author, text, at_ms, nonce)
+        append = _Append(room_id, author_id, author, text, at_ms, nonce, reply_to)
         return await self._write(append, on_stored)  # type: ignore[no-any-return]
+
+    async def change_message(
+        self, change: MessageChange, on_stored: Callable[[ChangeRecord], None] | None = None
+    ) -> ChangeRecord:
+        """Apply an edit, deletion or reaction in one transaction (see ``changes``).
+
+        A deletion overwrites the text with an UPDATE; the old row version
+        leaves the table files when VACUUM reuses its space (SECURITY.md).
+        """
+        return await self._write(lambda conn: _apply_change(conn, change), on_stored)  # type: ignore[no-any-return]
+
+    async def messages_by_id(self, room_id: int, ids: Sequence[int]) -> list[MessageRecord]:
+        if not ids:
+            return []
+        rows = await self._fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND id = ANY($2::bigint[])",
+            room_id,
+            list(ids),
+        )
+        return [MessageRecord(*row) for row in rows]
+
+    async def reactions(
+        self, message_ids: Sequence[int], user_id: int
+    ) -> dict[int, list[ReactionCount]]:
+        if not message_ids:
+            return {}
+        rows = await self._fetch(REACTION_COUNTS, user_id, list(message_ids))
+        return counted([tuple(row) for row in rows])
+
+    async def search_messages(
+        self, room_id: int, phrases: Sequence[str], newest: bool, offset: int, limit: int
+    ) -> tuple[list[SearchHit], bool]:
+        """Messages of the room matching every phrase, newest or best (ts_rank) first.
+
+        Each phrase (words only, ``search.parse_query``) is quoted for
+        ``websearch_to_tsquery``, which never raises on any input anyway.
+        """
+        query = " ".join(f'"{phrase}"' for phrase in phrases)
+        rows = await self._fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages, websearch_to_tsquery('simple', $2) q "
+            f"WHERE room_id = $1 AND kind = 0 AND search @@ q ORDER BY {SEARCH_ORDER[newest]} "
+            "LIMIT $3 OFFSET $4",
+            room_id,
+            query,
+            limit + 1,
+            offset,
+        )
+        return [SearchHit(MessageRecord(*row)) for row in rows[:limit]], len(rows) > limit
 
     async def message_by_nonce(
         self, room_id: int, author_id: int, nonce: str
@@ -433,15 +504,15 @@ class PostgresStore:
         # generic plan could not use that bound in the index scan.
         if before is None:
             rows = await self._fetch(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 "
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND kind = 0 "
                 "ORDER BY id DESC LIMIT $2",
                 room_id,
                 limit + 1,
             )
         else:
             rows = await self._fetch(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND id < $2 "
-                "ORDER BY id DESC LIMIT $3",
+                f"SELECT {MESSAGE_COLUMNS} FROM messages "
+                "WHERE room_id = $1 AND kind = 0 AND id < $2 ORDER BY id DESC LIMIT $3",
                 room_id,
                 before,
                 limit + 1,
@@ -603,9 +674,106 @@ async def _append_many(conn: asyncpg.Connection, run: list[_Write]) -> list[Any]
                 append.text,
                 append.at_ms,
                 append.nonce,
+                reply_to=append.reply_to,
             )
         )
     return results
+
+
+async def _apply_change(conn: asyncpg.Connection, change: MessageChange) -> Any:
+    """Check and apply one change under the room's lock, and record it as a change row.
+
+    Refusals are returned (not raised) before anything is written, so the
+    rest of the batch still commits.
+    """
+    last_seq = await conn.fetchval(
+        "SELECT last_seq FROM rooms WHERE id = $1 FOR UPDATE", change.room_id
+    )
+    row = await conn.fetchrow(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 FOR UPDATE", change.message_id
+    )
+    target = MessageRecord(*row) if row else None
+    reason = NOT_FOUND if last_seq is None else refusal(change, target)
+    if reason is not None:
+        return Refused(ChangeRefused(reason))
+    assert target is not None
+    written = await _write_change(conn, change)
+    if isinstance(written, Refused):
+        return written
+    if not written:
+        return ChangeRecord(None, target, await _reactions_of(conn, change), change)
+    seq = last_seq + 1
+    await conn.execute("UPDATE rooms SET last_seq = $2 WHERE id = $1", change.room_id, seq)
+    row_id = await conn.fetchval(
+        "INSERT INTO messages (room_id, seq, author_id, author, text, at_ms, kind, target_id) "
+        "VALUES ($1, $2, $3, $4, '', $5, $6, $7) RETURNING id",
+        change.room_id,
+        seq,
+        change.user_id,
+        change.username,
+        change.at_ms,
+        int(change.kind),
+        change.message_id,
+    )
+    after = await conn.fetchrow(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", change.message_id
+    )
+    return ChangeRecord(
+        change_row(change, row_id, seq),
+        MessageRecord(*after),
+        await _reactions_of(conn, change),
+        change,
+    )
+
+
+async def _write_change(conn: asyncpg.Connection, change: MessageChange) -> bool | Refused:
+    """Write the change to the message (or its reactions); False if nothing changed."""
+    if change.kind == ChangeKind.EDIT:
+        await conn.execute(
+            "UPDATE messages SET text = $2, edited_ms = $3 WHERE id = $1",
+            change.message_id,
+            change.text,
+            change.at_ms,
+        )
+    elif change.kind == ChangeKind.DELETE:
+        await conn.execute(
+            "UPDATE messages SET text = '', deleted_ms = $2, edited_ms = NULL WHERE id = $1",
+            change.message_id,
+            change.at_ms,
+        )
+        await conn.execute("DELETE FROM reactions WHERE message_id = $1", change.message_id)
+    elif change.kind == ChangeKind.REACT:
+        emojis = {
+            row[0]
+            for row in await conn.fetch(
+                "SELECT DISTINCT emoji FROM reactions WHERE message_id = $1", change.message_id
+            )
+        }
+        if change.emoji not in emojis and len(emojis) >= MAX_REACTIONS_PER_MESSAGE:
+            return Refused(ChangeRefused(TOO_MANY_REACTIONS))
+        status = await conn.execute(
+            "INSERT INTO reactions (message_id, user_id, emoji, at_ms) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT DO NOTHING",
+            change.message_id,
+            change.user_id,
+            change.emoji,
+            change.at_ms,
+        )
+        return status != "INSERT 0 0"
+    else:
+        status = await conn.execute(
+            "DELETE FROM reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3",
+            change.message_id,
+            change.user_id,
+            change.emoji,
+        )
+        return status != "DELETE 0"
+    return True
+
+
+async def _reactions_of(conn: asyncpg.Connection, change: MessageChange) -> list[ReactionCount]:
+    rows = await conn.fetch(REACTION_COUNTS, change.user_id, [change.message_id])
+    return counted([tuple(row) for row in rows]).get(change.message_id, [])
 
 
 def _refusal(exc: BaseException) -> StoreError:

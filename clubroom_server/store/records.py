@@ -58,6 +58,25 @@ class MessageRecord:
     text: str
     at_ms: int
     nonce: str | None = None
+    # Schema 6 (living messages): ``kind`` 0 is a message; 1–4 are changes
+    # (see ``changes.ChangeKind``) to the message ``target_id``, which take
+    # their own id and seq so that they are ordered with the room's messages.
+    kind: int = 0
+    target_id: int | None = None
+    reply_to: int | None = None
+    edited_ms: int | None = None
+    deleted_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReactionRecord:
+    """One user's reaction to a message (schema 6); unique per message, user and emoji."""
+
+    id: int
+    message_id: int
+    user_id: int
+    emoji: str
+    at_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +105,7 @@ DumpBatch = (
     | list[RoomRecord]
     | list[MessageRecord]
     | list[AdminRecord]
+    | list[ReactionRecord]
 )
 
 
@@ -127,5 +147,6 @@ TABLES = (
     Table(RoomRecord, "rooms", "id"),
     Table(MessageRecord, "messages", "id"),
     Table(AdminRecord, "admins", "user_id"),
+    Table(ReactionRecord, "reactions", "id"),
 )
 TABLE_OF = {table.record: table for table in TABLES}

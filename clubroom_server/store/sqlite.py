@@ -21,6 +21,7 @@ import sqlite3
 import struct
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -28,6 +29,21 @@ import aiosqlite
 
 from clubroom_server.store import migrations
 from clubroom_server.store.batch import Refused, by_type, fail_all, settle
+from clubroom_server.store.changes import (
+    MAX_REACTIONS_PER_MESSAGE as MAX_REACTIONS,
+)
+from clubroom_server.store.changes import (
+    TOO_MANY_REACTIONS,
+    ChangeKind,
+    ChangeRecord,
+    ChangeRefused,
+    MessageChange,
+    ReactionCount,
+    SearchHit,
+    change_row,
+    counted,
+    refusal,
+)
 from clubroom_server.store.interface import (
     DuplicateError,
     NotFoundError,
@@ -67,7 +83,16 @@ MESSAGE_COLUMNS = ", ".join(TABLE_OF[MessageRecord].columns)
 USER_COLUMNS = ", ".join(TABLE_OF[UserRecord].columns)
 ROOM_COLUMNS = ", ".join(TABLE_OF[RoomRecord].columns)
 
-INSERT_MESSAGE = f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+MESSAGE_FIELDS = TABLE_OF[MessageRecord].columns
+INSERT_MESSAGE = (
+    f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ({', '.join('?' for _ in MESSAGE_FIELDS)})"
+)
+M_COLUMNS = ", ".join(f"m.{column}" for column in MESSAGE_FIELDS)
+REACTION_COUNTS = (
+    "SELECT message_id, emoji, COUNT(*), MAX(user_id = ?) FROM reactions "
+    "WHERE message_id IN ({marks}) GROUP BY message_id, emoji ORDER BY message_id, MIN(id)"
+)
+SEARCH_ORDER = {True: "m.id DESC", False: "bm25(messages_fts), m.id DESC"}
 WriteOp = Callable[[sqlite3.Connection], Any]
 
 
@@ -80,6 +105,7 @@ class _Append(NamedTuple):
     text: str
     at_ms: int
     nonce: str | None
+    reply_to: int | None = None
 
 
 class _Write(NamedTuple):
@@ -388,9 +414,61 @@ class SQLiteStore:
         at_ms: int,
         nonce: str | None = None,
         on_stored: OnStored | None = None,
+        reply_to: int | None = None,
     ) -> MessageRecord:
-        append = _Append(room_id, author_id, author, text, at_ms, nonce)
+        append = _Append(room_id, author_id, author, text, at_ms, nonce, reply_to)
         return await self._write(append, on_stored)  # type: ignore[no-any-return]
+
+    async def change_message(
+        self, change: MessageChange, on_stored: Callable[[ChangeRecord], None] | None = None
+    ) -> ChangeRecord:
+        """Apply an edit, deletion or reaction in one transaction (see ``changes``).
+
+        A deletion is not answered before its text has left the search index
+        as well (an FTS5 ``optimize`` drops the index's old copies of the
+        words) and the WAL is due to be truncated (a checkpoint right after).
+        """
+        result: ChangeRecord = await self._write(lambda db: _apply_change(db, change), on_stored)
+        if change.kind == ChangeKind.DELETE and result.row is not None:
+            await self._write(_optimize_search_index)
+            self._truncate_wanted.set()
+        return result
+
+    async def messages_by_id(self, room_id: int, ids: Sequence[int]) -> list[MessageRecord]:
+        if not ids:
+            return []
+        marks = ", ".join("?" for _ in ids)
+        rows = await self._read(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND id IN ({marks})",
+            (room_id, *ids),
+        )
+        return [MessageRecord(*row) for row in rows]
+
+    async def reactions(
+        self, message_ids: Sequence[int], user_id: int
+    ) -> dict[int, list[ReactionCount]]:
+        if not message_ids:
+            return {}
+        marks = ", ".join("?" for _ in message_ids)
+        rows = await self._read(REACTION_COUNTS.format(marks=marks), (user_id, *message_ids))
+        return counted(rows)
+
+    async def search_messages(
+        self, room_id: int, phrases: Sequence[str], newest: bool, offset: int, limit: int
+    ) -> tuple[list[SearchHit], bool]:
+        """Messages of the room matching every phrase, newest or best (bm25) first.
+
+        The phrases are words only (``search.parse_query``); each is quoted as
+        an FTS5 string, so no user input is ever read as FTS5 syntax.
+        """
+        match = " ".join(f'"{phrase}"' for phrase in phrases)
+        rows = await self._read(
+            f"SELECT {M_COLUMNS} FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+            f"WHERE messages_fts MATCH ? AND m.room_id = ? ORDER BY {SEARCH_ORDER[newest]} "
+            "LIMIT ? OFFSET ?",
+            (match, room_id, limit + 1, offset),
+        )
+        return [SearchHit(MessageRecord(*row)) for row in rows[:limit]], len(rows) > limit
 
     async def message_by_nonce(
         self, room_id: int, author_id: int, nonce: str
@@ -411,7 +489,7 @@ class SQLiteStore:
         bound = "" if before is None else "AND id < ?"
         params: tuple[int, ...] = (room_id,) if before is None else (room_id, before)
         rows = await self._read(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? {bound} "
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND kind = 0 {bound} "
             "ORDER BY id DESC LIMIT ?",
             (*params, limit + 1),
         )
@@ -603,7 +681,7 @@ def _commit_all(db: sqlite3.Connection, ops: list[WriteOp | _Append]) -> list[An
                 if len(run) > 1:
                     raise
                 results.append(Refused(_refusal(exc)))
-            except (DuplicateError, NotFoundError) as exc:
+            except (DuplicateError, NotFoundError, ChangeRefused) as exc:
                 results.append(Refused(exc))
         db.commit()
     except BaseException:
@@ -647,20 +725,98 @@ def _append_run(db: sqlite3.Connection, appends: list[_Append]) -> list[Any]:
             continue
         last_id += 1
         seq = last_seq[append.room_id] = last_seq[append.room_id] + 1
-        record = MessageRecord(last_id, append.room_id, seq, *append[1:])
-        rows.append(
-            (record.id, record.room_id, seq, record.author_id, record.author, record.text,
-             record.at_ms, record.nonce)
-        )  # fmt: skip
+        record = MessageRecord(last_id, append.room_id, seq, *append[1:6], reply_to=append.reply_to)
+        rows.append(astuple(record))
         results.append(record)
-    db.executemany(
-        f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
-    )
+    db.executemany(INSERT_MESSAGE, rows)
     db.executemany(
         "UPDATE rooms SET last_seq = ? WHERE id = ?",
         [(seq, room_id) for room_id, seq in last_seq.items()],
     )
     return results
+
+
+def _apply_change(db: sqlite3.Connection, change: MessageChange) -> ChangeRecord:
+    """Check and apply one change, and record it as a change row (on the writer thread)."""
+    target = _message(db, change.message_id)
+    reason = refusal(change, target)
+    if reason is not None:
+        raise ChangeRefused(reason)
+    if not _write_change(db, change):
+        return ChangeRecord(None, target, _reactions_of(db, change), change)  # type: ignore[arg-type]
+    (last_id,) = db.execute(
+        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0)"
+    ).fetchone()
+    (seq,) = db.execute(
+        "UPDATE rooms SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
+        (change.room_id,),
+    ).fetchone()
+    row = change_row(change, last_id + 1, seq)
+    db.execute(INSERT_MESSAGE, astuple(row))
+    after = _message(db, change.message_id)
+    assert after is not None
+    return ChangeRecord(row, after, _reactions_of(db, change), change)
+
+
+def _write_change(db: sqlite3.Connection, change: MessageChange) -> bool:
+    """Write the change to the message (or its reactions); False if nothing changed."""
+    if change.kind == ChangeKind.EDIT:
+        db.execute(
+            "UPDATE messages SET text = ?, edited_ms = ? WHERE id = ?",
+            (change.text, change.at_ms, change.message_id),
+        )
+    elif change.kind == ChangeKind.DELETE:
+        # The text itself is overwritten (secure_delete zeroes the freed bytes).
+        db.execute(
+            "UPDATE messages SET text = '', deleted_ms = ?, edited_ms = NULL WHERE id = ?",
+            (change.at_ms, change.message_id),
+        )
+        db.execute("DELETE FROM reactions WHERE message_id = ?", (change.message_id,))
+    elif change.kind == ChangeKind.REACT:
+        return _add_reaction(db, change)
+    else:
+        return bool(
+            db.execute(
+                "DELETE FROM reactions WHERE message_id = ? AND user_id = ? AND emoji = ?",
+                (change.message_id, change.user_id, change.emoji),
+            ).rowcount
+        )
+    return True
+
+
+def _add_reaction(db: sqlite3.Connection, change: MessageChange) -> bool:
+    emojis = {
+        emoji
+        for (emoji,) in db.execute(
+            "SELECT DISTINCT emoji FROM reactions WHERE message_id = ?", (change.message_id,)
+        )
+    }
+    if change.emoji not in emojis and len(emojis) >= MAX_REACTIONS:
+        raise ChangeRefused(TOO_MANY_REACTIONS)
+    return bool(
+        db.execute(
+            "INSERT INTO reactions (message_id, user_id, emoji, at_ms) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            (change.message_id, change.user_id, change.emoji, change.at_ms),
+        ).rowcount
+    )
+
+
+def _message(db: sqlite3.Connection, message_id: int) -> MessageRecord | None:
+    row = db.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+    ).fetchone()
+    return MessageRecord(*row) if row else None
+
+
+def _reactions_of(db: sqlite3.Connection, change: MessageChange) -> list[ReactionCount]:
+    rows = db.execute(REACTION_COUNTS.format(marks="?"), (change.user_id, change.message_id))
+    return counted(rows.fetchall()).get(change.message_id, [])
+
+
+def _optimize_search_index(db: sqlite3.Connection) -> None:
+    """Merge the FTS5 index into one segment: the words of deleted texts leave it."""
+    db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('optimize')")
 
 
 def _failure(exc: Exception) -> StoreError:
