@@ -59,7 +59,7 @@ class WireClient:
             future = self._replies.pop(frame.get("id"), None) if "id" in frame else None
             if future is not None:
                 future.set_result(frame)
-            elif frame.get("type") in ("message", "member_joined", "member_left"):
+            elif frame.get("type") in ("message", "member_joined", "member_left", "message_changed"):
                 self.events.put_nowait(frame)
             else:
                 self._unmatched.put_nowait(frame)
