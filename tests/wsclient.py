@@ -19,6 +19,9 @@ PASSWORD = "correct-horse-1!"
 TIMEOUT = 5.0
 
 
+EVENT_TYPES = frozenset({"message", "member_joined", "member_left", "message_changed"})
+
+
 class WireClient:
     """Sends requests with fresh ids, matches replies by id and queues events."""
 
@@ -59,7 +62,7 @@ class WireClient:
             future = self._replies.pop(frame.get("id"), None) if "id" in frame else None
             if future is not None:
                 future.set_result(frame)
-            elif frame.get("type") in ("message", "member_joined", "member_left", "message_changed"):
+            elif frame.get("type") in EVENT_TYPES:
                 self.events.put_nowait(frame)
             else:
                 self._unmatched.put_nowait(frame)
