@@ -35,7 +35,10 @@ from protocol import (
     HISTORY_DEFAULT,
     MAX_SERVER_FRAME_BYTES,
     SUBPROTOCOL,
+    Changed,
     CreateRoom,
+    Delete,
+    Edit,
     Error,
     ErrorCode,
     History,
@@ -48,12 +51,16 @@ from protocol import (
     MemberJoined,
     MemberLeft,
     Message,
+    MessageChanged,
     MessageEvent,
     Ok,
     ProtocolError,
+    React,
     Register,
     Resume,
     RoomDeleted,
+    Search,
+    SearchPage,
     Send,
     Sent,
     ServerFrame,
@@ -189,7 +196,23 @@ class SessionEnded:
     reason: str
 
 
-ClientEvent = StateChanged | MessagesAdded | MembersChanged | SendDelayed | RoomLost | SessionEnded
+@dataclass(frozen=True)
+class MessagesChanged:
+    """Messages already known were edited, deleted or reacted to: their current state."""
+
+    room: str
+    messages: tuple[Message, ...]
+
+
+ClientEvent = (
+    StateChanged
+    | MessagesAdded
+    | MembersChanged
+    | SendDelayed
+    | RoomLost
+    | SessionEnded
+    | MessagesChanged
+)
 
 
 @dataclass
@@ -204,6 +227,9 @@ class RoomState:
     # until when, monotonic): when they re-join after a server restart, that is
     # no news, so it is not announced as "joined".
     returning: dict[str, float] = field(default_factory=dict)
+    # The room's position we have seen up to: message ids and change positions
+    # (``Joined.cursor``, ``MessageChanged.position``): where a resume starts.
+    cursor: int = 0
 
     def expect_back(self, before: tuple[str, ...], me: str, until: float) -> None:
         """Remember who was here before the outage and is missing from the new snapshot."""
@@ -242,6 +268,19 @@ class RoomState:
             del self.messages[:excess]
             self.has_older = True
 
+    @property
+    def resume_after(self) -> int:
+        """Resume after everything seen: the newest message and the newest change."""
+        return max(self.cursor, self.last_id or 0)
+
+    def replace(self, messages: list[Message]) -> list[Message]:
+        """Swap in the current state of messages we hold; return those we held."""
+        index = {m.id: i for i, m in enumerate(self.messages)}
+        held = [m for m in messages if m.id in index]
+        for message in held:
+            self.messages[index[message.id]] = message
+        return held
+
     def add_older(self, messages: list[Message]) -> list[Message]:
         """Prepend the messages older than what we have; return those that were new."""
         oldest = self.oldest_id
@@ -258,6 +297,7 @@ class PendingSend:
     text: str
     nonce: str
     future: asyncio.Future[Message]
+    reply_to: int | None = None
 
 
 class EventStream:
@@ -452,7 +492,7 @@ class ClubroomClient:
         request = History(room=room, before=before, limit=limit or HISTORY_DEFAULT)
         return await self._request(request, HistoryPage)
 
-    def queue_send(self, room: str, text: str) -> PendingSend:
+    def queue_send(self, room: str, text: str, reply_to: int | None = None) -> PendingSend:
         """Queue a message for a joined room; its future resolves with the stored message.
 
         Raises ``RequestFailed`` at once for text the server would refuse. The
@@ -472,6 +512,7 @@ class ClubroomClient:
             text=text,
             nonce=uuid.uuid4().hex,
             future=asyncio.get_running_loop().create_future(),
+            reply_to=reply_to,
         )
         self._outbox.append(item)
         self._outbox_changed.set()
@@ -662,12 +703,15 @@ class ClubroomClient:
 
     async def _rejoin(self, state: RoomState) -> None:
         """Join again with ``after``, looping while the server says ``more``."""
-        after = state.last_id if state.last_id is not None else 0
+        after = state.resume_after
         while True:
             joined = await self._call(JoinRoom(room=state.name, after=after), Joined)
             if not joined.more:
                 return
-            after = joined.messages[-1].id if joined.messages else after
+            if joined.cursor is not None:
+                after = joined.cursor
+            else:
+                after = joined.messages[-1].id if joined.messages else after
 
     # -- incoming frames ---------------------------------------------------
 
@@ -677,6 +721,8 @@ class ClubroomClient:
             self._on_message(frame.message)
         elif isinstance(frame, MemberJoined | MemberLeft):
             self._on_member_change(frame)
+        elif isinstance(frame, MessageChanged):
+            self._on_changed(frame)
         elif isinstance(frame, RoomDeleted):
             self._forget_room(frame.room, ROOM_DELETED)
             self._emit(RoomLost(frame.room, ROOM_DELETED))
@@ -706,6 +752,8 @@ class ClubroomClient:
             if state is not None and request.before == state.oldest_id:
                 state.add_older(reply.messages)
                 state.has_older = reply.more
+        elif isinstance(reply, Changed):
+            self._apply_changes(reply.room, [reply.message])
         elif isinstance(reply, Ok) and isinstance(request, LeaveRoom):
             self._forget_room(request.room, "You left the room before it was sent.")
         elif isinstance(reply, Ok) and isinstance(request, Logout):
@@ -727,6 +775,10 @@ class ClubroomClient:
         fresh = state.add_newer(joined.messages)
         if fresh:
             self._emit(MessagesAdded(state.name, tuple(fresh), snapshot=fresh_join))
+        if joined.cursor is not None:
+            state.cursor = max(state.cursor, joined.cursor)
+        if joined.changes:
+            self._apply_changes(state.name, joined.changes)
 
     def _on_message(self, message: Message) -> None:
         state = self._room(message.room)
@@ -760,6 +812,54 @@ class ClubroomClient:
             )
         )
 
+    # -- living messages: edit, delete, react, search (issue 16) -----------
+
+    async def edit(self, room: str, message_id: int, text: str) -> Message:
+        """Replace the text of one of our messages; the message as it is now."""
+        try:
+            check_text(text)
+        except ProtocolError as exc:
+            raise RequestFailed(exc.code, exc.message) from None
+        reply = await self._request(Edit(room=room, message=message_id, text=text), Changed)
+        return reply.message
+
+    async def delete(self, room: str, message_id: int) -> Message:
+        """Erase one of our messages (a "message deleted" tombstone stays)."""
+        return (await self._request(Delete(room=room, message=message_id), Changed)).message
+
+    async def react(
+        self, room: str, message_id: int, emoji: str, *, remove: bool = False
+    ) -> Message:
+        """Add (or take back) a reaction; the message with its counts as they are now."""
+        request = React(room=room, message=message_id, emoji=emoji, remove=remove)
+        return (await self._request(request, Changed)).message
+
+    async def search(
+        self, room: str, query: str, *, order: str = "newest", offset: int = 0
+    ) -> SearchPage:
+        """A page of the room's messages containing the query's words."""
+        request = Search(room=room, query=query, order=order, offset=offset)  # type: ignore[arg-type]
+        return await self._request(request, SearchPage)
+
+    def _on_changed(self, event: MessageChanged) -> None:
+        """A change event: keep our own ``mine`` flags (events carry counts only)."""
+        state = self._room(event.room)
+        if state is None:
+            return
+        state.cursor = max(state.cursor, event.position)
+        old = next((m for m in state.messages if m.id == event.message.id), None)
+        by_me = event.by.casefold() == (self.username or "").casefold()
+        message = with_mine(event.message, old, event.emoji if by_me else None, event.change)
+        self._apply_changes(state.name, [message])
+
+    def _apply_changes(self, room: str, messages: list[Message]) -> None:
+        state = self._room(room)
+        if state is None:
+            return
+        held = state.replace(messages)
+        if held:
+            self._emit(MessagesChanged(state.name, tuple(held)))
+
     # -- outbox ------------------------------------------------------------
 
     async def _pump_outbox(self) -> None:
@@ -771,7 +871,9 @@ class ClubroomClient:
                 self._outbox.popleft()
                 continue
             try:
-                request = Send(room=item.room, text=item.text, nonce=item.nonce)
+                request = Send(
+                    room=item.room, text=item.text, nonce=item.nonce, reply_to=item.reply_to
+                )
                 sent = await self._call(request, Sent)
             except (NotConnected, ConnectionLost, RequestTimeout):
                 continue  # the same item goes again, same nonce, once ready
@@ -863,3 +965,17 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, InvalidHandshake):
         return "not a Clubroom server"
     return str(exc) or type(exc).__name__
+
+
+def with_mine(new: Message, old: Message | None, my_emoji: str | None, change: str) -> Message:
+    """``new`` with the ``mine`` flags we knew, updated by our own reaction if it was ours."""
+    mine = {r.emoji for r in (old.reactions or []) if r.mine} if old else set()
+    if my_emoji is not None:
+        if change == "reacted":
+            mine.add(my_emoji)
+        elif change == "unreacted":
+            mine.discard(my_emoji)
+    if not new.reactions:
+        return new
+    reactions = [msgspec.structs.replace(r, mine=r.emoji in mine) for r in new.reactions]
+    return msgspec.structs.replace(new, reactions=reactions)
