@@ -19,6 +19,7 @@ from clubroom_tui.client import (
     ClubroomClient,
     MembersChanged,
     MessagesAdded,
+    MessagesChanged,
     PendingSend,
     RequestFailed,
     RoomLost,
@@ -29,6 +30,7 @@ from clubroom_tui.doomed import is_last_member, what_goes
 from clubroom_tui.news import ClientNews
 from clubroom_tui.plain import printable
 from clubroom_tui.screens.confirm import Confirm
+from clubroom_tui.screens.room_actions import MessageActions
 from clubroom_tui.widgets.composer import Composer
 from clubroom_tui.widgets.member_list import MemberList
 from clubroom_tui.widgets.message_log import MessageLog, Notice
@@ -41,7 +43,7 @@ QUEUED = "queued until the connection is back"
 SLOWED = "slow down: waiting to send"
 
 
-class RoomScreen(Screen[None]):
+class RoomScreen(MessageActions, Screen[None]):
     """The room's name and connection state on top, the log, members and composer below."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -50,6 +52,8 @@ class RoomScreen(Screen[None]):
         Binding("ctrl+end", "jump_down", "Newest", show=False),
         Binding("pageup", "page_up", "Older", show=False),
         Binding("pagedown", "page_down", "Newer", show=False),
+        Binding("ctrl+up", "choose_message", "Choose message"),
+        Binding("ctrl+f", "search", "Search"),
     ]
 
     class Left(Message):
@@ -82,6 +86,7 @@ class RoomScreen(Screen[None]):
             yield MemberList(self.me, id="members")
         yield Static(id="connection-notice")
         yield Static(id="room-notice")
+        yield Static(id="action-notice")
         with Horizontal(id="composer-row"):
             yield Composer(self.room, self._member_names, id="composer")
             leave = Button("Leave", id="leave", variant="error")
@@ -99,6 +104,7 @@ class RoomScreen(Screen[None]):
             self._track(item)
         self.watch(log, "unseen", self._show_unseen)
         self.watch(self.app, "connection_detail", self._show_connection)
+        self.query_one("#action-notice", Static).display = False
         self.set_focus(self.query_one(Composer))
 
     def notice(self, text: str) -> None:
@@ -139,6 +145,8 @@ class RoomScreen(Screen[None]):
             self._show_messages(event)
         elif isinstance(event, MembersChanged):
             self._show_members(event)
+        elif isinstance(event, MessagesChanged):
+            self.show_changes(event)
         elif isinstance(event, SendDelayed):
             self.notice(f"Slow down: your message goes out in {event.retry_after:.1f} s.")
             self._restatus(SLOWED)
@@ -171,8 +179,11 @@ class RoomScreen(Screen[None]):
 
     @on(Composer.Ready)
     def _send(self, event: Composer.Ready) -> None:
+        if self.take_composed(event.text):  # an edit, or /search
+            return
+        reply_to = self.reply_target()
         try:
-            item = self.client.queue_send(self.room, event.text)
+            item = self.client.queue_send(self.room, event.text, reply_to=reply_to)
         except RequestFailed as exc:
             self.query_one(Composer).restore(event.text)
             self.notice(exc.message)
@@ -236,6 +247,8 @@ class RoomScreen(Screen[None]):
     # -- keys ------------------------------------------------------------------------
 
     def action_back(self) -> None:
+        if self.cancel_action():  # Escape first ends editing or replying
+            return
         self.app.pop_screen()
 
     def action_toggle_members(self) -> None:

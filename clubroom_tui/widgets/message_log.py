@@ -9,17 +9,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from rich.style import Style
 from rich.text import Text
+from textual.binding import Binding, BindingType
 from textual.events import Resize
 from textual.message import Message as TextualMessage
 from textual.reactive import reactive
 from textual.widgets import RichLog
 
 from clubroom_tui.plain import plain
-from protocol import Message, parse_time
+from protocol import Message, Reaction, parse_time
+
+Action = Literal["edit", "delete", "react", "reply", "copy"]
 
 
 @dataclass(frozen=True)
@@ -75,12 +78,37 @@ class MessageLog(RichLog):
         "message-log--mine",
         "message-log--notice",
         "message-log--day",
+        "message-log--selected",
+        "message-log--dim",
     }
+    # While the log has the focus, up/down choose a message and a letter acts on it.
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "select(-1)", "Previous", show=False),
+        Binding("down", "select(1)", "Next", show=False),
+        Binding("e", "act('edit')", "Edit"),
+        Binding("d", "act('delete')", "Delete"),
+        Binding("r", "act('react')", "React"),
+        Binding("t", "act('reply')", "Reply"),
+        Binding("enter", "act('reply')", "Reply", show=False),
+        Binding("c", "act('copy')", "Copy"),
+        Binding("escape", "done", "Back to writing"),
+    ]
 
     unseen: reactive[int] = reactive(0)
 
     class NearTop(TextualMessage):
         """The reader is at the top of the log, so older messages are wanted."""
+
+    class Act(TextualMessage):
+        """The reader asked to do something with the selected message."""
+
+        def __init__(self, action: Action, message: Message) -> None:
+            super().__init__()
+            self.action = action
+            self.message = message
+
+    class Done(TextualMessage):
+        """The reader is done choosing messages (Escape): back to the composer."""
 
     def __init__(self, me: str, *, id: str | None = None) -> None:
         super().__init__(wrap=True, markup=False, highlight=False, min_width=1, id=id)
@@ -93,6 +121,8 @@ class MessageLog(RichLog):
         self._moving = False  # our own scrolling, not the reader's
         self.following = True
         self._styles: dict[str, Style] = {}
+        self.selected: int | None = None  # the id of the chosen message
+        self._line_of: dict[int, int] = {}  # message id → its first line in the log
 
     def on_mount(self) -> None:
         self.watch(self, "scroll_y", self._scrolled, init=False)
@@ -127,6 +157,67 @@ class MessageLog(RichLog):
         self._ids.update(m.id for m in fresh)
         self._entries = sorted([*self._entries, *fresh, *notices], key=local_time)
         self._redraw()
+
+    def update_messages(self, messages: Iterable[Message]) -> None:
+        """Show the current state of messages already shown (edited, deleted, reacted to)."""
+        changed = {m.id: m for m in messages if m.id in self._ids}
+        if not changed:
+            return
+        self._entries = [
+            changed.get(e.id, e) if isinstance(e, Message) else e for e in self._entries
+        ]
+        self._redraw()
+
+    @property
+    def messages(self) -> list[Message]:
+        return [e for e in self._entries if isinstance(e, Message)]
+
+    @property
+    def selected_message(self) -> Message | None:
+        return next((m for m in self.messages if m.id == self.selected), None)
+
+    def select(self, message_id: int | None) -> None:
+        """Choose a message (and bring it into view), or none."""
+        if message_id == self.selected:
+            return
+        self.selected = message_id
+        self._redraw()
+        if message_id is not None:
+            self._show_line(self._line_of.get(message_id))
+
+    def _show_line(self, line: int | None) -> None:
+        if line is None:
+            return
+        height = self.scrollable_content_region.height
+        if not self.scroll_y <= line < self.scroll_y + height - 2:
+            self._move_to(max(0, line - height // 3))
+        self.following = self._at_bottom()
+
+    def action_select(self, step: int) -> None:
+        """Move the choice one message up or down (the newest when none is chosen)."""
+        ids = [m.id for m in self.messages]
+        if not ids:
+            return
+        if self.selected not in ids:
+            self.select(ids[-1])
+            return
+        index = ids.index(self.selected) + step
+        if index < 0:
+            self._check_top()  # at the oldest: fetch older ones
+        self.select(ids[min(max(index, 0), len(ids) - 1)])
+
+    def action_act(self, action: Action) -> None:
+        message = self.selected_message
+        if message is not None:
+            self.post_message(self.Act(action, message))
+
+    def action_done(self) -> None:
+        self.select(None)
+        self.post_message(self.Done())
+
+    def on_focus(self) -> None:
+        if self.selected is None:
+            self.action_select(1)
 
     @property
     def shown_ids(self) -> frozenset[int]:
@@ -194,6 +285,7 @@ class MessageLog(RichLog):
         try:
             self.clear()
             self._last_day = None
+            self._line_of = {}
             for entry in self._entries:
                 self._write_entry(entry)
             self._drawn_width = self._text_width()
@@ -225,7 +317,15 @@ class MessageLog(RichLog):
         if moment.date() != self._last_day:
             self._last_day = moment.date()
             self._write_line(self._day_line(moment.date()))
-        self._write_line(self._entry_line(entry, moment))
+        if isinstance(entry, Message):
+            self._line_of[entry.id] = len(self.lines)
+            selected = entry.id == self.selected
+            for line in self._message_lines(entry, moment):
+                if selected:
+                    line.stylize(self._style("selected"))
+                self._write_line(line)
+        else:
+            self._write_line(self._entry_line(entry, moment))
 
     def _write_line(self, line: Text) -> None:
         """Write wrapped to exactly the visible width (the console's may differ)."""
@@ -247,6 +347,28 @@ class MessageLog(RichLog):
 
     def _day_line(self, day: date) -> Text:
         return Text(f"── {day_label(day)} ──", style=self._style("day"), justify="center")
+
+    def _message_lines(self, message: Message, moment: datetime) -> list[Text]:
+        """A message: what it replies to, itself (or its tombstone), its reactions."""
+        lines: list[Text] = []
+        dim = self._style("dim")
+        if message.reply_to is not None:
+            ref = message.reply_to
+            answered = "message deleted" if ref.deleted else ref.excerpt.replace("\n", " ")
+            lines.append(Text.assemble(("  ↪ ", dim), plain(f"{ref.author}: {answered}", dim)))
+        if message.deleted:
+            clock = (moment.strftime("%H:%M"), self._style("time"))
+            lines.append(
+                Text.assemble(clock, " ", plain(message.author, dim), (": message deleted", dim))
+            )
+        else:
+            line = self._entry_line(message, moment)
+            if message.edited_at is not None:
+                line.append(" (edited)", dim)
+            lines.append(line)
+        if message.reactions:
+            lines.append(reaction_line(message.reactions, dim, self._style("mine")))
+        return lines
 
     def _entry_line(self, entry: Entry, moment: datetime) -> Text:
         clock = (moment.strftime("%H:%M"), self._style("time"))
@@ -291,3 +413,14 @@ class MessageLog(RichLog):
     def action_scroll_up(self) -> None:
         super().action_scroll_up()
         self._check_top()
+
+
+def reaction_line(reactions: list[Reaction], style: Style, mine: Style) -> Text:
+    """Compact counts under a message, such as ``👍 2  :tada: 1``; the reader's own stand out."""
+    line = Text("      ")
+    for n, reaction in enumerate(reactions):
+        if n:
+            line.append("  ")
+        counted = f"{reaction.emoji} {reaction.count}"
+        line.append_text(plain(counted, mine if reaction.mine else style))
+    return line

@@ -1,0 +1,147 @@
+"""Choosing a message in the room and acting on it, and searching, against a real server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual.pilot import Pilot
+
+from clubroom_tui.screens.react import ReactPicker
+from clubroom_tui.screens.search import SearchPanel
+from clubroom_tui.widgets.composer import Composer
+from clubroom_tui.widgets.message_log import MessageLog
+from tests.conftest import RunningServer
+from tests.tui.conftest import (
+    MakeClient,
+    ann_in_lobby,
+    answer,
+    enter_room,
+    log_in,
+    make_app,
+    say,
+    screen_text,
+    type_into,
+    wait_for,
+    wait_for_text,
+)
+
+
+async def choose_newest(pilot: Pilot[Any]) -> MessageLog:
+    """ctrl+up: the log takes the focus with the newest message chosen."""
+    await pilot.press("ctrl+up")
+    log = pilot.app.screen.query_one(MessageLog)
+    await wait_for(lambda: pilot.app.focused is log and log.selected is not None, "a choice")
+    return log
+
+
+async def test_edit_opens_the_composer_with_the_text_and_shows_edited(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """e on one's own message puts its text in the box; Enter saves; everyone sees "(edited)"."""
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        bob = await make_client("bob")
+        await bob.join_room("lobby")
+        await say(pilot, "see you at noon")
+        await wait_for_text(pilot, "ann: see you at noon")
+        await choose_newest(pilot)
+        await pilot.press("e")
+        composer = pilot.app.screen.query_one(Composer)
+        assert composer.value == "see you at noon" and pilot.app.focused is composer
+        await wait_for_text(pilot, "Editing “see you at noon”")
+        for _ in range(4):
+            await pilot.press("backspace")
+        await type_into(pilot, "#composer", "one")
+        await pilot.press("enter")
+        await wait_for_text(pilot, "ann: see you at one (edited)")
+        assert "see you at noon" not in screen_text(pilot.app)
+        await wait_for(
+            lambda: bob.rooms["lobby"].messages[-1].text == "see you at one", "bob to see it"
+        )
+
+
+async def test_delete_asks_first_then_shows_message_deleted(
+    server: RunningServer, config_dir: Path
+) -> None:
+    """d asks, naming the text; after yes the line reads "message deleted" and the text is gone."""
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        await say(pilot, "my pin is 4321")
+        await wait_for_text(pilot, "ann: my pin is 4321")
+        await choose_newest(pilot)
+        await pilot.press("d")
+        await answer(pilot, "Delete your message “my pin is 4321”?", yes=False)
+        assert "ann: my pin is 4321" in screen_text(pilot.app)
+        await pilot.press("d")
+        await answer(pilot, "Delete your message “my pin is 4321”?", yes=True)
+        await wait_for_text(pilot, "ann: message deleted")
+        assert "4321" not in screen_text(pilot.app)
+
+
+async def test_react_from_the_picker_and_by_typing(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """r opens the picker; 1 gives 👍, a typed :tada: works too; counts show under the message."""
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        bob = await make_client("bob")
+        await bob.join_room("lobby")
+        message = await bob.send("lobby", "release is out")
+        await wait_for_text(pilot, "bob: release is out")
+        await bob.react("lobby", message.id, "👍")
+        await wait_for_text(pilot, "👍 1")
+        await choose_newest(pilot)
+        await pilot.press("r")
+        await wait_for(lambda: isinstance(pilot.app.screen, ReactPicker), "the picker")
+        await pilot.press("1")
+        await wait_for_text(pilot, "👍 2")
+        await pilot.press("r")
+        await wait_for(lambda: isinstance(pilot.app.screen, ReactPicker), "the picker")
+        await type_into(pilot, "#react-other", "not one")
+        await pilot.press("enter")
+        await wait_for_text(pilot, "A reaction is one emoji")
+        pilot.app.screen.query_one("#react-other").value = ""
+        await type_into(pilot, "#react-other", ":tada:")
+        await pilot.press("enter")
+        await wait_for_text(pilot, "👍 2  :tada: 1")
+        await pilot.press("r")
+        await wait_for(lambda: isinstance(pilot.app.screen, ReactPicker), "the picker")
+        await pilot.press("1")  # chosen again: taken back
+        await wait_for_text(pilot, "👍 1  :tada: 1")
+
+
+async def test_reply_shows_the_excerpt_it_answers(server: RunningServer, config_dir: Path) -> None:
+    """t on a message, then a send: the new message shows what it answers above it."""
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        await say(pilot, "who has the keys?")
+        await say(pilot, "anyone?")
+        await wait_for_text(pilot, "ann: anyone?")
+        await choose_newest(pilot)
+        await pilot.press("up", "t")
+        await wait_for_text(pilot, "Replying to ann: “who has the keys?”")
+        await say(pilot, "I do")
+        shown = await wait_for_text(pilot, "↪ ann: who has the keys?", "ann: I do")
+        assert shown.index("↪ ann: who has the keys?") < shown.index("ann: I do")
+
+
+async def test_search_finds_and_jumps_to_a_message_loading_history(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """/search opens the results; choosing one far back loads the history and selects it."""
+    bob = await make_client("bob")
+    await bob.create_room("lobby")
+    needle = await bob.send("lobby", "the wifi password is on the fridge")
+    for n in range(120):
+        await bob.send("lobby", f"chatter {n}")
+    app = make_app(server.url, config_dir)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=False)
+        await wait_for_text(pilot, "bob: chatter 119")
+        log = pilot.app.screen.query_one(MessageLog)
+        assert not log.has_shown(needle.id)
+        await say(pilot, "/search fridge")
+        await wait_for(lambda: isinstance(pilot.app.screen, SearchPanel), "the search panel")
+        await wait_for_text(pilot, "1 found", "bob: the wifi password is on the fridge")
+        await pilot.press("enter")
+        await wait_for(lambda: log.selected == needle.id, "the jump to the result")
+        await wait_for_text(pilot, "bob: the wifi password is on the fridge")
+        assert pilot.app.focused is log
