@@ -1,0 +1,122 @@
+"""Search latency: p50/p99 of ``search_messages`` over a room of 100,000 messages.
+
+Runs the real stores on both backends (SQLite FTS5; PostgreSQL tsvector + GIN)
+with a room filled through ``load`` (the same rows, triggers and generated
+columns as sends make, only faster to fill), then times searches of common
+and rare words, two words and phrases, newest first and best first:
+
+    python -m bench.search --postgres postgresql://postgres@127.0.0.1:5432/test
+
+Target: p99 ≤ 50 ms. Without ``--postgres`` only SQLite runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from bench.stats import Latency
+from bench.store import fresh_postgres
+from clubroom_server.search import parse_query
+from clubroom_server.store import MessageRecord, Store, open_store
+
+MESSAGES = 100_000
+BATCH = 5_000
+VOCABULARY = 20_000
+QUERIES = ("common", "rare", "two words", "phrase")
+
+
+def vocabulary(rng: random.Random) -> list[str]:
+    """Made-up words; chosen with a Zipf-like skew, as words in chat are."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return ["".join(rng.choices(letters, k=rng.randint(3, 9))) for _ in range(VOCABULARY)]
+
+
+def sentence(rng: random.Random, words: list[str], weights: list[float]) -> str:
+    return " ".join(rng.choices(words, weights, k=rng.randint(5, 20)))
+
+
+async def fill(store: Store, rng: random.Random, words: list[str], weights: list[float]) -> int:
+    user = await store.add_user("bench", "bench", "$argon2id$bench", 0)
+    room = await store.add_room("search", "search", 0)
+    for start in range(0, MESSAGES, BATCH):
+        await store.load(
+            [
+                MessageRecord(
+                    id=10 + n,
+                    room_id=room.id,
+                    seq=n + 1,
+                    author_id=user.id,
+                    author="bench",
+                    text=sentence(rng, words, weights),
+                    at_ms=n,
+                )
+                for n in range(start, min(start + BATCH, MESSAGES))
+            ]
+        )
+    return room.id
+
+
+def query_of(kind: str, rng: random.Random, words: list[str]) -> str:
+    common, rare = words[:50], words[VOCABULARY // 2 :]
+    if kind == "common":
+        return rng.choice(common)
+    if kind == "rare":
+        return rng.choice(rare)
+    if kind == "two words":
+        return f"{rng.choice(common)} {rng.choice(words[:2000])}"
+    return f'"{rng.choice(common)} {rng.choice(common)}"'
+
+
+async def measure(url: str, rounds: int) -> dict[str, tuple[float, float]]:
+    rng = random.Random(16)
+    words = vocabulary(rng)
+    weights = [1 / (rank + 1) for rank in range(VOCABULARY)]
+    store = await open_store(url)
+    try:
+        started = time.monotonic()
+        room_id = await fill(store, rng, words, weights)
+        print(f"  filled {MESSAGES:,} messages in {time.monotonic() - started:.1f} s")
+        results: dict[str, tuple[float, float]] = {}
+        for kind in QUERIES:
+            for newest in (True, False):
+                timings = []
+                for _ in range(rounds):
+                    phrases = parse_query(query_of(kind, rng, words))
+                    began = time.perf_counter_ns()
+                    await store.search_messages(room_id, phrases, newest, 0, 20)
+                    timings.append(time.perf_counter_ns() - began)
+                latency = Latency.of(timings)
+                label = f"{kind}, {'newest' if newest else 'best'} first"
+                results[label] = (latency.p50_ms or 0.0, latency.p99_ms or 0.0)
+        return results
+    finally:
+        await store.close()
+
+
+async def main(postgres: str | None, rounds: int) -> None:
+    tables: dict[str, dict[str, tuple[float, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="clubroom-bench-") as folder:
+        print("SQLite (FTS5)")
+        tables["SQLite"] = await measure(str(Path(folder) / "bench.db"), rounds)
+    if postgres:
+        async with fresh_postgres(postgres) as url:
+            print("PostgreSQL (tsvector + GIN)")
+            tables["PostgreSQL"] = await measure(url, rounds)
+    print("| query | " + " | ".join(f"{b} p50 / p99" for b in tables) + " |")
+    print("|---|" + "---|" * len(tables))
+    for label in next(iter(tables.values())):
+        cells = [f"{t[label][0]:.1f} / {t[label][1]:.1f} ms" for t in tables.values()]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--postgres", help="admin URL of a PostgreSQL to create a database on")
+    parser.add_argument("--rounds", type=int, default=100, help="queries per kind and order")
+    options = parser.parse_args()
+    asyncio.run(main(options.postgres, options.rounds))
