@@ -82,3 +82,27 @@ def test_fit_to_budget_keeps_the_right_end() -> None:
     assert cut and [m.id for m in oldest] == [0, 1, 2]
     assert [m.id for m in newest] == [7, 8, 9]
     assert protocol.fit_to_budget(messages, keep_newest=True, budget=1)[0] == messages[-1:]
+
+
+async def test_catching_up_on_large_changes_pages_by_bytes(make_server: MakeServer) -> None:
+    """101 edits of the largest messages come back in pages under the budget, each once."""
+    writer, reader = await filled_room(make_server)
+    joined, _ = await raw_reply(reader, "join_room", room="Emoji")
+    await reader.ok("leave_room", room="Emoji")
+    last = joined["messages"][-1]["id"]
+    first_id = last - COUNT + 1
+    for message_id in range(first_id, last + 1):
+        await writer.ok("edit", room="Emoji", message=message_id, text="😎" * 4000)
+    changed: list[int] = []
+    after, pages = last, 0
+    while True:
+        page, size = await raw_reply(reader, "join_room", room="Emoji", after=after)
+        assert size <= protocol.MAX_SERVER_FRAME_BYTES and page["messages"] == []
+        changed += [m["id"] for m in page.get("changes", [])]
+        assert all(m["text"] == "😎" * 4000 for m in page.get("changes", []))
+        pages += 1
+        after = page["cursor"]
+        if not page["more"]:
+            break
+    assert sorted(changed) == list(range(first_id, last + 1)), "every change exactly once"
+    assert pages > 3, "it took several pages"
