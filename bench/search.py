@@ -24,6 +24,7 @@ from bench.stats import Latency
 from bench.store import fresh_postgres
 from clubroom_server.search import parse_query
 from clubroom_server.store import MessageRecord, Store, open_store
+from clubroom_server.store.changes import ChangeKind, MessageChange
 
 MESSAGES = 100_000
 BATCH = 5_000
@@ -95,9 +96,24 @@ async def measure(url: str, rounds: int) -> dict[str, tuple[float, float]]:
                 latency = Latency.of(timings)
                 label = f"{kind}, {'newest' if newest else 'best'} first"
                 results[label] = (latency.p50_ms or 0.0, latency.p99_ms or 0.0)
+        results["delete (erases the text from the index too)"] = await deletions(store, room_id)
         return results
     finally:
         await store.close()
+
+
+async def deletions(store: Store, room_id: int, count: int = 20) -> tuple[float, float]:
+    """p50/p99 of deleting a message in the full room (SQLite merges its FTS5 index)."""
+    (user,) = [await store.user_by_key("bench")]
+    assert user is not None
+    timings = []
+    for n in range(count):
+        change = MessageChange(ChangeKind.DELETE, room_id, 10 + n * 997, user.id, "bench", 0)
+        began = time.perf_counter_ns()
+        await store.change_message(change)
+        timings.append(time.perf_counter_ns() - began)
+    latency = Latency.of(timings)
+    return latency.p50_ms or 0.0, latency.p99_ms or 0.0
 
 
 async def main(postgres: str | None, rounds: int) -> None:

@@ -130,7 +130,21 @@ REACTION_COUNTS = (
     "SELECT message_id, emoji, COUNT(*), bool_or(user_id = $1) FROM reactions "
     "WHERE message_id = ANY($2::bigint[]) GROUP BY message_id, emoji ORDER BY message_id, MIN(id)"
 )
-SEARCH_ORDER = {True: "id DESC", False: "ts_rank(search, q) DESC, id DESC"}
+MESSAGE_FIELDS = len(TABLE_OF[MessageRecord].columns)
+SEARCH_NEWEST = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages, websearch_to_tsquery('simple', $2) q "
+    "WHERE room_id = $1 AND kind = 0 AND search @@ q ORDER BY id DESC LIMIT $3 OFFSET $4"
+)
+# Best first ranks (ts_rank) the room's BEST_CANDIDATES newest matches, as on
+# SQLite: ranking every match of a very common word costs too much.
+BEST_CANDIDATES = 5000
+SEARCH_BEST = (
+    f"SELECT * FROM (SELECT {MESSAGE_COLUMNS}, ts_rank(search, q) AS score "
+    "FROM messages, websearch_to_tsquery('simple', $2) q "
+    "WHERE room_id = $1 AND kind = 0 AND search @@ q "
+    f"ORDER BY id DESC LIMIT {BEST_CANDIDATES}) AS hit "
+    "ORDER BY score DESC, id DESC LIMIT $3 OFFSET $4"
+)
 
 
 class _Append(NamedTuple):
@@ -472,15 +486,10 @@ class PostgresStore:
         """
         query = " ".join(f'"{phrase}"' for phrase in phrases)
         rows = await self._fetch(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages, websearch_to_tsquery('simple', $2) q "
-            f"WHERE room_id = $1 AND kind = 0 AND search @@ q ORDER BY {SEARCH_ORDER[newest]} "
-            "LIMIT $3 OFFSET $4",
-            room_id,
-            query,
-            limit + 1,
-            offset,
+            SEARCH_NEWEST if newest else SEARCH_BEST, room_id, query, limit + 1, offset
         )
-        return [SearchHit(MessageRecord(*row)) for row in rows[:limit]], len(rows) > limit
+        hits = [SearchHit(MessageRecord(*row[:MESSAGE_FIELDS])) for row in rows[:limit]]
+        return hits, len(rows) > limit
 
     async def message_by_nonce(
         self, room_id: int, author_id: int, nonce: str
