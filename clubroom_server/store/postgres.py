@@ -137,7 +137,7 @@ SEARCH_NEWEST = (
 )
 # Best first ranks (ts_rank) the room's BEST_CANDIDATES newest matches, as on
 # SQLite: ranking every match of a very common word costs too much.
-BEST_CANDIDATES = 5000
+BEST_CANDIDATES = 2000
 SEARCH_BEST = (
     f"SELECT * FROM (SELECT {MESSAGE_COLUMNS}, ts_rank(search, q) AS score "
     "FROM messages, websearch_to_tsquery('simple', $2) q "
