@@ -28,7 +28,7 @@ from clubroom_tui.client import (
     SessionEnded,
     StateChanged,
 )
-from protocol import ErrorCode, Message
+from protocol import ErrorCode, Message, Reaction
 from tests.admincli import admin_ok
 from tests.conftest import MakeServer, RunningServer
 from tests.tui.conftest import (
@@ -380,3 +380,36 @@ def test_a_room_state_forgets_its_oldest_messages_beyond_the_cap() -> None:
     assert len(state.messages) == KEEP_MESSAGES
     assert state.messages[-1].id == batch[-1].id
     assert state.has_older
+
+
+async def test_catches_up_on_edits_deletions_and_reactions_missed_while_away(
+    server: RunningServer, make_link: MakeLink, make_client: MakeClient
+) -> None:
+    """Changes made while the client was cut off reach its state when it rejoins."""
+    link = await make_link(server)
+    ann = await make_client("ann", url=link.url)
+    bob = await make_client("bob", url=server.url)
+    await ann.create_room("lobby")
+    await bob.join_room("lobby")
+    typo = await bob.send("lobby", "helo")
+    oops = await bob.send("lobby", "oops")
+    liked = await ann.send("lobby", "lunch?")
+    await wait_for(lambda: len(ann.rooms["lobby"].messages) == 3, "the messages")
+    link.refusing = True
+    link.cut()
+    await wait_for(lambda: not ann.ready, "ann to be cut off")
+    await bob.edit("lobby", typo.id, "hello")
+    await bob.delete("lobby", oops.id)
+    await bob.react("lobby", liked.id, "👍")
+    link.refusing = False
+    await wait_ready(ann)
+    await wait_for(lambda: ann.rooms["lobby"].messages[0].text == "hello", "the edit")
+    held = {m.id: m for m in ann.rooms["lobby"].messages}
+    assert held[typo.id].edited_at is not None
+    assert held[oops.id].deleted and held[oops.id].text == ""
+    assert held[liked.id].reactions == [Reaction("👍", 1, False)]
+    await ann.react("lobby", liked.id, "👍")
+    await wait_for(
+        lambda: (ann.rooms["lobby"].messages[2].reactions or [None])[0] == Reaction("👍", 2, True),
+        "our own reaction, marked mine",
+    )
