@@ -122,6 +122,19 @@ async def test_reply_shows_the_excerpt_it_answers(server: RunningServer, config_
         assert shown.index("↪ ann: who has the keys?") < shown.index("ann: I do")
 
 
+async def test_copy_puts_the_chosen_text_on_the_clipboard(
+    server: RunningServer, config_dir: Path
+) -> None:
+    """c copies the chosen message's text, exactly, and says so."""
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        await say(pilot, "ssh [bold]host[/bold]")
+        await wait_for_text(pilot, "ann: ssh [bold]host[/bold]")
+        await choose_newest(pilot)
+        await pilot.press("c")
+        await wait_for_text(pilot, "Copied the message's text.")
+        assert pilot.app.clipboard == "ssh [bold]host[/bold]"
+
+
 async def test_search_finds_and_jumps_to_a_message_loading_history(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
