@@ -12,7 +12,7 @@ from clubroom_server.peer import PeerSet
 from clubroom_server.server import ClubroomServer
 from clubroom_server.service import ChatService
 from clubroom_server.session import SessionHandler
-from clubroom_server.store import Store
+from clubroom_server.store import Store, describe_url, make_store
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,9 @@ class Clubroom:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = Store(settings.db_path, settings.synchronous)
+        self.store: Store = make_store(
+            settings.db, synchronous=settings.synchronous, pool_size=settings.db_pool_size
+        )
         self.hasher = PasswordHasher(settings.argon2_parameters, settings.hash_workers)
         self.service = ChatService(settings, self.store, self.hasher)
         self.peers = PeerSet()
@@ -33,8 +35,8 @@ class Clubroom:
     @classmethod
     async def start(cls, settings: Settings) -> Clubroom:
         app = cls(settings)
-        await app.store.open()
         try:
+            await app.store.open()
             await app.service.start()
             await app.server.start()
             app._sweeper = asyncio.create_task(app.peers.sweep_forever(), name="slow-sweeper")
@@ -42,7 +44,7 @@ class Clubroom:
             await app.store.close()
             app.hasher.close()
             raise
-        log.info("Clubroom listening on %s (database %s)", app.url, settings.db_path)
+        log.info("Clubroom listening on %s (database %s)", app.url, describe_url(settings.db))
         return app
 
     @property
@@ -62,6 +64,7 @@ class Clubroom:
             self._sweeper.cancel()
         await self.server.close()
         self.service.close()
+        await self.service.finish_deletions()
         await self.store.close()
         self.hasher.close()
         log.info("Clubroom stopped")

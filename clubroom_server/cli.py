@@ -11,9 +11,10 @@ from typing import Any
 
 import click
 
+from clubroom_server import admin
 from clubroom_server.app import Clubroom
-from clubroom_server.config import ARGON2_PROFILES, DEFAULT_ARGON2_PROFILE, Settings
-from clubroom_server.store import SYNCHRONOUS_MODES
+from clubroom_server.config import ARGON2_PROFILES, DEFAULT_ARGON2_PROFILE, Settings, default_db
+from clubroom_server.store import SYNCHRONOUS_MODES, StartupError, describe_url
 
 _DEFAULTS = Settings.__dataclass_fields__
 
@@ -47,9 +48,10 @@ SERVE_OPTIONS = [
     _option("--port", "port", click.IntRange(0, 65535), "TCP port (0 picks a free one)."),
     _option(
         "--db",
-        "db_path",
-        click.Path(dir_okay=False, path_type=Path),
-        "SQLite database file [default: the user data directory, clubroom/clubroom.db].",
+        "db",
+        str,
+        "Database: a SQLite file path or sqlite:///path, or postgresql://user@host:port/db "
+        "[default: the user data directory, clubroom/clubroom.db].",
     ),
     _option(
         "--grace", "grace", click.FloatRange(0), "Seconds a dropped connection stays a member."
@@ -188,6 +190,8 @@ def serve(**options: Any) -> None:
     )
     try:
         asyncio.run(_serve(settings))
+    except StartupError as exc:
+        raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"Could not start the server: {exc.strerror or exc}") from None
 
@@ -199,9 +203,44 @@ async def _serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     app = await Clubroom.start(settings)
     click.echo(f"Clubroom listening on {app.url}", nl=True)
-    click.echo(f"Database: {settings.db_path}")
+    click.echo(f"Database: {describe_url(settings.db)}")
     try:
         await stop.wait()
     finally:
         click.echo("Shutting down…")
         await app.close()
+
+
+_DB_HELP = "A SQLite file path or sqlite:///path, or postgresql://user@host:port/db."
+
+
+@main.command("migrate")
+@click.option(
+    "--db",
+    "db",
+    envvar="CLUBROOM_DB",
+    show_envvar=True,
+    help=_DB_HELP + " [default: the user data directory, clubroom/clubroom.db]",
+)
+def migrate(db: str | None) -> None:
+    """Bring a database's schema up to date (serve does this too), then exit."""
+    _run_admin(admin.migrate(db or default_db()))
+
+
+@main.command("copy")
+@click.option("--from", "source", required=True, help="The database to copy. " + _DB_HELP)
+@click.option("--to", "target", required=True, help="An empty database to fill. " + _DB_HELP)
+def copy(source: str, target: str) -> None:
+    """Copy users, tokens, rooms and messages (ids kept) into an empty database.
+
+    Stop the server first: what is written to the source meanwhile is not copied.
+    """
+    _run_admin(admin.copy(source, target, progress=click.echo))
+
+
+def _run_admin(work: Any) -> None:
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    try:
+        click.echo(asyncio.run(work))
+    except StartupError as exc:
+        raise click.ClickException(str(exc)) from None

@@ -24,13 +24,18 @@ def default_db_path() -> Path:
     return Path(platformdirs.user_data_dir("clubroom", appauthor=False)) / "clubroom.db"
 
 
+def default_db() -> str:
+    """The default ``--db``: the SQLite file in the user's data directory."""
+    return str(default_db_path())
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything an operator can tune; defaults are the safe, documented ones."""
 
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
-    db_path: Path = field(default_factory=default_db_path)
+    db: str = field(default_factory=default_db)
     grace: float = 30.0
     rate_limit: float = 5.0
     rate_burst: int = 10
@@ -51,6 +56,7 @@ class Settings:
     certfile: Path | None = None
     keyfile: Path | None = None
     log_level: str = "INFO"
+    db_pool_size: int = 10
 
     @property
     def argon2_parameters(self) -> argon2.Parameters:

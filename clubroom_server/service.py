@@ -22,9 +22,9 @@ from clubroom_server.rooms import Room, Rooms
 from clubroom_server.store import (
     DuplicateError,
     MessageRecord,
-    RoomRecord,
     Store,
     StoreError,
+    UnavailableError,
     UserRecord,
 )
 from protocol import ErrorCode, ProtocolError
@@ -35,6 +35,7 @@ Handler = Callable[[Peer, Any], Awaitable[protocol.Reply | None]]
 NonceKey = tuple[int, int, str]
 
 NOT_SAVED = "The server could not save that just now; please try again in a moment."
+UNAVAILABLE = "The server's database is out of reach for a moment; nothing was done. Please retry."
 
 
 def now_ms() -> int:
@@ -69,6 +70,8 @@ class ChatService:
         self._room_bucket = TokenBucket(settings.room_rate_limit, settings.room_rate_burst)
         self._registering: set[str] = set()
         self._nonce_claims: dict[NonceKey, asyncio.Future[protocol.Message]] = {}
+        self._creating: set[str] = set()
+        self._deleting: dict[str, asyncio.Task[None]] = {}
         self._last_at_ms = 0
         self._handlers: dict[type, Handler] = {
             protocol.Register: self.register,
@@ -98,6 +101,8 @@ class ChatService:
             raise ProtocolError(ErrorCode.UNAUTHENTICATED, "Log in or register first.")
         try:
             return await self._handlers[type(request)](peer, request)
+        except UnavailableError:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, UNAVAILABLE) from None
         except StoreError:
             raise ProtocolError(ErrorCode.INTERNAL_ERROR, NOT_SAVED) from None
 
@@ -121,11 +126,15 @@ class ChatService:
         self._registering.add(key)
         try:
             password_hash = await self._hasher.hash(request.password)
-            user_id = await self._store.add_user(username, key, password_hash, now_ms())
+            user = await self._store.add_user(username, key, password_hash, now_ms())
+        except DuplicateError:
+            raise ProtocolError(
+                ErrorCode.USERNAME_TAKEN, f"The username {username!r} is taken; pick another."
+            ) from None
         finally:
             self._registering.discard(key)
         log.info("registered user %s", username)
-        return await self._welcome(peer, UserRecord(user_id, username, key, password_hash), request)
+        return await self._welcome(peer, user, request)
 
     async def login(self, peer: Peer, request: protocol.Login) -> protocol.Reply:
         _require_anonymous(peer)
@@ -206,19 +215,28 @@ class ChatService:
     # ------------------------------------------------------------------ rooms
 
     async def create_room(self, peer: Peer, request: protocol.CreateRoom) -> protocol.Reply | None:
+        """Store the room first; only then does it exist for anyone (a failure leaves no trace).
+
+        While the row is being written the name is reserved: another creation
+        gets ``room_exists`` and a join ``no_such_room``, as if it did not
+        exist yet, which it does not.
+        """
         name = protocol.check_room_name(request.room)
         key = protocol.room_key(name)
-        if self.rooms.get(key) is not None:
-            raise ProtocolError(ErrorCode.ROOM_EXISTS, f"A room called {name!r} already exists.")
+        exists = ProtocolError(ErrorCode.ROOM_EXISTS, f"A room called {name!r} already exists.")
+        if self.rooms.get(key) is not None or key in self._creating:
+            raise exists
         self._take(self._room_bucket, peer)
-        record = RoomRecord(self._store.allocate_id("rooms"), name, key)
+        self._creating.add(key)
+        try:
+            await self._deleted(key)
+            record = await self._store.add_room(name, key, now_ms())
+        except DuplicateError:
+            raise exists from None
+        finally:
+            self._creating.discard(key)
         room = self.rooms.add(record)
         self._enter(peer, room)
-        try:
-            await self._store.enqueue_add_room(record, now_ms())
-        except StoreError:
-            self._leave(peer, room)  # the room is empty again, so it goes too
-            raise
         self._reply_joined(peer, room, request.id, [], more=False, last_id=0, live=True)
         return None
 
@@ -296,9 +314,32 @@ class ChatService:
         return room
 
     def _room_deleted(self, room: Room) -> None:
+        """The registry dropped an empty room: delete its row, and let a re-creation wait."""
         log.info("room %r is empty; deleting it and its messages", room.name)
-        future = self._store.enqueue_delete_room(room.id)
-        future.add_done_callback(_log_failure)
+        task = asyncio.create_task(self._delete_room(room), name=f"delete-room-{room.id}")
+        self._deleting[room.key] = task
+        task.add_done_callback(lambda done: self._forget_deletion(room.key, done))
+
+    async def _delete_room(self, room: Room) -> None:
+        try:
+            await self._store.delete_room(room.id)
+        except StoreError as exc:
+            log.error("deleting the empty room %r failed: %s", room.name, exc)
+
+    def _forget_deletion(self, key: str, task: asyncio.Task[None]) -> None:
+        if self._deleting.get(key) is task:
+            del self._deleting[key]
+
+    async def _deleted(self, key: str) -> None:
+        """Wait until a deletion of the room called ``key`` (if any) is written."""
+        task = self._deleting.get(key)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def finish_deletions(self) -> None:
+        """Wait for every room deletion in flight (before the store closes)."""
+        while self._deleting:
+            await asyncio.gather(*self._deleting.values())
 
     # --------------------------------------------------------------- messages
 
@@ -352,22 +393,22 @@ class ChatService:
     async def _store_message(
         self, peer: Peer, room: Room, text: str, nonce: str | None
     ) -> protocol.Message:
-        """Store durably, announce to the room right after the commit, then answer."""
+        """Store durably, announce to the room right after the commit, then answer.
+
+        The store calls ``announce`` in commit order, which within a room is id
+        order, so every member sees the room's messages in the order stored.
+        """
         assert peer.user is not None
         self._take(self._send_bucket, peer)
-        record = MessageRecord(
-            self._store.allocate_id("messages"), room.id, peer.user.username, text, self._now()
+
+        def announce(record: MessageRecord) -> None:
+            event = protocol.MessageEvent(message=to_wire(room, record))
+            self.rooms.publish_message(room, record.id, protocol.encode(event))
+
+        record = await self._store.append_message(
+            room.id, peer.user.id, peer.user.username, text, self._now(), nonce, announce
         )
-        message = to_wire(room, record)
-        event = protocol.encode(protocol.MessageEvent(message=message))
-        stored = self._store.enqueue_message(
-            record,
-            peer.user.id,
-            nonce,
-            on_commit=lambda: self.rooms.publish_message(room, record.id, event),
-        )
-        await stored
-        return message
+        return to_wire(room, record)
 
     async def history(self, peer: Peer, request: protocol.History) -> protocol.Reply:
         room = self._joined_room(peer, request.room)
@@ -399,8 +440,3 @@ def _require_anonymous(peer: Peer) -> None:
         raise ProtocolError(
             ErrorCode.ALREADY_AUTHENTICATED, "You are already logged in; log out first."
         )
-
-
-def _log_failure(future: asyncio.Future[None]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("deleting an empty room failed: %s", future.exception())

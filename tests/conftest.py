@@ -10,6 +10,7 @@ import pytest
 
 from clubroom_server.app import Clubroom
 from clubroom_server.config import Settings
+from clubroom_server.store import sqlite_path
 
 # Tests hash with the cheapest argon2 profile (except the tests about hashing),
 # keep the grace period short and leave every other default as shipped.
@@ -39,7 +40,10 @@ class RunningServer:
 
     @property
     def db_path(self) -> Path:
-        return self.settings.db_path
+        """The SQLite file (tests that read the file itself run on SQLite only)."""
+        path = sqlite_path(self.settings.db)
+        assert path is not None, "this server does not use SQLite"
+        return path
 
     async def start(self) -> None:
         """Start (again) on the same port and database."""
@@ -63,7 +67,9 @@ async def make_server(tmp_path: Path) -> AsyncIterator[MakeServer]:
     servers: list[RunningServer] = []
 
     async def make(**overrides: Any) -> RunningServer:
-        options = {**TEST_DEFAULTS, "db_path": tmp_path / f"clubroom{len(servers)}.db"}
+        options = {**TEST_DEFAULTS, "db": str(tmp_path / f"clubroom{len(servers)}.db")}
+        if "db_path" in overrides:
+            overrides["db"] = str(overrides.pop("db_path"))
         options.update(overrides)
         server = RunningServer(Settings(**options))
         await server.start()

@@ -1,0 +1,674 @@
+"""The embedded backend: one SQLite file, the zero-set-up default.
+
+Writes go through one writer connection on one thread: whatever arrives while
+a commit is in flight becomes the next transaction (group commit), so
+durability (``synchronous=FULL``) costs one fsync per batch, not per message,
+and the whole batch is one thread round trip (the datasette pattern). Reads
+use their own connection and never wait behind writes (WAL). WAL checkpoints
+run on a third connection, off the commit path. The single writer is the
+"lock on the room's row": it takes a message's id and the room's next ``seq``
+in the transaction that inserts it, so both follow commit order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import sqlite3
+import struct
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import aiosqlite
+
+from clubroom_server.store import migrations
+from clubroom_server.store.interface import (
+    DuplicateError,
+    NotFoundError,
+    OnStored,
+    SchemaError,
+    StartupError,
+    StoreError,
+)
+from clubroom_server.store.records import (
+    DumpBatch,
+    HighWater,
+    MessageRecord,
+    RoomRecord,
+    TokenRecord,
+    UserRecord,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# aiosqlite logs every call with its arguments at DEBUG (hashes included): never let it.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
+
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+CHECKPOINT_INTERVAL = 1.0  # seconds between passive WAL checkpoints
+APPLICATION_ID = 0x436C7562  # "Club": marks a file as Clubroom's (PRAGMA application_id)
+MIGRATIONS = migrations.scripts("sqlite")
+V1_TABLES = frozenset({"users", "tokens", "rooms", "messages"})
+
+# Extended result codes (sqlite3.IntegrityError.sqlite_errorcode), not error texts.
+_UNIQUE_CODES = frozenset({2067, 1555})  # SQLITE_CONSTRAINT_UNIQUE, _PRIMARYKEY
+_FOREIGN_KEY_CODE = 787  # SQLITE_CONSTRAINT_FOREIGNKEY
+
+MESSAGE_COLUMNS = "id, room_id, seq, author_id, author, text, at_ms, nonce"
+USER_COLUMNS = "id, username, key, password_hash, created_ms"
+ROOM_COLUMNS = "id, name, key, created_ms, last_seq"
+
+WriteOp = Callable[[sqlite3.Connection], Any]
+
+
+class _Write(NamedTuple):
+    op: WriteOp
+    future: asyncio.Future[Any]
+    on_stored: Callable[[Any], None] | None
+
+
+class _Refused(NamedTuple):
+    """One write of a batch that a rule refused; the rest of the batch still commits."""
+
+    error: StoreError
+
+
+class _WriterThread:
+    """The one connection that writes, on a thread of its own."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._db: sqlite3.Connection | None = None
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(connection, *args)`` on the writer thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, self._db, *args)
+
+    async def open(self, path: Path, pragmas: str) -> None:
+        def connect(_: None) -> None:
+            self._db = sqlite3.connect(path, check_same_thread=False)
+            try:
+                self._db.executescript(pragmas)
+            except BaseException:
+                self._db.close()
+                self._db = None
+                raise
+
+        await self.run(connect)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self.run(sqlite3.Connection.close)
+            self._db = None
+        self._pool.shutdown(wait=True)
+
+
+class SQLiteStore:
+    """The ``Store`` interface on one SQLite file."""
+
+    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
+        self.path = path
+        self._synchronous = synchronous.upper()
+        self._writer = _WriterThread()
+        self._reader: aiosqlite.Connection | None = None
+        self._queue: list[_Write] = []
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._checkpointer: aiosqlite.Connection | None = None
+        self._truncate_wanted = asyncio.Event()
+        self._commits_since_checkpoint = 0
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._write_task: asyncio.Task[None] | None = None
+
+    @property
+    def description(self) -> str:
+        return str(self.path)
+
+    # ------------------------------------------------------------------ life
+
+    async def open(self) -> None:
+        """Create folder (0700) and file (0600), check it is ours, migrate, start the writer."""
+        try:
+            await self._open()
+        except BaseException:
+            await self._release()
+            raise
+
+    async def _open(self) -> None:
+        _check_not_truncated(self.path)
+        with _private_files():
+            self._make_folder()
+            try:
+                await self._writer.open(
+                    self.path,
+                    # Checkpoints run on their own connection, never inside a commit.
+                    self._pragmas + "PRAGMA journal_mode=WAL;PRAGMA wal_autocheckpoint=0;",
+                )
+                await self._writer.run(_migrate, self.path)
+                self._reader = await self._connect()
+                await self._reader.execute("PRAGMA query_only=ON")
+                self._checkpointer = await self._connect()
+            except sqlite3.Error as exc:
+                raise _startup_error(self.path, exc) from None
+        self._write_task = asyncio.create_task(self._write_loop(), name="store-writer")
+        self._checkpoint_task = asyncio.create_task(
+            self._checkpoint_loop(), name="store-checkpointer"
+        )
+
+    def _make_folder(self) -> None:
+        folder = self.path.parent
+        if folder.is_dir():
+            return
+        try:
+            folder.mkdir(mode=0o700, parents=True)
+        except OSError as exc:
+            raise StartupError(
+                f"Cannot create the folder {folder} for the database ({exc.strerror}); "
+                "create it or choose another --db."
+            ) from None
+
+    @property
+    def _pragmas(self) -> str:
+        return (
+            f"PRAGMA synchronous={self._synchronous};"
+            "PRAGMA foreign_keys=ON;"
+            "PRAGMA secure_delete=ON;"
+            "PRAGMA busy_timeout=5000;"
+        )
+
+    async def _connect(self) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self.path)
+        try:
+            await db.executescript(self._pragmas)
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    async def close(self) -> None:
+        """Finish every queued write, fold the WAL in, close every connection (idempotent)."""
+        self._closing = True
+        self._wakeup.set()
+        if self._write_task is not None:
+            await self._write_task
+            self._write_task = None
+        if self._checkpoint_task is not None:
+            self._truncate_wanted.set()  # wake it: it sees the store is closing
+            await self._checkpoint_task
+            self._checkpoint_task = None
+            await self._checkpoint("TRUNCATE")
+        await self._release()
+
+    async def _release(self) -> None:
+        for db in (self._checkpointer, self._reader):
+            if db is not None:
+                await db.close()
+        self._checkpointer = self._reader = None
+        await self._writer.close()
+
+    # ------------------------------------------------------------ write path
+
+    def _enqueue(self, op: WriteOp, on_stored: Callable[[Any], None] | None = None) -> Any:
+        """Queue one write for the next group commit; await the result once durable."""
+        if self._closing:
+            raise StoreError("the store is closing")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Write(op, future, on_stored))
+        self._wakeup.set()
+        return future
+
+    async def _write(self, op: WriteOp, on_stored: Callable[[Any], None] | None = None) -> Any:
+        return await self._enqueue(op, on_stored)
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch, self._queue = self._queue, []
+            if batch:
+                await self._commit(batch)
+                self._commits_since_checkpoint += 1
+            elif self._closing:
+                return
+
+    async def _commit(self, batch: list[_Write]) -> None:
+        """Commit a batch in one transaction; on failure retry each write alone."""
+        try:
+            results = await self._writer.run(_commit_all, [write.op for write in batch])
+        except (sqlite3.Error, ValueError, OverflowError) as exc:
+            if len(batch) == 1:
+                log.error("database write failed: %s", exc)
+                _fail(batch[0], StoreError(str(exc)))
+                return
+            for write in batch:
+                await self._commit([write])
+            return
+        _settle(batch, results)
+
+    # ----------------------------------------------------------------- users
+
+    async def add_user(
+        self, username: str, key: str, password_hash: str, now_ms: int
+    ) -> UserRecord:
+        def insert(db: sqlite3.Connection) -> UserRecord:
+            cursor = db.execute(
+                "INSERT INTO users (username, key, password_hash, created_ms) VALUES (?, ?, ?, ?)",
+                (username, key, password_hash, now_ms),
+            )
+            assert cursor.lastrowid is not None
+            return UserRecord(cursor.lastrowid, username, key, password_hash, now_ms)
+
+        return await self._write(insert)  # type: ignore[no-any-return]
+
+    async def user_by_key(self, key: str) -> UserRecord | None:
+        rows = await self._read(f"SELECT {USER_COLUMNS} FROM users WHERE key = ?", (key,))
+        return UserRecord(*rows[0]) if rows else None
+
+    async def set_password_hash(self, user_id: int, password_hash: str) -> None:
+        await self._write(
+            _statement("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
+        )
+
+    # ---------------------------------------------------------------- tokens
+
+    async def add_token(self, token_hash: str, user_id: int, expires_ms: int) -> None:
+        await self._write(
+            _statement(
+                "INSERT INTO tokens (hash, user_id, expires_ms) VALUES (?, ?, ?)",
+                (token_hash, user_id, expires_ms),
+            )
+        )
+
+    async def user_by_token(self, token_hash: str, now_ms: int) -> tuple[UserRecord, int] | None:
+        rows = await self._read(
+            "SELECT u.id, u.username, u.key, u.password_hash, u.created_ms, t.expires_ms, t.hash "
+            "FROM tokens t JOIN users u ON u.id = t.user_id "
+            "WHERE t.hash = ? AND t.expires_ms > ?",
+            (token_hash, now_ms),
+        )
+        if not rows:
+            return None
+        *user, expires_ms, stored_hash = rows[0]
+        if not hmac.compare_digest(stored_hash, token_hash):
+            return None
+        return UserRecord(*user), expires_ms
+
+    async def revoke_token(self, token_hash: str) -> None:
+        await self._write(_statement("DELETE FROM tokens WHERE hash = ?", (token_hash,)))
+
+    async def purge_expired_tokens(self, now_ms: int) -> None:
+        await self._write(_statement("DELETE FROM tokens WHERE expires_ms <= ?", (now_ms,)))
+
+    # ----------------------------------------------------------------- rooms
+
+    async def add_room(self, name: str, key: str, now_ms: int) -> RoomRecord:
+        def insert(db: sqlite3.Connection) -> RoomRecord:
+            cursor = db.execute(
+                "INSERT INTO rooms (name, key, created_ms) VALUES (?, ?, ?)", (name, key, now_ms)
+            )
+            assert cursor.lastrowid is not None
+            return RoomRecord(cursor.lastrowid, name, key, now_ms, 0)
+
+        return await self._write(insert)  # type: ignore[no-any-return]
+
+    async def all_rooms(self) -> list[RoomRecord]:
+        rows = await self._read(f"SELECT {ROOM_COLUMNS} FROM rooms ORDER BY id")
+        return [RoomRecord(*row) for row in rows]
+
+    async def delete_room(self, room_id: int) -> None:
+        """Delete a room; its messages go with it (``ON DELETE CASCADE``).
+
+        ``secure_delete`` overwrites the freed pages, and the checkpoint that
+        follows the commit empties the WAL, so the text cannot be read back
+        from ``clubroom.db*`` afterwards.
+        """
+        await self._write(
+            _statement("DELETE FROM rooms WHERE id = ?", (room_id,)),
+            on_stored=lambda _: self._truncate_wanted.set(),
+        )
+
+    async def _checkpoint_loop(self) -> None:
+        """Fold the WAL into the database now and then, off the commit path.
+
+        A passive checkpoint every second keeps the WAL short without ever
+        blocking a writer; after a room deletion the WAL is also truncated, so
+        the deleted text leaves the disk. It stops when the store closes (by
+        flag, not cancellation: a cancelled wait can be lost on Python 3.11).
+        """
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CHECKPOINT_INTERVAL):
+                    await self._truncate_wanted.wait()
+            if self._closing:
+                return
+            if self._truncate_wanted.is_set():
+                self._truncate_wanted.clear()
+                await self._checkpoint("TRUNCATE")
+            elif self._commits_since_checkpoint:
+                await self._checkpoint("PASSIVE")
+
+    async def _checkpoint(self, mode: str) -> None:
+        if self._checkpointer is None:
+            return
+        self._commits_since_checkpoint = 0
+        try:
+            await self._checkpointer.execute(f"PRAGMA wal_checkpoint({mode})")
+        except sqlite3.Error as exc:
+            log.warning("WAL checkpoint failed: %s", exc)
+
+    # -------------------------------------------------------------- messages
+
+    async def append_message(
+        self,
+        room_id: int,
+        author_id: int,
+        author: str,
+        text: str,
+        at_ms: int,
+        nonce: str | None = None,
+        on_stored: OnStored | None = None,
+    ) -> MessageRecord:
+        def insert(db: sqlite3.Connection) -> MessageRecord:
+            row = db.execute("SELECT last_seq FROM rooms WHERE id = ?", (room_id,)).fetchone()
+            if row is None:
+                raise NotFoundError("the room is not stored")
+            seq = row[0] + 1
+            cursor = db.execute(
+                "INSERT INTO messages (room_id, seq, author_id, author, text, at_ms, nonce) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (room_id, seq, author_id, author, text, at_ms, nonce),
+            )
+            db.execute("UPDATE rooms SET last_seq = ? WHERE id = ?", (seq, room_id))
+            assert cursor.lastrowid is not None
+            return MessageRecord(
+                cursor.lastrowid, room_id, seq, author_id, author, text, at_ms, nonce
+            )
+
+        return await self._write(insert, on_stored)  # type: ignore[no-any-return]
+
+    async def message_by_nonce(
+        self, room_id: int, author_id: int, nonce: str
+    ) -> MessageRecord | None:
+        rows = await self._read(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages "
+            "WHERE room_id = ? AND author_id = ? AND nonce = ?",
+            (room_id, author_id, nonce),
+        )
+        return MessageRecord(*rows[0]) if rows else None
+
+    async def latest_messages(self, room_id: int, limit: int) -> tuple[list[MessageRecord], bool]:
+        return await self.messages_before(room_id, None, limit)
+
+    async def messages_before(
+        self, room_id: int, before: int | None, limit: int
+    ) -> tuple[list[MessageRecord], bool]:
+        bound = "" if before is None else "AND id < ?"
+        params: tuple[int, ...] = (room_id,) if before is None else (room_id, before)
+        rows = await self._read(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? {bound} "
+            "ORDER BY id DESC LIMIT ?",
+            (*params, limit + 1),
+        )
+        more = len(rows) > limit
+        return [MessageRecord(*row) for row in reversed(rows[:limit])], more
+
+    async def messages_after(
+        self, room_id: int, after: int, limit: int
+    ) -> tuple[list[MessageRecord], bool]:
+        rows = await self._read(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? AND id > ? "
+            "ORDER BY id LIMIT ?",
+            (room_id, after, limit + 1),
+        )
+        return [MessageRecord(*row) for row in rows[:limit]], len(rows) > limit
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        if self._reader is None:
+            raise StoreError("the store is not open")
+        try:
+            return list(await self._reader.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            log.error("database read failed: %s", exc)
+            raise StoreError(str(exc)) from exc
+
+    # ------------------------------------------------------- moving the data
+
+    async def is_empty(self) -> bool:
+        for table in ("users", "tokens", "rooms", "messages"):
+            if await self._read(f"SELECT 1 FROM {table} LIMIT 1"):
+                return False
+        return True
+
+    async def dump(self, batch_size: int = 1000) -> AsyncIterator[DumpBatch]:
+        for record_type, table, columns, key in _DUMPED:
+            sql = f"SELECT {columns} FROM {table} WHERE {key} > ? ORDER BY {key} LIMIT ?"
+            after: Any = "" if key == "hash" else 0
+            while rows := await self._read(sql, (after, batch_size)):
+                yield [record_type(*row) for row in rows]
+                after = rows[-1][0]
+
+    async def high_water(self) -> HighWater:
+        rows = await self._read(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM users), "
+            "(SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'rooms'), "
+            "(SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'messages')"
+        )
+        return HighWater(*rows[0])
+
+    async def load(self, batch: Sequence[object]) -> None:
+        await self._write(lambda db: _insert_records(db, batch))
+
+    async def raise_high_water(self, marks: HighWater) -> None:
+        def raise_sequences(db: sqlite3.Connection) -> None:
+            for table, mark in (("rooms", marks.rooms), ("messages", marks.messages)):
+                updated = db.execute(
+                    "UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = ?", (mark, table)
+                ).rowcount
+                if not updated and mark:
+                    db.execute(
+                        "INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, mark)
+                    )
+
+        await self._write(raise_sequences)
+
+
+# What ``dump`` reads, in an order ``load`` can insert: type, table, columns, paging key.
+_DUMPED: tuple[tuple[type, str, str, str], ...] = (
+    (UserRecord, "users", USER_COLUMNS, "id"),
+    (TokenRecord, "tokens", "hash, user_id, expires_ms", "hash"),
+    (RoomRecord, "rooms", ROOM_COLUMNS, "id"),
+    (MessageRecord, "messages", MESSAGE_COLUMNS, "id"),
+)
+
+
+def _insert_records(db: sqlite3.Connection, batch: Sequence[object]) -> None:
+    """Insert dumped records with every id and seq as they were."""
+    for record in batch:
+        if isinstance(record, UserRecord):
+            db.execute(
+                f"INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                (record.id, record.username, record.key, record.password_hash, record.created_ms),
+            )
+        elif isinstance(record, TokenRecord):
+            db.execute(
+                "INSERT INTO tokens (hash, user_id, expires_ms) VALUES (?, ?, ?)",
+                (record.hash, record.user_id, record.expires_ms),
+            )
+        elif isinstance(record, RoomRecord):
+            db.execute(
+                f"INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                (record.id, record.name, record.key, record.created_ms, record.last_seq),
+            )
+        elif isinstance(record, MessageRecord):
+            db.execute(
+                f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.room_id,
+                    record.seq,
+                    record.author_id,
+                    record.author,
+                    record.text,
+                    record.at_ms,
+                    record.nonce,
+                ),
+            )
+        else:
+            raise TypeError(f"cannot load a {type(record).__name__}")
+
+
+# ---------------------------------------------------------------- start-up
+
+
+@contextlib.contextmanager
+def _private_files() -> Iterator[None]:
+    """Files and folders created meanwhile are the owner's alone (0600 / 0700).
+
+    The ``-wal`` and ``-shm`` files SQLite creates later copy the database
+    file's permissions, so they are private too.
+    """
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def _check_not_truncated(path: Path) -> None:
+    """Refuse a file shorter than its header says (copied or written only in part)."""
+    try:
+        with path.open("rb") as file:
+            header = file.read(100)
+            size = file.seek(0, os.SEEK_END)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        return  # a missing file is created; the others are named by SQLite below
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        if size:
+            raise StartupError(
+                f"{path} is not a SQLite database (damaged, or another kind of file); "
+                "restore it from a backup or choose another --db."
+            )
+        return
+    (page_size,) = struct.unpack(">H", header[16:18])
+    page_size = 65536 if page_size == 1 else page_size
+    change_counter, pages = struct.unpack(">II", header[24:32])
+    (valid_for,) = struct.unpack(">I", header[92:96])
+    if pages and valid_for == change_counter and size < pages * page_size:
+        raise StartupError(
+            f"{path} is truncated ({size} of {pages * page_size} bytes); "
+            "restore it from a backup or choose another --db."
+        )
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Check the file is Clubroom's and not newer than this code, then migrate it."""
+    (application_id,) = db.execute("PRAGMA application_id").fetchone()
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    tables.discard("sqlite_sequence")
+    new_file = version == 0 and not tables
+    # Schema 1 predates the application id: recognise it by its tables.
+    first_schema = version == 1 and tables >= V1_TABLES
+    ours = application_id == APPLICATION_ID or (application_id == 0 and (new_file or first_schema))
+    if not ours:
+        raise SchemaError(
+            f"{path} is not a Clubroom database (it belongs to another application); "
+            "choose another --db."
+        )
+    if version > len(MIGRATIONS):
+        raise SchemaError(
+            f"{path} has schema version {version}, newer than this Clubroom understands "
+            f"(up to {len(MIGRATIONS)}); upgrade Clubroom or choose another --db."
+        )
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        log.info("migrating %s to schema version %d", path, number)
+        db.executescript(
+            f"BEGIN;{script};PRAGMA user_version={number};"
+            f"PRAGMA application_id={APPLICATION_ID};COMMIT;"
+        )
+
+
+def _startup_error(path: Path, exc: sqlite3.Error) -> StartupError:
+    """One sentence for the operator: which file, what is wrong, what to do."""
+    if isinstance(exc, StartupError):
+        return exc
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return StartupError(
+            f"{path} is not a readable SQLite database (damaged, or another kind of file); "
+            "restore it from a backup or choose another --db."
+        )
+    if "unable to open" in text or "readonly" in text or "read-only" in text:
+        return StartupError(
+            f"Cannot open {path} for writing: check that the file and its folder are writable "
+            "by this user, or choose another --db."
+        )
+    return StartupError(f"Cannot open the database {path}: {text}.")
+
+
+# ------------------------------------------------------------- write path
+
+
+def _statement(sql: str, params: Sequence[Any]) -> WriteOp:
+    return lambda db: db.execute(sql, params).rowcount
+
+
+def _commit_all(db: sqlite3.Connection, ops: list[WriteOp]) -> list[Any]:
+    """One transaction for the whole batch; a write a rule refuses is skipped, not fatal.
+
+    Any other error rolls the whole batch back (and is raised).
+    """
+    results: list[Any] = []
+    try:
+        for op in ops:
+            try:
+                results.append(op(db))
+            except sqlite3.IntegrityError as exc:
+                results.append(_Refused(_refusal(exc)))
+            except (DuplicateError, NotFoundError) as exc:
+                results.append(_Refused(exc))
+        db.commit()
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.rollback()
+        raise
+    return results
+
+
+def _refusal(exc: sqlite3.IntegrityError) -> StoreError:
+    """A broken rule, named by SQLite's extended result code (never by the error text)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code in _UNIQUE_CODES:
+        return DuplicateError("already stored")
+    if code == _FOREIGN_KEY_CODE:
+        return NotFoundError("refers to something not stored")
+    return StoreError(str(exc))
+
+
+def _settle(batch: list[_Write], results: list[Any]) -> None:
+    """Announce committed writes in order, then wake whoever awaits them."""
+    for write, result in zip(batch, results, strict=True):
+        if write.on_stored is not None and not isinstance(result, _Refused):
+            try:
+                write.on_stored(result)
+            except Exception:  # an announcement must never undo a commit
+                log.exception("post-commit callback failed")
+    for write, result in zip(batch, results, strict=True):
+        if write.future.done():
+            continue
+        if isinstance(result, _Refused):
+            write.future.set_exception(result.error)
+        else:
+            write.future.set_result(result)
+
+
+def _fail(write: _Write, error: StoreError) -> None:
+    if not write.future.done():
+        write.future.set_exception(error)
