@@ -7,6 +7,7 @@ import logging
 from types import TracebackType
 
 from clubroom_server.auth import PasswordHasher
+from clubroom_server.bus import make_bus
 from clubroom_server.config import Settings
 from clubroom_server.peer import PeerSet
 from clubroom_server.server import ClubroomServer
@@ -26,9 +27,11 @@ class Clubroom:
             settings.db, synchronous=settings.synchronous, pool_size=settings.db_pool_size
         )
         self.hasher = PasswordHasher(settings.argon2_parameters, settings.hash_workers)
-        self.service = ChatService(settings, self.store, self.hasher)
+        self.service = ChatService(settings, self.store, self.hasher, make_bus(settings))
         self.peers = PeerSet()
-        self.server = ClubroomServer(settings, SessionHandler(settings, self.service, self.peers))
+        self.server = ClubroomServer(
+            settings, SessionHandler(settings, self.service, self.peers), health=self.problems
+        )
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -41,11 +44,17 @@ class Clubroom:
             await app.server.start()
             app._sweeper = asyncio.create_task(app.peers.sweep_forever(), name="slow-sweeper")
         except BaseException:
+            await app.service.close_cluster()
             await app.store.close()
             app.hasher.close()
             raise
         log.info("Clubroom listening on %s (database %s)", app.url, describe_url(settings.db))
         return app
+
+    def problems(self) -> list[str]:
+        """What keeps this node from serving fully right now (``/healthz`` answers 503)."""
+        cluster = self.service.cluster
+        return [] if cluster is None or cluster.healthy else ["bus: Redis is out of reach"]
 
     @property
     def url(self) -> str:
@@ -65,6 +74,7 @@ class Clubroom:
         await self.server.close()
         self.service.close()
         await self.service.finish_deletions()
+        await self.service.close_cluster()
         await self.store.close()
         self.hasher.close()
         log.info("Clubroom stopped")

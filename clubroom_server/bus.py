@@ -27,11 +27,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+
+from clubroom_server.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,10 @@ BACKOFF_MAX = 5.0
 PING_INTERVAL = 2.0  # a silent subscriber connection is checked this often
 MAX_UNPUBLISHED = 10_000  # events kept for re-publishing while Redis is away
 SUBSCRIBE_TIMEOUT = 5.0
+
+
+class BusStartupError(Exception):
+    """The bus cannot connect at start-up: one sentence naming the Redis (never a password)."""
 
 
 class BusUnavailable(Exception):
@@ -113,6 +120,29 @@ class LocalBus:
         return None
 
 
+def make_bus(settings: Settings) -> Bus:
+    """``RedisBus`` for a cluster node (``--bus``), else the local bus that does nothing."""
+    if settings.bus is None:
+        return LocalBus()
+    return RedisBus(settings.bus, settings.node_id, settings.bus_prefix)
+
+
+def describe_redis(url: str) -> str:
+    """Redis at host:port/db, for messages (never the password)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"Redis at {parts.path}"
+    port = parts.port or 6379
+    db = parts.path.lstrip("/") or "0"
+    return f"Redis at {parts.hostname or 'localhost'}:{port}/{db}"
+
+
+def _reason(exc: BaseException) -> str:
+    """A short reason for a failed connection (redis-py messages may repeat the address)."""
+    text = str(exc).split(". ", 1)[0] if str(exc) else type(exc).__name__
+    return text.rstrip(".")
+
+
 def encode_event(event: BusEvent) -> bytes:
     header = f"{event.room_id} {event.seq} {event.message_id} {event.origin}\n"
     return header.encode("ascii") + event.data
@@ -173,8 +203,14 @@ class RedisBus:
             socket_keepalive=True,
             health_check_interval=0,
         )
-        await self._client.ping()
-        await self._connect_subscriber()
+        try:
+            await self._client.ping()
+            await self._connect_subscriber()
+        except (RedisError, OSError, TimeoutError) as exc:
+            await self._client.aclose()
+            raise BusStartupError(
+                f"The bus ({describe_redis(self._url)}) does not answer: {_reason(exc)}"
+            ) from None
         self._tasks = [
             asyncio.create_task(self._subscriber_loop(), name="bus-subscriber"),
             asyncio.create_task(self._publisher_loop(), name="bus-publisher"),

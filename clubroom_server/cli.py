@@ -4,22 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
 from clubroom_server import admin
 from clubroom_server.app import Clubroom
+from clubroom_server.bus import BusStartupError
 from clubroom_server.config import ARGON2_PROFILES, DEFAULT_ARGON2_PROFILE, Settings, default_db
-from clubroom_server.store import SYNCHRONOUS_MODES, StartupError, describe_url
+from clubroom_server.store import SYNCHRONOUS_MODES, StartupError, describe_url, is_postgres_url
 
 _DEFAULTS = Settings.__dataclass_fields__
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
+
+class PlainName(click.ParamType):
+    """Node ids and channel prefixes go into Redis payloads and logs: letters, digits, ``.-_``."""
+
+    name = "name"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if not isinstance(value, str) or not PLAIN_NAME.fullmatch(value):
+            self.fail("use 1 to 64 letters, digits, '.', '-' or '_'", param, ctx)
+        return value
+
+
+PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+NODE_ID = PlainName()
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -156,12 +173,44 @@ SERVE_OPTIONS = [
         "PEM private key for --certfile (if not inside it).",
     ),
     _option(
+        "--bus",
+        "bus",
+        str,
+        "Run as one node of a cluster: redis://host:port/db of the Redis the nodes share "
+        "(needs a postgresql:// --db).",
+    ),
+    _option(
+        "--node-id",
+        "node_id",
+        NODE_ID,
+        "This node's name in the cluster [default: host-pid-random, unique].",
+    ),
+    _option(
+        "--bus-prefix",
+        "bus_prefix",
+        NODE_ID,
+        "Prefix of this cluster's Redis channels (clusters sharing one Redis need different ones).",
+    ),
+    _option(
         "--log-level",
         "log_level",
         click.Choice(LOG_LEVELS, case_sensitive=False),
         "How much to log (never passwords or tokens).",
     ),
 ]
+
+
+def _check_cluster(settings: Settings) -> None:
+    """A cluster shares one database, which SQLite (a local file) cannot be."""
+    if settings.bus is None:
+        return
+    if urlsplit(settings.bus).scheme not in ("redis", "rediss", "unix"):
+        raise click.UsageError("--bus takes a Redis URL: redis://host:port/db.")
+    if not is_postgres_url(settings.db):
+        raise click.UsageError(
+            "--bus (a cluster) needs a database all nodes share: "
+            "--db postgresql://user@host:port/database."
+        )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -184,13 +233,14 @@ def serve(**options: Any) -> None:
     settings = Settings(**{k: v for k, v in options.items() if v is not None})
     if settings.keyfile and not settings.certfile:
         raise click.UsageError("--keyfile needs --certfile.")
+    _check_cluster(settings)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
         asyncio.run(_serve(settings))
-    except StartupError as exc:
+    except (StartupError, BusStartupError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"Could not start the server: {exc.strerror or exc}") from None

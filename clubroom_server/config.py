@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import secrets
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +30,11 @@ def default_db_path() -> Path:
 def default_db() -> str:
     """The default ``--db``: the SQLite file in the user's data directory."""
     return str(default_db_path())
+
+
+def default_node_id() -> str:
+    """Unique without configuration: host name, process id and a random part."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,10 @@ class Settings:
     keyfile: Path | None = None
     log_level: str = "INFO"
     db_pool_size: int = 10
+    # A cluster: a Redis URL turns this process into one node of many (None = one process).
+    bus: str | None = None
+    node_id: str = field(default_factory=default_node_id)
+    bus_prefix: str = "clubroom"
 
     @property
     def argon2_parameters(self) -> argon2.Parameters:

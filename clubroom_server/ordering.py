@@ -16,8 +16,10 @@ turns that into exactly-once, in-order delivery per room:
   with nothing after them to reveal the gap.
 
 Each room starts *unanchored*: it buffers until ``anchor`` says which
-sequence number the room had reached when this node started serving it
-(read after the bus subscription was active, so nothing can slip between).
+message (sequence number and id) the room had reached when this node started
+serving it (read after the bus subscription was active, so nothing can slip
+between). Reads go by message id — within a room id order is seq order — so
+the store needs no query by ``seq``.
 
 No network or database code here: the clock and the fetch are injected, so
 the rules are tested by advancing a fake clock.
@@ -64,14 +66,15 @@ class LoopClock:
         return asyncio.get_running_loop().call_later(delay, callback)
 
 
-# (room id, sequence number) -> the room's messages after it, in order, and whether more follow.
+# (room id, message id) -> the room's messages after it, in order, and whether more follow.
 FetchAfter = Callable[[int, int], Awaitable[tuple[Sequence[Sequenced], bool]]]
 Deliver = Callable[[int, Sequenced], None]
 
 
 @dataclass(eq=False)
 class _RoomOrder:
-    delivered: int | None = None  # None until anchored
+    delivered: int | None = None  # the last seq delivered; None until anchored
+    delivered_id: int = 0  # ...and its message id, where the next read starts
     pending: dict[int, Sequenced] = field(default_factory=dict)
     timer: TimerHandle | None = None
     filling: bool = False
@@ -102,8 +105,8 @@ class OrderedDelivery:
         """Start buffering a room's messages (before its anchor is known)."""
         self._rooms.setdefault(room_id, _RoomOrder())
 
-    def anchor(self, room_id: int, last_seq: int) -> None:
-        """Everything up to ``last_seq`` was stored before this node served the room.
+    def anchor(self, room_id: int, last_seq: int, last_id: int) -> None:
+        """Everything up to message ``last_id`` (``last_seq``) was stored before we served the room.
 
         Buffered messages at or below it are dropped; later ones are
         delivered (or wait for a gap fill). Anchoring twice keeps the first.
@@ -111,7 +114,7 @@ class OrderedDelivery:
         order = self._rooms.setdefault(room_id, _RoomOrder())
         if order.delivered is not None:
             return
-        order.delivered = last_seq
+        order.delivered, order.delivered_id = last_seq, last_id
         self._drain(room_id, order)
 
     def forget(self, room_id: int) -> None:
@@ -162,7 +165,7 @@ class OrderedDelivery:
         for seq in [s for s in order.pending if s <= order.delivered]:
             del order.pending[seq]
         while (item := order.pending.pop(order.delivered + 1, None)) is not None:
-            order.delivered = item.seq
+            order.delivered, order.delivered_id = item.seq, item.message_id
             self._deliver(room_id, item)
         if not order.pending:
             if order.timer is not None:
@@ -198,7 +201,7 @@ class OrderedDelivery:
             while self._rooms.get(room_id) is order and order.delivered is not None:
                 order.refill = False
                 before = order.delivered
-                items, more = await self._fetch_after(room_id, before)
+                items, more = await self._fetch_after(room_id, order.delivered_id)
                 if self._rooms.get(room_id) is not order:
                     return
                 for item in items:

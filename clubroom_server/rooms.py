@@ -68,6 +68,7 @@ class Rooms:
         self._fanout = fanout
         self._on_deleted = on_deleted
         self._rooms: dict[str, Room] = {}
+        self._by_id: dict[int, Room] = {}
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -75,10 +76,15 @@ class Rooms:
     def get(self, key: str) -> Room | None:
         return self._rooms.get(key)
 
+    def by_id(self, room_id: int) -> Room | None:
+        """The live room with this id (a deleted and re-created room has a new id)."""
+        return self._by_id.get(room_id)
+
     def add(self, record: RoomRecord, *, expire_if_unjoined: bool = False) -> Room:
         """Register a room; a room restored after a restart lives one grace period unjoined."""
         room = Room(record.id, record.name, record.key)
         self._rooms[room.key] = room
+        self._by_id[room.id] = room
         if expire_if_unjoined:
             room.expiry = _later(self.grace, self._expire_unjoined, room)
         return room
@@ -87,6 +93,8 @@ class Rooms:
         """Forget a room whose creation failed, without announcing anything."""
         if self._rooms.get(room.key) is room:
             del self._rooms[room.key]
+        if self._by_id.get(room.id) is room:
+            del self._by_id[room.id]
         room.deleted = True
 
     # ---------------------------------------------------------------- joining

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -29,9 +29,15 @@ _ws_log.setLevel(logging.WARNING)
 class ClubroomServer:
     """Accepts connections, answers health checks and hands each socket to the session."""
 
-    def __init__(self, settings: Settings, handler: SessionHandler) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        handler: SessionHandler,
+        health: Callable[[], list[str]] = list,
+    ) -> None:
         self._settings = settings
         self._handler = handler
+        self._health = health
         self._server: Server | None = None
         self._per_address: Counter[str] = Counter()
 
@@ -85,7 +91,7 @@ class ClubroomServer:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path.split("?", 1)[0] == "/healthz":
-            return _plain(HTTPStatus.OK, "ok")
+            return _health_response(self._health())
         limit = self._settings.max_connections_per_address
         if limit > 0 and self._per_address[_address(connection)] >= limit:
             log.warning("refusing a connection from %s: too many open", _address(connection))
@@ -98,6 +104,13 @@ def _select_subprotocol(
 ) -> Subprotocol | None:
     """Choose ``clubroom.v1`` when offered; also accept plain tools that offer none."""
     return CLUBROOM_V1 if CLUBROOM_V1 in offered else None
+
+
+def _health_response(problems: list[str]) -> Response:
+    """200 ``ok``, or 503 naming what is down (a balancer then sends clients elsewhere)."""
+    if not problems:
+        return _plain(HTTPStatus.OK, "ok")
+    return _plain(HTTPStatus.SERVICE_UNAVAILABLE, "".join(f"{p}\n" for p in problems))
 
 
 def _plain(status: HTTPStatus, body: str) -> Response:

@@ -16,6 +16,8 @@ from typing import Any
 
 import protocol
 from clubroom_server.auth import PasswordHasher, SlidingWindow, TokenBucket, new_token, token_hash
+from clubroom_server.bus import Bus, BusUnavailable
+from clubroom_server.cluster import ClusterDelivery
 from clubroom_server.config import Settings
 from clubroom_server.peer import Peer, fanout
 from clubroom_server.rooms import Room, Rooms
@@ -35,6 +37,7 @@ Handler = Callable[[Peer, Any], Awaitable[protocol.Reply | None]]
 NonceKey = tuple[int, int, str]
 
 NOT_SAVED = "The server could not save that just now; please try again in a moment."
+BUS_UNAVAILABLE = "The server lost touch with the rest of the cluster for a moment; please retry."
 UNAVAILABLE = "The server's database is out of reach for a moment; nothing was done. Please retry."
 
 
@@ -55,11 +58,14 @@ def to_wire(room: Room, record: MessageRecord) -> protocol.Message:
 class ChatService:
     """Accounts, rooms and messages: one method per request type."""
 
-    def __init__(self, settings: Settings, store: Store, hasher: PasswordHasher) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, hasher: PasswordHasher, bus: Bus | None = None
+    ) -> None:
         self._settings = settings
         self._store = store
         self._hasher = hasher
         self.rooms = Rooms(settings.grace, fanout, self._room_deleted)  # type: ignore[arg-type]
+        self.cluster = self._cluster_delivery(bus) if bus is not None and bus.clustered else None
         self._failed_by_user = SlidingWindow(
             settings.login_failures_per_user, settings.login_window
         )
@@ -89,8 +95,11 @@ class ChatService:
         """Restore stored rooms (each gets one grace period) and drop expired tokens."""
         await self._store.purge_expired_tokens(now_ms())
         for record in await self._store.all_rooms():
-            self.rooms.add(record, expire_if_unjoined=True)
+            # In a cluster, other nodes' members may be in these rooms.
+            self.rooms.add(record, expire_if_unjoined=self.cluster is None)
         log.info("restored %d room(s) from the database", len(self.rooms))
+        if self.cluster is not None:
+            await self.cluster.start()
 
     def close(self) -> None:
         self.rooms.close()
@@ -103,6 +112,8 @@ class ChatService:
             return await self._handlers[type(request)](peer, request)
         except UnavailableError:
             raise ProtocolError(ErrorCode.UNAVAILABLE, UNAVAILABLE) from None
+        except BusUnavailable:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, BUS_UNAVAILABLE) from None
         except StoreError:
             raise ProtocolError(ErrorCode.INTERNAL_ERROR, NOT_SAVED) from None
 
@@ -110,6 +121,7 @@ class ChatService:
         """A connection dropped: its memberships enter the grace period."""
         for room in peer.rooms.values():
             self.rooms.detach(room, peer, grace=True)
+            self._release_if_unserved(room)
         peer.rooms.clear()
 
     # --------------------------------------------------------------- accounts
@@ -237,12 +249,17 @@ class ChatService:
             self._creating.discard(key)
         room = self.rooms.add(record)
         self._enter(peer, room)
+        try:
+            await self._serve(room)
+        except BaseException:
+            self._leave(peer, room)
+            raise
         self._reply_joined(peer, room, request.id, [], more=False, last_id=0, live=True)
         return None
 
     async def join_room(self, peer: Peer, request: protocol.JoinRoom) -> protocol.Reply | None:
         name = protocol.check_room_name(request.room)
-        room = self.rooms.get(protocol.room_key(name))
+        room = self.rooms.get(protocol.room_key(name)) or await self._stored_room(name)
         if room is None:
             raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"There is no room called {name!r}.")
         was_member = room.key in peer.rooms
@@ -250,13 +267,14 @@ class ChatService:
             self._take(self._room_bucket, peer)
         self._enter(peer, room)
         try:
+            await self._serve(room)
             if request.after is None:
                 records, more = await self._store.latest_messages(room.id, protocol.JOIN_LATEST)
             else:
                 records, more = await self._store.messages_after(
                     room.id, request.after, protocol.JOIN_AFTER_MAX
                 )
-        except StoreError:
+        except (StoreError, BusUnavailable):
             if not was_member:
                 self._leave(peer, room)
             raise
@@ -281,6 +299,7 @@ class ChatService:
     def _leave(self, peer: Peer, room: Room) -> None:
         peer.rooms.pop(room.key, None)
         self.rooms.detach(room, peer, grace=False)
+        self._release_if_unserved(room)
 
     def _reply_joined(
         self,
@@ -315,6 +334,9 @@ class ChatService:
 
     def _room_deleted(self, room: Room) -> None:
         """The registry dropped an empty room: delete its row, and let a re-creation wait."""
+        if self.cluster is not None:
+            self._cluster_room_unused(room)
+            return
         log.info("room %r is empty; deleting it and its messages", room.name)
         task = asyncio.create_task(self._delete_room(room), name=f"delete-room-{room.id}")
         self._deleting[room.key] = task
@@ -402,8 +424,11 @@ class ChatService:
         self._take(self._send_bucket, peer)
 
         def announce(record: MessageRecord) -> None:
-            event = protocol.MessageEvent(message=to_wire(room, record))
-            self.rooms.publish_message(room, record.id, protocol.encode(event))
+            event = protocol.encode(protocol.MessageEvent(message=to_wire(room, record)))
+            if self.cluster is None:
+                self.rooms.publish_message(room, record.id, event)
+            else:
+                self.cluster.stored(record, event)
 
         record = await self._store.append_message(
             room.id, peer.user.id, peer.user.username, text, self._now(), nonce, announce
@@ -433,6 +458,60 @@ class ChatService:
                 f"Slow down: try again in {wait:.1f} seconds.",
                 retry_after=round(wait, 3),
             )
+
+    # ---------------------------------------------------------------- cluster
+    # Only with ``--bus``: one process never runs any of this.
+
+    def _cluster_delivery(self, bus: Bus) -> ClusterDelivery:
+        return ClusterDelivery(
+            bus, self._store, self._settings.node_id, self._encode_for, self._deliver_in_order
+        )
+
+    async def close_cluster(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.close()
+
+    async def _serve(self, room: Room) -> None:
+        """In a cluster, make sure this node hears the room before its snapshot is read."""
+        if self.cluster is not None:
+            await self.cluster.serve(room.id)
+
+    def _release_if_unserved(self, room: Room) -> None:
+        """In a cluster, stop hearing a room none of this node's connections is in."""
+        if self.cluster is not None and not room.live and not room.joining:
+            self.cluster.release(room.id)
+
+    def _cluster_room_unused(self, room: Room) -> None:
+        """No member of the room is left *on this node*: forget it here, keep it stored.
+
+        Whether anyone on another node is still inside is decided by presence
+        in the database, which is not built yet (issue 13): until then a
+        cluster never deletes rooms, rather than deleting one in use.
+        """
+        assert self.cluster is not None
+        log.info("no member of room %r is left on this node; it stays stored", room.name)
+        self.cluster.release(room.id)
+
+    async def _stored_room(self, name: str) -> Room | None:
+        """In a cluster, a room another node created is found in the database."""
+        if self.cluster is None:
+            return None
+        key = protocol.room_key(name)
+        for record in await self._store.all_rooms():
+            if record.key == key:
+                return self.rooms.get(key) or self.rooms.add(record)
+        return None
+
+    def _encode_for(self, room_id: int, record: MessageRecord) -> bytes | None:
+        room = self.rooms.by_id(room_id)
+        if room is None:
+            return None
+        return protocol.encode(protocol.MessageEvent(message=to_wire(room, record)))
+
+    def _deliver_in_order(self, room_id: int, message_id: int, data: bytes) -> None:
+        room = self.rooms.by_id(room_id)
+        if room is not None:
+            self.rooms.publish_message(room, message_id, data)
 
 
 def _require_anonymous(peer: Peer) -> None:
