@@ -1,8 +1,13 @@
-"""Shared fixtures: a real Clubroom server on a free loopback port with a temp SQLite file."""
+"""Shared fixtures: a real Clubroom server on a free loopback port with a fresh database.
+
+Servers use SQLite by default; the server tests (tests/server/conftest.py)
+run each test that makes servers on SQLite and on PostgreSQL.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +16,7 @@ import pytest
 from clubroom_server.app import Clubroom
 from clubroom_server.config import Settings
 from clubroom_server.store import sqlite_path
+from tests.databases import database_url, query
 
 # Tests hash with the cheapest argon2 profile (except the tests about hashing),
 # keep the grace period short and leave every other default as shipped.
@@ -39,11 +45,20 @@ class RunningServer:
         return f"ws://127.0.0.1:{self.port}"
 
     @property
+    def db(self) -> str:
+        """The ``--db`` URL of this server's database."""
+        return self.settings.db
+
+    @property
     def db_path(self) -> Path:
-        """The SQLite file (tests that read the file itself run on SQLite only)."""
+        """The SQLite file (tests that read the file itself are marked ``sqlite_only``)."""
         path = sqlite_path(self.settings.db)
         assert path is not None, "this server does not use SQLite"
         return path
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """What the database holds, read on a connection of the test's own."""
+        return await query(self.settings.db, sql, params)
 
     async def start(self) -> None:
         """Start (again) on the same port and database."""
@@ -62,23 +77,35 @@ MakeServer = Callable[..., Awaitable[RunningServer]]
 
 
 @pytest.fixture
-async def make_server(tmp_path: Path) -> AsyncIterator[MakeServer]:
-    """A factory of running servers; every one is stopped at the end of the test."""
+def db_backend(request: pytest.FixtureRequest) -> str:
+    """The database the test servers use: SQLite, unless tests/server parametrises it."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+async def make_server(tmp_path: Path, db_backend: str) -> AsyncIterator[MakeServer]:
+    """A factory of running servers; every one is stopped at the end of the test.
+
+    Each server gets a fresh database of ``db_backend`` unless ``db=`` names
+    one (e.g. another server's, to restart on the same data).
+    """
     servers: list[RunningServer] = []
+    async with contextlib.AsyncExitStack() as databases:
 
-    async def make(**overrides: Any) -> RunningServer:
-        options = {**TEST_DEFAULTS, "db": str(tmp_path / f"clubroom{len(servers)}.db")}
-        if "db_path" in overrides:
-            overrides["db"] = str(overrides.pop("db_path"))
-        options.update(overrides)
-        server = RunningServer(Settings(**options))
-        await server.start()
-        servers.append(server)
-        return server
+        async def make(**overrides: Any) -> RunningServer:
+            if "db" not in overrides:
+                fresh = database_url(db_backend, tmp_path, f"clubroom{len(servers)}")
+                overrides["db"] = await databases.enter_async_context(fresh)
+            server = RunningServer(Settings(**{**TEST_DEFAULTS, **overrides}))
+            servers.append(server)
+            await server.start()
+            return server
 
-    yield make
-    for server in servers:
-        await server.stop()
+        try:
+            yield make
+        finally:
+            for server in servers:
+                await server.stop()
 
 
 @pytest.fixture

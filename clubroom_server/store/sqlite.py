@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, TypeVar
 import aiosqlite
 
 from clubroom_server.store import migrations
+from clubroom_server.store.batch import Refused, fail_all, settle
 from clubroom_server.store.interface import (
     DuplicateError,
     NotFoundError,
@@ -70,12 +71,6 @@ class _Write(NamedTuple):
     op: WriteOp
     future: asyncio.Future[Any]
     on_stored: Callable[[Any], None] | None
-
-
-class _Refused(NamedTuple):
-    """One write of a batch that a rule refused; the rest of the batch still commits."""
-
-    error: StoreError
 
 
 class _WriterThread:
@@ -245,12 +240,12 @@ class SQLiteStore:
         except (sqlite3.Error, ValueError, OverflowError) as exc:
             if len(batch) == 1:
                 log.error("database write failed: %s", exc)
-                _fail(batch[0], StoreError(str(exc)))
+                fail_all(batch, StoreError(str(exc)))
                 return
             for write in batch:
                 await self._commit([write])
             return
-        _settle(batch, results)
+        settle(batch, results)
 
     # ----------------------------------------------------------------- users
 
@@ -631,9 +626,9 @@ def _commit_all(db: sqlite3.Connection, ops: list[WriteOp]) -> list[Any]:
             try:
                 results.append(op(db))
             except sqlite3.IntegrityError as exc:
-                results.append(_Refused(_refusal(exc)))
+                results.append(Refused(_refusal(exc)))
             except (DuplicateError, NotFoundError) as exc:
-                results.append(_Refused(exc))
+                results.append(Refused(exc))
         db.commit()
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
@@ -650,25 +645,3 @@ def _refusal(exc: sqlite3.IntegrityError) -> StoreError:
     if code == _FOREIGN_KEY_CODE:
         return NotFoundError("refers to something not stored")
     return StoreError(str(exc))
-
-
-def _settle(batch: list[_Write], results: list[Any]) -> None:
-    """Announce committed writes in order, then wake whoever awaits them."""
-    for write, result in zip(batch, results, strict=True):
-        if write.on_stored is not None and not isinstance(result, _Refused):
-            try:
-                write.on_stored(result)
-            except Exception:  # an announcement must never undo a commit
-                log.exception("post-commit callback failed")
-    for write, result in zip(batch, results, strict=True):
-        if write.future.done():
-            continue
-        if isinstance(result, _Refused):
-            write.future.set_exception(result.error)
-        else:
-            write.future.set_result(result)
-
-
-def _fail(write: _Write, error: StoreError) -> None:
-    if not write.future.done():
-        write.future.set_exception(error)

@@ -1,4 +1,10 @@
-"""Fixtures for server tests: wire clients that are closed when the test ends."""
+"""Fixtures for server tests: every test runs on each backend; wire clients closed at the end.
+
+A test that makes a server runs twice, on SQLite and on PostgreSQL (a fresh
+database from ``CLUBROOM_TEST_POSTGRES``; skipped with the reason where it is
+not set, failed where ``CLUBROOM_REQUIRE_SERVICES=1``). A test about the
+SQLite file itself is marked ``sqlite_only``.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from tests.conftest import RunningServer
+from tests.databases import BACKENDS
 from tests.wsclient import WireClient
 
 Connect = Callable[..., Awaitable[WireClient]]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run every server-making test on each backend (``sqlite_only`` ones on SQLite)."""
+    if "db_backend" not in metafunc.fixturenames:
+        return
+    only_sqlite = metafunc.definition.get_closest_marker("sqlite_only") is not None
+    backends = ["sqlite"] if only_sqlite else list(BACKENDS)
+    metafunc.parametrize("db_backend", backends, indirect=True)
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
 from protocol import parse_time
@@ -33,9 +31,8 @@ async def test_register_authenticates_the_connection(connect: Connect) -> None:
 async def test_password_is_stored_only_as_argon2id(connect: Connect, server: RunningServer) -> None:
     """The database holds an argon2id hash, never the password; tokens only as hashes."""
     client = await connect("ann")
-    with sqlite3.connect(server.db_path) as db:
-        (stored,) = db.execute("SELECT password_hash FROM users").fetchone()
-        tokens = [row[0] for row in db.execute("SELECT hash FROM tokens")]
+    [(stored,)] = await server.rows("SELECT password_hash FROM users")
+    tokens = [row[0] for row in await server.rows("SELECT hash FROM tokens")]
     assert stored.startswith("$argon2id$") and PASSWORD not in stored
     assert client.token not in tokens and len(tokens) == 1
 
@@ -187,24 +184,21 @@ async def test_room_requests_need_authentication(
 async def test_expired_tokens_do_not_resume(connect: Connect, server: RunningServer) -> None:
     """A token past its expiry is refused like a revoked one."""
     client = await connect("ann")
-    with sqlite3.connect(server.db_path) as db:
-        db.execute("UPDATE tokens SET expires_ms = 1")
+    await server.rows("UPDATE tokens SET expires_ms = 1")
     other = await connect()
     assert (await other.call("resume", token=client.token))["code"] == "invalid_token"
 
 
-async def test_login_rehashes_when_parameters_changed(make_server: MakeServer, tmp_path) -> None:
+async def test_login_rehashes_when_parameters_changed(make_server: MakeServer) -> None:
     """A hash made with older parameters is replaced by one with today's at login."""
-    db_path = tmp_path / "rehash.db"
-    old = await make_server(db_path=db_path, argon2_profile="cheapest")
+    old = await make_server(argon2_profile="cheapest")
     client = await WireClient.open(old.url)
     await client.register("ann")
     await client.close()
     await old.stop()
-    new = await make_server(db_path=db_path, argon2_profile="rfc9106-low-memory")
+    new = await make_server(db=old.db, argon2_profile="rfc9106-low-memory")
     client = await WireClient.open(new.url)
     await client.ok("login", username="ann", password=PASSWORD)
     await client.close()
-    with sqlite3.connect(db_path) as db:
-        (stored,) = db.execute("SELECT password_hash FROM users").fetchone()
+    [(stored,)] = await new.rows("SELECT password_hash FROM users")
     assert "m=65536,t=3,p=4" in stored

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from pathlib import Path
 
 from tests.conftest import MakeServer, RunningServer
 from tests.server.conftest import Connect
@@ -12,9 +10,14 @@ from tests.waiting import wait_until
 from tests.wsclient import WireClient, in_room, resumed, user
 
 
-def stored(db_path: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(db_path) as db:
-        return db.execute(sql).fetchall()
+async def counted(server: RunningServer, table: str, expected: int) -> bool:
+    """Whether ``table`` holds ``expected`` rows now."""
+    return await server.rows(f"SELECT COUNT(*) FROM {table}") == [(expected,)]
+
+
+async def names_of_rooms(server: RunningServer, expected: list[str]) -> bool:
+    """Whether the stored rooms are exactly ``expected``."""
+    return [name for (name,) in await server.rows("SELECT name FROM rooms")] == expected
 
 
 async def bob_drops_out_of_lobby(
@@ -36,8 +39,8 @@ async def test_last_leave_deletes_room_and_messages(
     await ann.ok("create_room", room="Lobby")
     await ann.ok("send", room="Lobby", text="secret plans")
     await ann.ok("leave_room", room="Lobby")
-    await wait_until(lambda: stored(server.db_path, "SELECT COUNT(*) FROM rooms") == [(0,)])
-    assert stored(server.db_path, "SELECT COUNT(*) FROM messages") == [(0,)]
+    await wait_until(lambda: counted(server, "rooms", 0))
+    assert await counted(server, "messages", 0)
     bob = await connect("bob")
     assert (await bob.call("join_room", room="Lobby"))["code"] == "no_such_room"
 
@@ -91,45 +94,41 @@ async def test_grace_expiry_of_the_last_member_deletes_the_room(make_server: Mak
     await ann.ok("send", room="Lobby", text="bye")
     ann.ws.transport.abort()
     await asyncio.sleep(0.1)
-    assert stored(server.db_path, "SELECT name FROM rooms") == [("Lobby",)]
-    await wait_until(lambda: stored(server.db_path, "SELECT COUNT(*) FROM messages") == [(0,)])
-    assert stored(server.db_path, "SELECT COUNT(*) FROM rooms") == [(0,)]
+    assert await server.rows("SELECT name FROM rooms") == [("Lobby",)]
+    await wait_until(lambda: counted(server, "messages", 0))
+    assert await counted(server, "rooms", 0)
 
 
-async def test_restart_keeps_rooms_for_one_grace_period(make_server: MakeServer, tmp_path) -> None:
+async def test_restart_keeps_rooms_for_one_grace_period(make_server: MakeServer) -> None:
     """After a restart, a rejoined room lives on with its history; an unjoined one is deleted."""
-    db_path = tmp_path / "restart.db"
-    first = await make_server(db_path=db_path, grace=1.5)
+    first = await make_server(grace=1.5)
     ann = await user(first.url, "ann")
     await ann.ok("create_room", room="Kept")
     sent = await ann.ok("send", room="Kept", text="still here")
     await ann.ok("create_room", room="Forgotten")
     await ann.close()
     await first.stop()
-    second = await make_server(db_path=db_path, grace=1.5)
+    second = await make_server(db=first.db, grace=1.5)
     ann = await resumed(second.url, ann.token)
     joined = await ann.ok("join_room", room="Kept")
     assert joined["messages"] == [sent["message"]]
-    await wait_until(lambda: stored(db_path, "SELECT name FROM rooms") == [("Kept",)])
+    await wait_until(lambda: names_of_rooms(second, ["Kept"]))
     await asyncio.sleep(0.3)
-    assert stored(db_path, "SELECT name FROM rooms") == [("Kept",)]
+    assert await names_of_rooms(second, ["Kept"])
     assert (await ann.call("join_room", room="Forgotten"))["code"] == "no_such_room"
     await ann.close()
 
 
-async def test_ids_keep_increasing_across_deletion_and_restart(
-    make_server: MakeServer, tmp_path
-) -> None:
+async def test_ids_keep_increasing_across_deletion_and_restart(make_server: MakeServer) -> None:
     """A room recreated after a restart never reuses an id a client may hold as ``after``."""
-    db_path = tmp_path / "ids.db"
-    first = await make_server(db_path=db_path)
+    first = await make_server()
     ann = await user(first.url, "ann")
     await ann.ok("create_room", room="Lobby")
     old = (await ann.ok("send", room="Lobby", text="x"))["message"]["id"]
     await ann.ok("leave_room", room="Lobby")
     await ann.close()
     await first.stop()
-    second = await make_server(db_path=db_path)
+    second = await make_server(db=first.db)
     ann = await resumed(second.url, ann.token)
     await ann.ok("create_room", room="Lobby")
     new = (await ann.ok("send", room="Lobby", text="y"))["message"]["id"]
@@ -161,10 +160,9 @@ async def test_fifty_clients_joining_and_leaving_stay_consistent(
     assert final["members"] == ["user00", "user01"]
     await clients[1].ok("leave_room", room="Busy")
     await clients[0].ok("leave_room", room="Busy")
-    await wait_until(lambda: stored(server.db_path, "SELECT COUNT(*) FROM rooms") == [(0,)])
+    await wait_until(lambda: counted(server, "rooms", 0))
     await asyncio.gather(*(churn(c, 3) for c in clients[1:]))
     await asyncio.sleep(0.1)
-    rooms = stored(server.db_path, "SELECT COUNT(*) FROM rooms")
-    assert rooms == [(0,)], "nobody is in the room, so it must not exist"
+    assert await counted(server, "rooms", 0), "nobody is in the room, so it must not exist"
     for client in clients:
         await client.close()

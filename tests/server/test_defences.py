@@ -113,6 +113,7 @@ async def test_compression_is_never_negotiated(server: RunningServer) -> None:
     await client.close()
 
 
+@pytest.mark.sqlite_only
 async def test_deleted_room_text_is_gone_from_the_database_files(
     connect: Connect, server: RunningServer
 ) -> None:
@@ -150,10 +151,7 @@ async def test_no_secret_reaches_a_log_line_or_an_error(
     ]
     await ann.ok("create_room", room="Quiet")
     await ann.ok("logout")
-    import sqlite3
-
-    with sqlite3.connect(server.db_path) as db:
-        hashes = [row[0] for row in db.execute("SELECT password_hash FROM users")]
+    hashes = [row[0] for row in await server.rows("SELECT password_hash FROM users")]
     secrets = [PASSWORD, "Wrong-guess-42!", "bob-is-weak", ann.token, ann.token[::-1], *hashes]
     secrets += [h.split("$")[-1] for h in hashes]  # the raw digest part alone
     # The test's own client library logs its frames; only the server's lines count.
@@ -172,16 +170,14 @@ async def test_default_argon2_meets_rfc9106_second_recommendation(
     """Out of the box, hashes use argon2id with t=3, 64 MiB, p=4 (RFC 9106 low-memory)."""
     server = await make_server(argon2_profile="rfc9106-low-memory")
     await (await user(server.url, "ann")).close()
-    import sqlite3
-
-    with sqlite3.connect(server.db_path) as db:
-        (stored,) = db.execute("SELECT password_hash FROM users").fetchone()
+    [(stored,)] = await server.rows("SELECT password_hash FROM users")
     assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
     from clubroom_server.config import Settings
 
     assert Settings().argon2_profile == "rfc9106-low-memory"
 
 
+@pytest.mark.sqlite_only
 async def test_full_disk_answers_internal_error_and_recovers(
     connect: Connect, server: RunningServer
 ) -> None:

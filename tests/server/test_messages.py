@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import pytest
 
@@ -57,11 +56,10 @@ async def test_three_users_see_every_message_in_the_same_order(
 async def test_message_is_stored_before_it_is_acknowledged(
     connect: Connect, server: RunningServer
 ) -> None:
-    """When sent arrives, the row is already in the SQLite file."""
+    """When sent arrives, the row is already in the database."""
     (ann,) = await room_with(connect, "ann")
     reply = await ann.ok("send", room="Lobby", text="durable")
-    with sqlite3.connect(server.db_path) as db:
-        rows = db.execute("SELECT id, text FROM messages").fetchall()
+    rows = await server.rows("SELECT id, text FROM messages")
     assert rows == [(reply["message"]["id"], "durable")]
 
 
@@ -90,8 +88,7 @@ async def test_nonce_makes_a_resend_safe(connect: Connect, server: RunningServer
     assert first["message"] == again["message"]
     await bob.event("message")
     await bob.no_event()
-    with sqlite3.connect(server.db_path) as db:
-        assert db.execute("SELECT COUNT(*) FROM messages").fetchone() == (1,)
+    assert await server.rows("SELECT COUNT(*) FROM messages") == [(1,)]
 
 
 async def test_concurrent_resends_with_one_nonce_store_once(
@@ -107,8 +104,7 @@ async def test_concurrent_resends_with_one_nonce_store_once(
         ann2.ok("send", room="Lobby", text="race", nonce="same"),
     )
     assert replies[0]["message"] == replies[1]["message"]
-    with sqlite3.connect(server.db_path) as db:
-        assert db.execute("SELECT COUNT(*) FROM messages").fetchone() == (1,)
+    assert await server.rows("SELECT COUNT(*) FROM messages") == [(1,)]
 
 
 async def test_nonces_are_per_user(connect: Connect) -> None:
