@@ -7,15 +7,19 @@ import logging
 from types import TracebackType
 
 from clubroom_server.auth import PasswordHasher
-from clubroom_server.bus import make_bus
+from clubroom_server.bus import RedisBus
+from clubroom_server.cluster import ClusterNode
 from clubroom_server.config import Settings
 from clubroom_server.peer import PeerSet
+from clubroom_server.presence import ClusterMembers
 from clubroom_server.server import ClubroomServer
 from clubroom_server.service import ChatService
 from clubroom_server.session import SessionHandler
 from clubroom_server.store import Store, describe_url, make_store
+from clubroom_server.store.presence import ClusterPresence
 
 log = logging.getLogger(__name__)
+CLOSE_SERVICE_RESTART = 1012  # RFC 6455 "service restart": reconnect, maybe elsewhere
 
 
 class Clubroom:
@@ -27,8 +31,8 @@ class Clubroom:
             settings.db, synchronous=settings.synchronous, pool_size=settings.db_pool_size
         )
         self.hasher = PasswordHasher(settings.argon2_parameters, settings.hash_workers)
-        self.service = ChatService(settings, self.store, self.hasher, make_bus(settings))
         self.peers = PeerSet()
+        self.service = ChatService(settings, self.store, self.hasher, self._cluster_node())
         self.server = ClubroomServer(
             settings, SessionHandler(settings, self.service, self.peers), health=self.problems
         )
@@ -51,10 +55,33 @@ class Clubroom:
         log.info("Clubroom listening on %s (database %s)", app.url, describe_url(settings.db))
         return app
 
+    def _cluster_node(self) -> ClusterNode | None:
+        """With ``--bus``: the parts that make this process one node of a cluster."""
+        s = self.settings
+        if s.bus is None:
+            return None
+        members = ClusterMembers(
+            ClusterPresence(s.db, s.node_id),
+            grace=s.grace,
+            lease=s.node_lease,
+            on_left=lambda *left: self._members_left(*left),
+            on_fenced=self._fenced,
+        )
+        bus = RedisBus(s.bus, s.node_id, s.bus_prefix)
+        return ClusterNode(bus, self.store, members, s.node_id)
+
+    def _members_left(self, room_id: int, room_name: str, usernames: list[str]) -> None:
+        assert self.service.cluster is not None
+        self.service.cluster.members_left(room_id, room_name, usernames)
+
+    def _fenced(self) -> None:
+        """The lease is lost: the others will drop our members, so send our clients elsewhere."""
+        self.peers.close_all(CLOSE_SERVICE_RESTART, "This server lost the cluster; reconnect.")
+
     def problems(self) -> list[str]:
         """What keeps this node from serving fully right now (``/healthz`` answers 503)."""
         cluster = self.service.cluster
-        return [] if cluster is None or cluster.healthy else ["bus: Redis is out of reach"]
+        return [] if cluster is None else cluster.problems()
 
     @property
     def url(self) -> str:
@@ -71,6 +98,9 @@ class Clubroom:
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self.service.cluster is not None:
+            # Drain: 1012 tells clients to reconnect now, to another node.
+            self.peers.close_all(CLOSE_SERVICE_RESTART, "This server is restarting; reconnect.")
         await self.server.close()
         self.service.close()
         await self.service.finish_deletions()

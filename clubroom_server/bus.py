@@ -34,8 +34,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from clubroom_server.config import Settings
-
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST = 0.1  # seconds before the first reconnection attempt
@@ -118,13 +116,6 @@ class LocalBus:
 
     async def close(self) -> None:
         return None
-
-
-def make_bus(settings: Settings) -> Bus:
-    """``RedisBus`` for a cluster node (``--bus``), else the local bus that does nothing."""
-    if settings.bus is None:
-        return LocalBus()
-    return RedisBus(settings.bus, settings.node_id, settings.bus_prefix)
 
 
 def describe_redis(url: str) -> str:

@@ -192,6 +192,12 @@ SERVE_OPTIONS = [
         "Prefix of this cluster's Redis channels (clusters sharing one Redis need different ones).",
     ),
     _option(
+        "--node-lease",
+        "node_lease",
+        click.FloatRange(1),
+        "Seconds a cluster node's lease lasts; a node silent that long is treated as gone.",
+    ),
+    _option(
         "--log-level",
         "log_level",
         click.Choice(LOG_LEVELS, case_sensitive=False),

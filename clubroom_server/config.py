@@ -69,6 +69,7 @@ class Settings:
     bus: str | None = None
     node_id: str = field(default_factory=default_node_id)
     bus_prefix: str = "clubroom"
+    node_lease: float = 10.0  # seconds; renewed every third of it
 
     @property
     def argon2_parameters(self) -> argon2.Parameters:

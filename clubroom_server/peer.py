@@ -57,16 +57,19 @@ class Peer:
 
     def close_slow(self) -> None:
         """Close a connection that does not read what it is sent (once)."""
+        if not self._closing:
+            log.warning("closing a slow consumer from %s", self.address)
+        self.close_with(
+            protocol.CLOSE_SLOW_CONSUMER,
+            "Too far behind; reconnect and catch up with join_room after.",
+        )
+
+    def close_with(self, code: int, reason: str) -> None:
+        """Start closing the connection with ``code`` (once), without waiting for it."""
         if self._closing:
             return
         self._closing = True
-        log.warning("closing a slow consumer from %s", self.address)
-        task = asyncio.get_running_loop().create_task(
-            self.websocket.close(
-                protocol.CLOSE_SLOW_CONSUMER,
-                "Too far behind; reconnect and catch up with join_room after.",
-            )
-        )
+        task = asyncio.get_running_loop().create_task(self.websocket.close(code, reason))
         _closing_tasks.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(_closing_tasks.discard)
 
@@ -100,6 +103,11 @@ class PeerSet:
 
     def __len__(self) -> int:
         return len(self._peers)
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every connection with ``code`` (a cluster node draining or fenced)."""
+        for peer in list(self._peers):
+            peer.close_with(code, reason)
 
     def sweep(self) -> None:
         """Close every connection whose outgoing buffer passed its limit."""

@@ -31,6 +31,8 @@ class Subscriber(Hashable, Protocol):
 
 
 Fanout = Callable[[Iterable[Subscriber], bytes], None]
+# (room, username, user key): a member left *this node's* view of the room (cluster mode).
+MemberGone = Callable[["Room", str, str], None]
 
 
 @dataclass(eq=False)
@@ -63,10 +65,22 @@ class Room:
 class Rooms:
     """The registry of rooms and the rules of presence and automatic cleanup."""
 
-    def __init__(self, grace: float, fanout: Fanout, on_deleted: Callable[[Room], None]) -> None:
+    def __init__(
+        self,
+        grace: float,
+        fanout: Fanout,
+        on_deleted: Callable[[Room], None],
+        on_member_gone: MemberGone | None = None,
+    ) -> None:
+        """``on_member_gone`` set means a cluster node: this registry holds only the
+        node's own connections, so who joined, who left and whether the room is
+        empty are decided elsewhere (``presence``); then ``on_deleted`` means "no
+        member on this node any more", not "delete the room".
+        """
         self.grace = grace
         self._fanout = fanout
         self._on_deleted = on_deleted
+        self._on_member_gone = on_member_gone
         self._rooms: dict[str, Room] = {}
         self._by_id: dict[int, Room] = {}
 
@@ -112,7 +126,8 @@ class Rooms:
         member = room.members.get(subscriber.user_key)
         if member is None:
             member = room.members[subscriber.user_key] = Member(subscriber.username)
-            self._announce(room, protocol.MemberJoined(room=room.name, username=member.username))
+            if self._on_member_gone is None:
+                self.announce(room, protocol.MemberJoined(room=room.name, username=member.username))
         _cancel(member.grace)
         member.grace = None
         member.connections.add(subscriber)
@@ -166,8 +181,12 @@ class Rooms:
     def _remove_member(self, room: Room, user_key: str) -> None:
         member = room.members.pop(user_key)
         _cancel(member.grace)
-        if room.members:
-            self._announce(room, protocol.MemberLeft(room=room.name, username=member.username))
+        if self._on_member_gone is not None:
+            self._on_member_gone(room, member.username, user_key)
+            if not room.members:
+                self._delete(room)
+        elif room.members:
+            self.announce(room, protocol.MemberLeft(room=room.name, username=member.username))
         else:
             self._delete(room)
 
@@ -196,10 +215,15 @@ class Rooms:
         else:
             self._fanout(room.live, data)
 
-    def _announce(self, room: Room, event: protocol.MemberJoined | protocol.MemberLeft) -> None:
+    def announce(self, room: Room, event: protocol.MemberJoined | protocol.MemberLeft) -> None:
         """Member events go to live connections only: joiners learn members from ``joined``."""
         if room.live:
             self._fanout(room.live, protocol.encode(event))
+
+    def forward(self, room: Room, data: bytes) -> None:
+        """An encoded member event from another node, for this node's live connections."""
+        if room.live and not room.deleted:
+            self._fanout(room.live, data)
 
     def close(self) -> None:
         """Cancel every timer (server shutdown): stored rooms get a new grace on restart."""

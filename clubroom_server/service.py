@@ -16,8 +16,8 @@ from typing import Any
 
 import protocol
 from clubroom_server.auth import PasswordHasher, SlidingWindow, TokenBucket, new_token, token_hash
-from clubroom_server.bus import Bus, BusUnavailable
-from clubroom_server.cluster import ClusterDelivery
+from clubroom_server.bus import BusUnavailable
+from clubroom_server.cluster import ClusterNode, RoomGone
 from clubroom_server.config import Settings
 from clubroom_server.peer import Peer, fanout
 from clubroom_server.rooms import Room, Rooms
@@ -59,13 +59,24 @@ class ChatService:
     """Accounts, rooms and messages: one method per request type."""
 
     def __init__(
-        self, settings: Settings, store: Store, hasher: PasswordHasher, bus: Bus | None = None
+        self,
+        settings: Settings,
+        store: Store,
+        hasher: PasswordHasher,
+        cluster: ClusterNode | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._hasher = hasher
-        self.rooms = Rooms(settings.grace, fanout, self._room_deleted)  # type: ignore[arg-type]
-        self.cluster = self._cluster_delivery(bus) if bus is not None and bus.clustered else None
+        self.cluster = cluster
+        self.rooms = Rooms(
+            settings.grace,
+            fanout,  # type: ignore[arg-type]
+            self._room_deleted,
+            on_member_gone=cluster.member_gone if cluster is not None else None,
+        )
+        if cluster is not None:
+            cluster.bind(self.rooms, _message_event)
         self._failed_by_user = SlidingWindow(
             settings.login_failures_per_user, settings.login_window
         )
@@ -94,12 +105,13 @@ class ChatService:
     async def start(self) -> None:
         """Restore stored rooms (each gets one grace period) and drop expired tokens."""
         await self._store.purge_expired_tokens(now_ms())
-        for record in await self._store.all_rooms():
-            # In a cluster, other nodes' members may be in these rooms.
-            self.rooms.add(record, expire_if_unjoined=self.cluster is None)
-        log.info("restored %d room(s) from the database", len(self.rooms))
         if self.cluster is not None:
+            # A node serves rooms on demand; presence in the database says who is in them.
             await self.cluster.start()
+            return
+        for record in await self._store.all_rooms():
+            self.rooms.add(record, expire_if_unjoined=True)
+        log.info("restored %d room(s) from the database", len(self.rooms))
 
     def close(self) -> None:
         self.rooms.close()
@@ -114,6 +126,10 @@ class ChatService:
             raise ProtocolError(ErrorCode.UNAVAILABLE, UNAVAILABLE) from None
         except BusUnavailable:
             raise ProtocolError(ErrorCode.UNAVAILABLE, BUS_UNAVAILABLE) from None
+        except RoomGone as gone:
+            raise ProtocolError(
+                ErrorCode.NO_SUCH_ROOM, f"There is no room called {gone.args[0]!r}."
+            ) from None
         except StoreError:
             raise ProtocolError(ErrorCode.INTERNAL_ERROR, NOT_SAVED) from None
 
@@ -121,7 +137,7 @@ class ChatService:
         """A connection dropped: its memberships enter the grace period."""
         for room in peer.rooms.values():
             self.rooms.detach(room, peer, grace=True)
-            self._release_if_unserved(room)
+            self._cluster_connection_gone(room)
         peer.rooms.clear()
 
     # --------------------------------------------------------------- accounts
@@ -250,16 +266,18 @@ class ChatService:
         room = self.rooms.add(record)
         self._enter(peer, room)
         try:
-            await self._serve(room)
+            members = await self._cluster_enter(peer, room)
         except BaseException:
             self._leave(peer, room)
             raise
-        self._reply_joined(peer, room, request.id, [], more=False, last_id=0, live=True)
+        self._reply_joined(
+            peer, room, request.id, [], more=False, last_id=0, live=True, members=members
+        )
         return None
 
     async def join_room(self, peer: Peer, request: protocol.JoinRoom) -> protocol.Reply | None:
         name = protocol.check_room_name(request.room)
-        room = self.rooms.get(protocol.room_key(name)) or await self._stored_room(name)
+        room = self.rooms.get(protocol.room_key(name)) or await self._cluster_room(name)
         if room is None:
             raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"There is no room called {name!r}.")
         was_member = room.key in peer.rooms
@@ -267,14 +285,14 @@ class ChatService:
             self._take(self._room_bucket, peer)
         self._enter(peer, room)
         try:
-            await self._serve(room)
+            members = await self._cluster_enter(peer, room)
             if request.after is None:
                 records, more = await self._store.latest_messages(room.id, protocol.JOIN_LATEST)
             else:
                 records, more = await self._store.messages_after(
                     room.id, request.after, protocol.JOIN_AFTER_MAX
                 )
-        except (StoreError, BusUnavailable):
+        except (StoreError, BusUnavailable, RoomGone):
             if not was_member:
                 self._leave(peer, room)
             raise
@@ -284,7 +302,14 @@ class ChatService:
         # silent; without ``after``, ``more`` only says that older history exists.
         catching_up = request.after is not None and more
         self._reply_joined(
-            peer, room, request.id, messages, more=more, last_id=last_id, live=not catching_up
+            peer,
+            room,
+            request.id,
+            messages,
+            more=more,
+            last_id=last_id,
+            live=not catching_up,
+            members=members,
         )
         return None
 
@@ -299,7 +324,7 @@ class ChatService:
     def _leave(self, peer: Peer, room: Room) -> None:
         peer.rooms.pop(room.key, None)
         self.rooms.detach(room, peer, grace=False)
-        self._release_if_unserved(room)
+        self._cluster_connection_gone(room)
 
     def _reply_joined(
         self,
@@ -311,12 +336,13 @@ class ChatService:
         more: bool,
         last_id: int,
         live: bool,
+        members: list[str] | None = None,
     ) -> None:
         """Send ``joined`` first, then let the room's buffered events follow it."""
         joined = protocol.Joined(
             id=request_id,
             room=room.name,
-            members=room.member_names(),
+            members=room.member_names() if members is None else members,
             messages=messages,
             more=more,
         )
@@ -335,7 +361,7 @@ class ChatService:
     def _room_deleted(self, room: Room) -> None:
         """The registry dropped an empty room: delete its row, and let a re-creation wait."""
         if self.cluster is not None:
-            self._cluster_room_unused(room)
+            self.cluster.room_unused(room)
             return
         log.info("room %r is empty; deleting it and its messages", room.name)
         task = asyncio.create_task(self._delete_room(room), name=f"delete-room-{room.id}")
@@ -424,7 +450,7 @@ class ChatService:
         self._take(self._send_bucket, peer)
 
         def announce(record: MessageRecord) -> None:
-            event = protocol.encode(protocol.MessageEvent(message=to_wire(room, record)))
+            event = _message_event(room, record)
             if self.cluster is None:
                 self.rooms.publish_message(room, record.id, event)
             else:
@@ -460,58 +486,32 @@ class ChatService:
             )
 
     # ---------------------------------------------------------------- cluster
-    # Only with ``--bus``: one process never runs any of this.
-
-    def _cluster_delivery(self, bus: Bus) -> ClusterDelivery:
-        return ClusterDelivery(
-            bus, self._store, self._settings.node_id, self._encode_for, self._deliver_in_order
-        )
+    # Only with ``--bus`` (see cluster.py): one process never runs any of this.
 
     async def close_cluster(self) -> None:
         if self.cluster is not None:
             await self.cluster.close()
 
-    async def _serve(self, room: Room) -> None:
-        """In a cluster, make sure this node hears the room before its snapshot is read."""
+    async def _cluster_enter(self, peer: Peer, room: Room) -> list[str] | None:
+        """In a cluster: serve the room, record the membership; the members to reply with."""
+        if self.cluster is None:
+            return None
+        return await self.cluster.enter(room, peer)
+
+    def _cluster_connection_gone(self, room: Room) -> None:
         if self.cluster is not None:
-            await self.cluster.serve(room.id)
+            self.cluster.connection_gone(room)
 
-    def _release_if_unserved(self, room: Room) -> None:
-        """In a cluster, stop hearing a room none of this node's connections is in."""
-        if self.cluster is not None and not room.live and not room.joining:
-            self.cluster.release(room.id)
-
-    def _cluster_room_unused(self, room: Room) -> None:
-        """No member of the room is left *on this node*: forget it here, keep it stored.
-
-        Whether anyone on another node is still inside is decided by presence
-        in the database, which is not built yet (issue 13): until then a
-        cluster never deletes rooms, rather than deleting one in use.
-        """
-        assert self.cluster is not None
-        log.info("no member of room %r is left on this node; it stays stored", room.name)
-        self.cluster.release(room.id)
-
-    async def _stored_room(self, name: str) -> Room | None:
+    async def _cluster_room(self, name: str) -> Room | None:
         """In a cluster, a room another node created is found in the database."""
         if self.cluster is None:
             return None
-        key = protocol.room_key(name)
-        for record in await self._store.all_rooms():
-            if record.key == key:
-                return self.rooms.get(key) or self.rooms.add(record)
-        return None
+        return await self.cluster.find_room(protocol.room_key(name))
 
-    def _encode_for(self, room_id: int, record: MessageRecord) -> bytes | None:
-        room = self.rooms.by_id(room_id)
-        if room is None:
-            return None
-        return protocol.encode(protocol.MessageEvent(message=to_wire(room, record)))
 
-    def _deliver_in_order(self, room_id: int, message_id: int, data: bytes) -> None:
-        room = self.rooms.by_id(room_id)
-        if room is not None:
-            self.rooms.publish_message(room, message_id, data)
+def _message_event(room: Room, record: MessageRecord) -> bytes:
+    """The ``message`` event of a stored message, encoded once for every recipient."""
+    return protocol.encode(protocol.MessageEvent(message=to_wire(room, record)))
 
 
 def _require_anonymous(peer: Peer) -> None:

@@ -32,6 +32,7 @@ import asyncpg
 
 from clubroom_server.store.factory import describe_url
 from clubroom_server.store.interface import StartupError, UnavailableError
+from clubroom_server.store.records import RoomRecord
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -82,6 +83,7 @@ class Reaped:
     """Expired memberships removed from one room."""
 
     room_id: int
+    room_name: str
     left: list[str]  # usernames that are no longer in the room anywhere
     room_deleted: bool
 
@@ -174,7 +176,7 @@ class ClusterPresence:
         """Record that this node holds the user in the room; None if the room is gone."""
 
         async def work(conn: asyncpg.Connection) -> Joined | None:
-            if not await _lock_room(conn, room_id):
+            if await _lock_room(conn, room_id) is None:
                 return None
             others = await conn.fetchval(
                 "SELECT count(*) FROM presence WHERE room_id = $1 AND user_key = $2 "
@@ -201,7 +203,7 @@ class ClusterPresence:
         """This node no longer holds the user in the room: maybe they left, maybe the room goes."""
 
         async def work(conn: asyncpg.Connection) -> Left:
-            if not await _lock_room(conn, room_id):
+            if await _lock_room(conn, room_id) is None:
                 return Left(user_left=False, room_deleted=False)
             await conn.execute(
                 "DELETE FROM presence WHERE room_id = $1 AND user_key = $2 AND node_id = $3",
@@ -218,6 +220,17 @@ class ClusterPresence:
 
         return await self._run(work)
 
+    async def room_by_key(self, key: str) -> RoomRecord | None:
+        """A stored room by its case-folded name (a room another node created)."""
+
+        async def work(conn: asyncpg.Connection) -> RoomRecord | None:
+            row = await conn.fetchrow(
+                "SELECT id, name, key, created_ms, last_seq FROM rooms WHERE key = $1", key
+            )
+            return None if row is None else RoomRecord(*row)
+
+        return await self._run(work)
+
     async def members(self, room_id: int) -> list[str]:
         """Who is in the room anywhere in the cluster (in grace included), by username."""
 
@@ -230,7 +243,9 @@ class ClusterPresence:
         """Delete a room nobody holds (e.g. its creator's join failed); True if it went."""
 
         async def work(conn: asyncpg.Connection) -> bool:
-            return await _lock_room(conn, room_id) and await _delete_if_empty(conn, room_id)
+            if await _lock_room(conn, room_id) is None:
+                return False
+            return await _delete_if_empty(conn, room_id)
 
         return await self._run(work)
 
@@ -270,7 +285,8 @@ class ClusterPresence:
             )
             deleted = []
             for row in rows:
-                if await _lock_room(conn, row["id"]) and await _delete_if_empty(conn, row["id"]):
+                locked = await _lock_room(conn, row["id"]) is not None
+                if locked and await _delete_if_empty(conn, row["id"]):
                     deleted.append(row["id"])
             return deleted
 
@@ -288,9 +304,10 @@ async def _start_grace(conn: asyncpg.Connection, node_id: str, grace: float) -> 
     return status != "UPDATE 0"
 
 
-async def _lock_room(conn: asyncpg.Connection, room_id: int) -> bool:
-    """Lock the room's row for this transaction; False if the room is not stored."""
-    return await conn.fetchval("SELECT id FROM rooms WHERE id = $1 FOR UPDATE", room_id) is not None
+async def _lock_room(conn: asyncpg.Connection, room_id: int) -> str | None:
+    """Lock the room's row for this transaction; its name, or None if it is not stored."""
+    name = await conn.fetchval("SELECT name FROM rooms WHERE id = $1 FOR UPDATE", room_id)
+    return None if name is None else str(name)
 
 
 async def _members(conn: asyncpg.Connection, room_id: int) -> list[str]:
@@ -312,7 +329,8 @@ async def _delete_if_empty(conn: asyncpg.Connection, room_id: int) -> bool:
 
 
 async def _reap_room(conn: asyncpg.Connection, room_id: int, grace_ms: int) -> Reaped | None:
-    if not await _lock_room(conn, room_id):
+    name = await _lock_room(conn, room_id)
+    if name is None:
         return None
     gone = await conn.fetch(
         f"DELETE FROM presence p WHERE p.room_id = $2 AND ({_EXPIRED}) "
@@ -332,7 +350,7 @@ async def _reap_room(conn: asyncpg.Connection, room_id: int, grace_ms: int) -> R
         if not still_in:
             left[row["user_key"]] = row["username"]
     deleted = await _delete_if_empty(conn, room_id)
-    return Reaped(room_id, [left[key] for key in sorted(left)], deleted)
+    return Reaped(room_id, name, [left[key] for key in sorted(left)], deleted)
 
 
 async def _forget_dead_nodes(conn: asyncpg.Connection, grace_ms: int) -> None:
