@@ -131,6 +131,10 @@ class ClusterNode:
         if not room.live and not room.joining:
             self._release(room.id)
 
+    async def settled(self, room: Room, subscriber: Subscriber) -> None:
+        """Wait for this node's pending leave of the user from the room to be recorded."""
+        await self.members.settled(room.id, subscriber.user_key)
+
     def member_gone(self, room: Room, username: str, user_key: str) -> None:
         """``rooms.py``: no connection or grace of the user is left here (hook)."""
         self.members.leave(room.id, room.name, user_key, username)

@@ -60,6 +60,7 @@ class ClusterMembers:
         self._on_fenced = on_fenced
         self._locks: dict[tuple[int, str], _Shared] = {}
         self._leaves: set[asyncio.Task[None]] = set()
+        self._pending: dict[tuple[int, str], asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._last_renewed = 0.0
@@ -109,6 +110,24 @@ class ClusterMembers:
         task = asyncio.create_task(self._leave(room_id, room_name, user_key, username))
         self._leaves.add(task)
         task.add_done_callback(self._leaves.discard)
+        key = (room_id, user_key)
+        self._pending[key] = task
+        task.add_done_callback(lambda done: self._settle(key, done))
+
+    def _settle(self, key: tuple[int, str], task: asyncio.Task[None]) -> None:
+        if self._pending.get(key) is task:
+            del self._pending[key]
+
+    async def settled(self, room_id: int, user_key: str) -> None:
+        """Wait until this node's leave of the user from the room (if any) is recorded.
+
+        An explicit ``leave_room`` answers only then, so that "the last member
+        left, the name is free" holds by the time the client hears ``ok``.
+        """
+        task = self._pending.get((room_id, user_key))
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
 
     async def _leave(self, room_id: int, room_name: str, user_key: str, username: str) -> None:
         wait = RETRY_FIRST

@@ -314,7 +314,10 @@ class ChatService:
         return None
 
     async def leave_room(self, peer: Peer, request: protocol.LeaveRoom) -> protocol.Reply:
-        self._leave(peer, self._joined_room(peer, request.room))
+        room = self._joined_room(peer, request.room)
+        self._leave(peer, room)
+        if self.cluster is not None:
+            await self.cluster.settled(room, peer)
         return protocol.Ok(id=request.id)
 
     def _enter(self, peer: Peer, room: Room) -> None:

@@ -41,9 +41,7 @@ class InProcessCluster:
 
     def __init__(self, settings: Settings, nodes: int = NODES) -> None:
         self.settings = settings
-        self.node_settings = [
-            settings.replace(node_id=f"node{i}", port=0) for i in range(nodes)
-        ]
+        self.node_settings = [settings.replace(node_id=f"node{i}", port=0) for i in range(nodes)]
         self.apps: list[Clubroom | None] = [None] * nodes
         self._turn = itertools.cycle(range(nodes))
 
