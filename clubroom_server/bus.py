@@ -184,6 +184,11 @@ class RedisBus:
     def healthy(self) -> bool:
         return self._subscribed and self._publish_ok
 
+    @property
+    def unpublished(self) -> int:
+        """Events committed but not yet handed to Redis (kept while it is away)."""
+        return len(self._unpublished)
+
     async def start(self, on_event: OnEvent, on_resync: OnResync) -> None:
         """Connect now (a node with no Redis at start-up fails loudly), then keep connected."""
         self._on_event, self._on_resync = on_event, on_resync
