@@ -296,3 +296,14 @@ def test_client_module_does_not_import_textual() -> None:
     )
     root = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=root, check=False).returncode == 0
+
+
+async def test_of_several_urls_the_one_that_answers_is_used(
+    server: RunningServer, make_client: MakeClient
+) -> None:
+    """Given dead servers and a live one, the client tries them in turn and connects."""
+    dead = [f"ws://127.0.0.1:{free_port()}" for _ in range(2)]
+    client = await make_client(url=[dead[0], server.url, dead[1]])
+    await wait_ready(client)
+    assert client.current_url == server.url and client.url == dead[0]
+    assert (await client.register("ann", PASSWORD)).username == "ann"
