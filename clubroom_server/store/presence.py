@@ -311,12 +311,13 @@ async def _lock_room(conn: asyncpg.Connection, room_id: int) -> str | None:
 
 
 async def _members(conn: asyncpg.Connection, room_id: int) -> list[str]:
+    """Each member once, in alphabetical order (as one process lists them)."""
     rows = await conn.fetch(
         "SELECT DISTINCT ON (user_key) user_key, username FROM presence WHERE room_id = $1 "
         "ORDER BY user_key",
         room_id,
     )
-    return [row["username"] for row in rows]
+    return sorted((row["username"] for row in rows), key=str.casefold)
 
 
 async def _delete_if_empty(conn: asyncpg.Connection, room_id: int) -> bool:
