@@ -10,6 +10,7 @@ from clubroom_server.auth import PasswordHasher
 from clubroom_server.bus import RedisBus
 from clubroom_server.cluster import ClusterNode
 from clubroom_server.config import Settings
+from clubroom_server.limits import SharedTokenBucket
 from clubroom_server.peer import PeerSet
 from clubroom_server.presence import ClusterMembers
 from clubroom_server.server import ClubroomServer
@@ -68,7 +69,8 @@ class Clubroom:
             on_fenced=self._fenced,
         )
         bus = RedisBus(s.bus, s.node_id, s.bus_prefix)
-        return ClusterNode(bus, self.store, members, s.node_id)
+        sends = SharedTokenBucket(s.bus, s.bus_prefix, "send", s.rate_limit, s.rate_burst)
+        return ClusterNode(bus, self.store, members, s.node_id, send_limit=sends)
 
     def _members_left(self, room_id: int, room_name: str, usernames: list[str]) -> None:
         assert self.service.cluster is not None

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 
 import protocol
 from clubroom_server.bus import Bus, BusEvent
+from clubroom_server.limits import SharedTokenBucket
 from clubroom_server.ordering import Clock, OrderedDelivery, Sequenced
 from clubroom_server.presence import ClusterMembers
 from clubroom_server.rooms import Room, Rooms, Subscriber
@@ -56,12 +57,14 @@ class ClusterNode:
         store: Store,
         members: ClusterMembers,
         node_id: str,
+        send_limit: SharedTokenBucket | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._bus = bus
         self._store = store
         self.members = members
         self.node_id = node_id
+        self._send_limit = send_limit
         self.order = OrderedDelivery(self._in_order, self._fetch_after, clock)
         self._rooms: Rooms | None = None
         self._encode: EncodeMessage | None = None
@@ -84,6 +87,8 @@ class ClusterNode:
         await self.order.wait_idle()
         await self._bus.close()
         await self.members.close()
+        if self._send_limit is not None:
+            await self._send_limit.close()
 
     def problems(self) -> list[str]:
         """What keeps this node from serving fully (``/healthz`` answers 503 while any)."""
@@ -171,6 +176,12 @@ class ClusterNode:
         self._bus.unsubscribe(room_id)
 
     # -------------------------------------------------------------- messages
+
+    async def send_wait(self, user_key: str) -> float | None:
+        """The per-user message rate, cluster-wide: None, or seconds until a send is allowed."""
+        if self._send_limit is None:
+            return None
+        return await self._send_limit.take(user_key)
 
     def stored(self, record: MessageRecord, data: bytes) -> None:
         """This node committed a message (called in commit order): publish, deliver locally."""

@@ -451,6 +451,8 @@ class ChatService:
         """
         assert peer.user is not None
         self._take(self._send_bucket, peer)
+        if self.cluster is not None:  # the same budget across every node
+            _raise_if_limited(await self.cluster.send_wait(peer.user_key))
 
         def announce(record: MessageRecord) -> None:
             event = _message_event(room, record)
@@ -480,13 +482,7 @@ class ChatService:
         return self._last_at_ms
 
     def _take(self, bucket: TokenBucket, peer: Peer) -> None:
-        wait = bucket.take(peer.user_key)
-        if wait is not None:
-            raise ProtocolError(
-                ErrorCode.RATE_LIMITED,
-                f"Slow down: try again in {wait:.1f} seconds.",
-                retry_after=round(wait, 3),
-            )
+        _raise_if_limited(bucket.take(peer.user_key))
 
     # ---------------------------------------------------------------- cluster
     # Only with ``--bus`` (see cluster.py): one process never runs any of this.
@@ -510,6 +506,15 @@ class ChatService:
         if self.cluster is None:
             return None
         return await self.cluster.find_room(protocol.room_key(name))
+
+
+def _raise_if_limited(wait: float | None) -> None:
+    if wait is not None:
+        raise ProtocolError(
+            ErrorCode.RATE_LIMITED,
+            f"Slow down: try again in {wait:.1f} seconds.",
+            retry_after=round(wait, 3),
+        )
 
 
 def _message_event(room: Room, record: MessageRecord) -> bytes:

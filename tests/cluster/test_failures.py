@@ -236,3 +236,27 @@ async def test_a_redis_restart_mid_burst_loses_and_repeats_nothing(
             await client.no_event()
     finally:
         await cluster.stop()
+
+
+async def test_the_message_rate_is_one_budget_across_nodes(
+    db: str, clients: list[WireClient]
+) -> None:
+    """One user connected to two nodes cannot send more than one burst between them."""
+    cluster = ProcessCluster(db, redis_url(), ("--rate-limit", "0.2", "--rate-burst", "3"), nodes=2)
+    await cluster.start()
+    try:
+        ann = await on_node(cluster, 0, "ann", clients)
+        again = await resumed(cluster.url(1), ann.token)
+        clients.append(again)
+        await ann.ok("create_room", room="Lobby")
+        await again.ok("join_room", room="Lobby")
+        replies = []
+        for i in range(4):
+            for client in (ann, again):
+                replies.append(await client.call("send", room="Lobby", text=f"m{i}"))
+        kinds = [reply["type"] for reply in replies]
+        assert kinds.count("sent") == 3, kinds
+        refused = [reply for reply in replies if reply["type"] == "error"]
+        assert {reply["code"] for reply in refused} == {"rate_limited"}
+    finally:
+        await cluster.stop()
