@@ -18,7 +18,7 @@ from tests.services import redis_url
 from tests.wsclient import WireClient, resumed, user
 
 NAMES = ("ann", "bob", "cat")
-FAST = ("--grace", "1", "--node-lease", "1", "--rate-limit", "0")
+FAST = ("--grace", "1", "--node-lease", "1", "--rate-limit", "0", "--room-rate-limit", "0")
 
 
 @pytest.fixture
@@ -260,3 +260,25 @@ async def test_the_message_rate_is_one_budget_across_nodes(
         assert {reply["code"] for reply in refused} == {"rate_limited"}
     finally:
         await cluster.stop()
+
+
+async def test_last_leave_on_one_node_races_a_join_on_another(
+    cluster: ProcessCluster, clients: list[WireClient], db: str
+) -> None:
+    """Ann's last leave on node 0 against Bob's join on node 1, many times: Bob is either in
+    a room that exists or told it does not; an emptied room never survives."""
+    ann = await on_node(cluster, 0, "ann", clients)
+    bob = await on_node(cluster, 1, "bob", clients)
+    for round_ in range(25):  # which side wins varies with timing; both are correct
+        name = f"Race{round_}"
+        await ann.ok("create_room", room=name)
+        _, joined = await asyncio.gather(
+            ann.ok("leave_room", room=name), bob.call("join_room", room=name)
+        )
+        if joined["type"] == "joined":
+            assert joined["members"] in (["bob"], ["ann", "bob"])
+            assert await room_exists(db, name)
+            await bob.ok("leave_room", room=name)
+        else:
+            assert joined["code"] == "no_such_room"
+        assert not await room_exists(db, name)  # the last one out deleted it
