@@ -171,6 +171,7 @@ class RedisBus:
         self._subscribed = False
         self._publish_ok = True
         self._unpublished: deque[BusEvent] = deque()
+        self._commands: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._wake_publisher = asyncio.Event()
         self._up = asyncio.Event()
         self._on_event: OnEvent = lambda event: None
@@ -210,6 +211,7 @@ class RedisBus:
         self._tasks = [
             asyncio.create_task(self._subscriber_loop(), name="bus-subscriber"),
             asyncio.create_task(self._publisher_loop(), name="bus-publisher"),
+            asyncio.create_task(self._command_loop(), name="bus-commands"),
         ]
 
     async def close(self) -> None:
@@ -239,11 +241,7 @@ class RedisBus:
             name = self.channel(room_id)
             confirmed = self._rooms[room_id] = asyncio.get_running_loop().create_future()
             self._confirmations.setdefault(name.encode(), deque()).append(confirmed)
-            try:
-                await self._pubsub.subscribe(name)
-            except (RedisError, OSError) as exc:
-                self._failed(room_id, confirmed)
-                raise BusUnavailable(f"subscribing failed: {exc}") from None
+            self._command("subscribe", name)
         try:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
                 await asyncio.shield(confirmed)
@@ -259,23 +257,25 @@ class RedisBus:
         confirmed.exception()  # retrieved: whoever waits re-raises it
 
     def unsubscribe(self, room_id: int) -> None:
-        if self._rooms.pop(room_id, None) is None:
-            return
-        if self._pubsub is not None and self._subscribed:
-            self._spawn(self._pubsub.unsubscribe(self.channel(room_id)))
+        if self._rooms.pop(room_id, None) is not None:
+            self._command("unsubscribe", self.channel(room_id))
 
-    def _spawn(self, coroutine: object) -> None:
-        async def run() -> None:
+    def _command(self, verb: str, channel: str) -> None:
+        """Queue a (un)subscription: one task sends them in call order.
+
+        Order matters: a room left and joined again at once must end up
+        subscribed, which an unsubscribe overtaking the subscribe would undo.
+        """
+        self._commands.put_nowait((verb, channel))
+
+    async def _command_loop(self) -> None:
+        while not self._closing:
+            verb, channel = await self._commands.get()
+            pubsub = self._pubsub
+            if pubsub is None:
+                continue  # reconnecting: it subscribes to the rooms served by then
             with contextlib.suppress(RedisError, OSError):
-                await coroutine  # type: ignore[misc]
-
-        task = asyncio.create_task(run())
-        self._tasks.append(task)
-        task.add_done_callback(self._forget_task)
-
-    def _forget_task(self, task: asyncio.Task[None]) -> None:
-        with contextlib.suppress(ValueError):
-            self._tasks.remove(task)
+                await getattr(pubsub, verb)(channel)
 
     # ------------------------------------------------------------ subscriber
 

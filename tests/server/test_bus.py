@@ -103,6 +103,18 @@ async def test_unsubscribed_rooms_are_not_heard(make_node: MakeNode) -> None:
     assert b.events[0].room_id == 6
 
 
+async def test_a_room_left_and_joined_again_at_once_stays_subscribed(
+    make_node: MakeNode,
+) -> None:
+    """Unsubscribe then subscribe straight away: the later wish wins, events keep coming."""
+    a, b = await make_node(name="a"), await make_node(name="b")
+    await b.bus.subscribe(5)
+    b.bus.unsubscribe(5)
+    await b.bus.subscribe(5)
+    a.bus.publish(message(5, 1))
+    await wait_until(lambda: [e.seq for e in b.events] == [1])
+
+
 async def test_a_redis_restart_is_survived_and_reported(
     make_node: MakeNode, tmp_path: Path
 ) -> None:
