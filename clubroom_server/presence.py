@@ -167,8 +167,11 @@ class ClusterMembers:
         interval = self.lease / 3
         rounds = 0
         while not self._stop.is_set():
-            await self._renew()
-            await self._reap(orphans=rounds % 10 == 0)
+            try:
+                await self._renew()
+                await self._reap(orphans=rounds % 10 == 0)
+            except Exception:  # this loop must outlive any surprise, or the node dies silently
+                log.exception("maintaining the cluster lease failed; trying again")
             rounds += 1
             await self._sleep(interval)
 

@@ -31,7 +31,7 @@ from typing import TypeVar
 import asyncpg
 
 from clubroom_server.store.factory import describe_url
-from clubroom_server.store.interface import StartupError, UnavailableError
+from clubroom_server.store.interface import StartupError, StoreError, UnavailableError
 from clubroom_server.store.records import RoomRecord
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,11 @@ class ClusterPresence:
                 return await work(conn)
         except _UNAVAILABLE as exc:
             raise UnavailableError(f"cluster presence: {type(exc).__name__}") from None
+        except asyncpg.exceptions.ObjectNotInPrerequisiteStateError as exc:
+            # e.g. "database is not currently accepting connections"
+            raise UnavailableError(f"cluster presence: {type(exc).__name__}") from None
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"cluster presence: {type(exc).__name__}") from None
 
     # ----------------------------------------------------------------- leases
 

@@ -8,6 +8,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -15,6 +16,7 @@ from tests.cluster.harness import ProcessCluster
 from tests.databases import fresh_postgres, query
 from tests.redisserver import RedisServer
 from tests.services import redis_url
+from tests.tui.conftest import FaultyLink
 from tests.wsclient import WireClient, resumed, user
 
 NAMES = ("ann", "bob", "cat")
@@ -282,3 +284,33 @@ async def test_last_leave_on_one_node_races_a_join_on_another(
         else:
             assert joined["code"] == "no_such_room"
         assert not await room_exists(db, name)  # the last one out deleted it
+
+
+async def test_a_node_cut_off_from_the_database_sends_its_clients_away(
+    db: str, clients: list[WireClient]
+) -> None:
+    """PostgreSQL out of reach for longer than the lease: /healthz says 503 and the node
+    closes its clients with 1012 (the others will drop its members); when the database is
+    back, it serves again by itself."""
+    parts = urlsplit(db)
+    link = FaultyLink(parts.port or 5432)
+    await link.start()
+    behind_link = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{link.port}"))
+    cluster = ProcessCluster(behind_link, redis_url(), FAST, nodes=1)
+    await cluster.start()
+    try:
+        ann = await on_node(cluster, 0, "ann", clients)
+        await ann.ok("create_room", room="Lobby")
+        link.refusing = True
+        link.cut()
+        assert await asyncio.wait_for(ann.wait_closed(), 15) == 1012
+        assert await asyncio.to_thread(health, cluster.ports[0]) == 503
+        link.refusing = False
+        await healthy_again(cluster.ports[0])
+        back = await resumed(cluster.url(0), ann.token)
+        clients.append(back)
+        await back.ok("join_room", room="Lobby")
+        await back.ok("send", room="Lobby", text="back")
+    finally:
+        await cluster.stop()
+        await link.close()
