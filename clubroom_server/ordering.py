@@ -180,6 +180,11 @@ class OrderedDelivery:
     def _gap_timeout(self, room_id: int, order: _RoomOrder) -> None:
         order.timer = None
         if self._rooms.get(room_id) is order and order.pending:
+            log.debug(
+                "room %d: seq %s is late; reading it from the database",
+                room_id,
+                (order.delivered or 0) + 1,
+            )
             self._start_fill(room_id, order)
 
     def _start_fill(self, room_id: int, order: _RoomOrder) -> None:
