@@ -49,6 +49,8 @@ FORWARDED_FOR_HEADER: Final = "X-Forwarded-For"
 CLOSE_SLOW_CONSUMER: Final = 4008
 CLOSE_IDLE: Final = 4000
 CLOSE_TOO_MANY_CONNECTIONS: Final = 4029
+# Another connection of the same session logged out: the token is revoked.
+CLOSE_LOGGED_OUT: Final = 4001
 
 
 class ErrorCode(StrEnum):
@@ -255,6 +257,28 @@ def encode(frame: _Frame) -> bytes:
     return _encoder.encode(frame)
 
 
+def fit_to_budget(
+    messages: list[Message], *, keep_newest: bool, budget: int = REPLY_BUDGET_BYTES
+) -> tuple[list[Message], bool]:
+    """The messages that fit in ``budget`` encoded bytes, and whether any were left out.
+
+    A catch-up page keeps the oldest (the client asks again after the last
+    one); a latest or history page keeps the newest (older ones stay to be
+    paged back to). At least one message is always kept, so paging moves on.
+    """
+    ordered = reversed(messages) if keep_newest else iter(messages)
+    kept: list[Message] = []
+    used = 0
+    for message in ordered:
+        used += len(_encoder.encode(message)) + 1  # and the comma between
+        if kept and used > budget:
+            break
+        kept.append(message)
+    if keep_newest:
+        kept.reverse()
+    return kept, len(kept) < len(messages)
+
+
 def decode_server_frame(data: str | bytes) -> ServerFrame:
     """Decode a frame sent by the server (for clients); raises ``msgspec.DecodeError``."""
     return _server_decoder.decode(data)
@@ -294,9 +318,16 @@ def decode_request(data: str | bytes) -> Request:
     if isinstance(data, str):
         try:
             return _request_decoder.decode(data)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             pass
-    return _explain_bad_request(data)
+    try:
+        return _explain_bad_request(data)
+    except RequestDecodeError:
+        raise
+    except Exception:  # anything else the decoder trips on is still just a bad frame
+        raise RequestDecodeError(
+            ErrorCode.BAD_REQUEST, "The frame could not be decoded.", None
+        ) from None
 
 
 def _explain_bad_request(data: str | bytes) -> Request:
@@ -316,6 +347,11 @@ def _explain_bad_request(data: str | bytes) -> Request:
     except msgspec.DecodeError as exc:
         raise RequestDecodeError(
             ErrorCode.BAD_REQUEST, f"The frame is not valid JSON: {exc}.", None
+        ) from None
+    except RecursionError:
+        # msgspec raises this (not DecodeError) for about 1,000 nested arrays.
+        raise RequestDecodeError(
+            ErrorCode.BAD_REQUEST, "The frame is nested too deeply.", None
         ) from None
     if not isinstance(raw, dict):
         raise RequestDecodeError(ErrorCode.BAD_REQUEST, "A frame must be a JSON object.", None)
@@ -362,7 +398,16 @@ def check_username(username: str) -> str:
 
 
 def username_key(username: str) -> str:
-    """The case-insensitive identity of a username (``Ann`` and ``ann`` are one)."""
+    """The identity of a username: case-insensitive and look-alike-insensitive.
+
+    ``Ann`` and ``ann`` are one account, and so are ``BiII`` (capital i) and
+    ``Bill``, or ``0tto`` and ``Otto``: see ``name_skeleton``.
+    """
+    return name_skeleton(username)
+
+
+def legacy_username_key(username: str) -> str:
+    """The key databases made before look-alike keys hold (lower case only)."""
     return username.lower()
 
 
@@ -394,8 +439,15 @@ def check_room_name(room: str) -> str:
     """Return the trimmed (NFC-composed) room name, or raise ``invalid_room_name``.
 
     Composing first lets ``e`` + combining accent count as the letter it shows.
+    Invisible characters (Unicode's default-ignorable code points, such as
+    U+3164 HANGUL FILLER, which counts as a letter) are refused: ``pay`` and
+    ``pay`` + filler would look the same.
     """
     name = unicodedata.normalize("NFC", room.strip(" "))
+    if has_invisible(name):
+        raise ProtocolError(
+            ErrorCode.INVALID_ROOM_NAME, "A room name cannot contain invisible characters."
+        )
     if not 1 <= len(name) <= MAX_ROOM_NAME_LENGTH or not all(
         c.isalnum() or c in " -_." for c in name
     ):
@@ -408,8 +460,65 @@ def check_room_name(room: str) -> str:
 
 
 def room_key(room: str) -> str:
-    """The identity of a room name: trimmed, NFKC-normalised and casefolded."""
+    """The identity of a room name: trimmed, then as ``name_skeleton`` says.
+
+    ``Café``, ``CAFÉ`` and ``ｃａｆé`` are one room, and so are ``pay`` spelled
+    in Latin, Cyrillic (``рау``) or Greek (``ραy``) letters.
+    """
+    return name_skeleton(room.strip(" "))
+
+
+def legacy_room_key(room: str) -> str:
+    """The key databases made before look-alike keys hold (NFKC and case folding)."""
     return unicodedata.normalize("NFKC", room.strip(" ")).casefold()
+
+
+# Names that look alike are one name. Unicode's UTS #39 defines a name's
+# *skeleton*: two strings that can be mistaken for each other have the same
+# one. ICU's SpoofChecker (through PyICU) implements it with Unicode's own
+# confusables data. The skeleton is taken after NFKC (fullwidth letters),
+# then again after case folding, because case folding can turn a character
+# into one that has a look-alike (and capital I is confusable with l while
+# small i is not, so the first skeleton must see the original case).
+# Keys are stored in the database: when the confusables data changes (a new
+# ICU/Unicode version), stored keys must be recomputed (see NAME_KEY_VERSION).
+
+
+@functools.cache
+def _spoof_checker() -> Any:
+    import icu  # PyICU; imported on first use so that importing protocol stays cheap
+
+    return icu.SpoofChecker()
+
+
+@functools.cache
+def _default_ignorable() -> Any:
+    import icu
+
+    invisible = icu.UnicodeSet("[:Default_Ignorable_Code_Point:]")
+    invisible.freeze()  # immutable, and faster to query
+    return invisible
+
+
+@functools.lru_cache(maxsize=4096)
+def name_skeleton(name: str) -> str:
+    """UTS #39 skeleton of a name, insensitive to case and compatibility forms."""
+    checker = _spoof_checker()
+    first = checker.getSkeleton(0, unicodedata.normalize("NFKC", name))
+    return str(checker.getSkeleton(0, first.casefold()))
+
+
+def has_invisible(name: str) -> bool:
+    """True if the name holds a default-ignorable (invisible) code point."""
+    invisible = _default_ignorable()
+    return any(invisible.contains(c) for c in name)
+
+
+def name_key_version() -> str:
+    """Which confusables data made today's keys: stored keys of another version are stale."""
+    import icu
+
+    return f"uts39-skeleton/unicode-{icu.UNICODE_VERSION}"
 
 
 def check_text(text: str) -> str:

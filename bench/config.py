@@ -19,6 +19,7 @@ class BenchConfig:
     ceiling_loop: str = "asyncio"
     pin: bool = True  # servers on one half of the CPUs, load generator on the other
     server_root: str | None = None  # another checkout's clubroom_server (A/B comparisons)
+    postgres: str | None = None  # admin URL: S1 and S5 also run on PostgreSQL (s1pg, s5pg)
     p99_limit_ms: float = 100.0
     drain_timeout: float = 15.0
     # S1: rooms x clients, senders per room, a ladder of total send rates (messages/s)

@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from bench.pool import Pending, WorkerPool
 from bench.servers import (
     REPO_ROOT,
     ServerProcess,
+    fresh_database,
     softirq_seconds,
     split_cpus,
     start_ceiling,
@@ -152,6 +153,8 @@ class Harness:
         self.keep = keep
         self._next_cid = 0
         self._starts = 0
+        self.postgres: str | None = None  # set: Clubroom runs on a fresh PostgreSQL database
+        self._databases = ExitStack()  # PostgreSQL databases to drop at the end
         self._log = log or (lambda text: print(text, file=sys.stderr, flush=True))
 
     def log(self, text: str) -> None:
@@ -159,6 +162,7 @@ class Harness:
 
     def close(self) -> None:
         self.pool.close()
+        self._databases.close()
         if self.keep:
             self.log(f"server logs and databases kept in {self.workdir}")
         else:
@@ -174,8 +178,13 @@ class Harness:
 
     def _start_clubroom(self, db_path: Path, argon2_profile: str | None) -> ServerProcess:
         root = Path(self.config.server_root) if self.config.server_root else REPO_ROOT
+        db = self._databases.enter_context(fresh_database(self.postgres)) if self.postgres else None
         return start_clubroom(
-            self.workdir, db_path, argon2_profile=argon2_profile, cpus=self.server_cpus, root=root
+            self.workdir,
+            db or db_path,
+            argon2_profile=argon2_profile,
+            cpus=self.server_cpus,
+            root=root,
         )
 
     @contextmanager

@@ -21,6 +21,8 @@ _PRIMARY_RATIO = {
     "s3": ("rss_per_connection", "RSS/conn"),
     "s4": ("storm_p99_vs_ceiling", "p99"),
     "s5": ("big_join_vs_ceiling_round_trip", "join/rtt"),
+    "s1pg": ("deliveries_per_s", "dlv/s"),
+    "s5pg": ("big_join_vs_ceiling_round_trip", "join/rtt"),
 }
 _COLUMNS = (
     "scenario", "server", "deliv/s", "p50 ms", "p99 ms", "max ms",
@@ -105,10 +107,30 @@ def targets(results: dict[str, ScenarioResult]) -> list[TargetCheck]:
             TargetCheck("S5 join 100k ≤ 1.5× join 1k (p50)", s5.ratios.get("big_vs_small_p50"),
                         1.5)
         )  # fmt: skip
+    checks += _postgres_targets(results)
     if results:
         worst = min(result.clubroom.delivered_ratio for result in results.values())
         checks.append(TargetCheck("every scenario delivered/expected = 1.0", worst, 1.0,
                                   higher_is_better=True))  # fmt: skip
+    return checks
+
+
+def _postgres_targets(results: dict[str, ScenarioResult]) -> list[TargetCheck]:
+    """Clubroom on PostgreSQL against the same server on SQLite (issue 12)."""
+    checks: list[TargetCheck] = []
+    s1, s1pg = results.get("s1"), results.get("s1pg")
+    if s1 is not None and s1pg is not None:
+        sqlite_rate, postgres_rate = s1.clubroom.deliveries_per_s, s1pg.clubroom.deliveries_per_s
+        versus = postgres_rate / sqlite_rate if sqlite_rate and postgres_rate else None
+        checks.append(
+            TargetCheck("S1 on PostgreSQL deliveries/s ≥ 0.8× on SQLite", versus, 0.8,
+                        higher_is_better=True)
+        )  # fmt: skip
+    if (s5pg := results.get("s5pg")) is not None:
+        checks.append(
+            TargetCheck("S5 on PostgreSQL join 100k ≤ 1.5× join 1k (p50)",
+                        s5pg.ratios.get("big_vs_small_p50"), 1.5)
+        )  # fmt: skip
     return checks
 
 

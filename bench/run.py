@@ -27,6 +27,7 @@ from bench.stats import ScenarioResult
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SCENARIOS = ("s1", "s2", "s3", "s4", "s5")
+POSTGRES_SCENARIOS = ("s1pg", "s5pg")  # S1 and S5 again, Clubroom on PostgreSQL
 
 
 def raise_fd_limit() -> int:
@@ -48,7 +49,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds")
     parser.add_argument(
-        "--only", default=",".join(SCENARIOS), help="comma-separated scenarios (default: all)"
+        "--only",
+        help="comma-separated scenarios (default: all; s1pg and s5pg need --postgres)",
+    )
+    parser.add_argument(
+        "--postgres",
+        help="admin URL of a PostgreSQL (may create databases): also run S1 and S5 with "
+        "Clubroom on PostgreSQL (s1pg, s5pg), beside SQLite",
     )
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
     parser.add_argument(
@@ -90,6 +97,8 @@ def run_scenarios(
         "s3": lambda: scenarios.s3_idle_connections(harness),
         "s4": s4,
         "s5": lambda: scenarios.s5_join_big_room(harness),
+        "s1pg": lambda: on_postgres(harness, "s1pg", scenarios.s1_rising_rate),
+        "s5pg": lambda: on_postgres(harness, "s5pg", scenarios.s5_join_big_room),
     }
     for key in selected:
         started = time.monotonic()
@@ -105,6 +114,20 @@ def run_scenarios(
     return results, errors
 
 
+def on_postgres(
+    harness: Harness, key: str, scenario: Callable[[Harness], ScenarioResult]
+) -> ScenarioResult:
+    """Run a scenario with Clubroom on a fresh PostgreSQL database (per server start)."""
+    harness.postgres = harness.config.postgres
+    try:
+        result = scenario(harness)
+    finally:
+        harness.postgres = None
+    result.key = key
+    result.title += " (PostgreSQL)"
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = (BenchConfig.quick_preset() if args.quick else BenchConfig.full()).with_changes(
@@ -112,9 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         ceiling_loop=args.ceiling_loop,
         pin=not args.no_pin,
         server_root=str(args.server_root.resolve()) if args.server_root else None,
+        postgres=args.postgres,
     )
-    selected = [key.strip() for key in args.only.split(",") if key.strip()]
-    unknown = set(selected) - set(SCENARIOS)
+    default = SCENARIOS + (POSTGRES_SCENARIOS if args.postgres else ())
+    selected = [key.strip() for key in (args.only or ",".join(default)).split(",") if key.strip()]
+    if set(selected) & set(POSTGRES_SCENARIOS) and not args.postgres:
+        print("s1pg and s5pg need --postgres URL", file=sys.stderr)
+        return 2
+    unknown = set(selected) - set(SCENARIOS) - set(POSTGRES_SCENARIOS)
     if unknown:
         print(f"unknown scenario(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2

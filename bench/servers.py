@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,9 +209,34 @@ def healthz(port: int) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def fresh_database(admin_url: str) -> Iterator[str]:
+    """A new PostgreSQL database for one server (its URL), dropped afterwards."""
+    import asyncio
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import asyncpg
+
+    name = f"clubroom_bench_{uuid.uuid4().hex[:12]}"
+
+    async def run(sql: str) -> None:
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(sql)
+        finally:
+            await admin.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    try:
+        yield urlunsplit(urlsplit(admin_url)._replace(path="/" + name))
+    finally:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def start_clubroom(
     workdir: Path,
-    db_path: Path,
+    db_path: Path | str,
     *,
     argon2_profile: str | None = "cheapest",
     env: dict[str, str] | None = None,
@@ -230,6 +255,11 @@ def start_clubroom(
         "--db", str(db_path), "--grace", "5", "--rate-limit", "0",
         # the load comes from one address and joins many rooms: those limits are off too
         "--room-rate-limit", "0", "--max-connections-per-address", "0",
+        # ...and so are the per-address login, registration and handshake limits,
+        # and the queue of password checks (S4 sends every login at once)
+        "--login-failures-per-address", "0", "--registrations-per-address", "0",
+        "--registrations-total", "0", "--max-handshakes-per-address", "0",
+        "--hash-queue-limit", "100000",
     ]  # fmt: skip
     if argon2_profile:
         argv += ["--argon2-profile", argon2_profile]

@@ -31,9 +31,13 @@ class Clubroom:
         self.store: Store = make_store(
             settings.db, synchronous=settings.synchronous, pool_size=settings.db_pool_size
         )
-        self.hasher = PasswordHasher(settings.argon2_parameters, settings.hash_workers)
+        self.hasher = PasswordHasher(
+            settings.argon2_parameters, settings.hash_workers, settings.hash_queue_limit
+        )
         self.peers = PeerSet()
-        self.service = ChatService(settings, self.store, self.hasher, self._cluster_node())
+        self.service = ChatService(
+            settings, self.store, self.hasher, self.peers, cluster=self._cluster_node()
+        )
         self.server = ClubroomServer(
             settings, SessionHandler(settings, self.service, self.peers), health=self.problems
         )

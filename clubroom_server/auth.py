@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -27,26 +27,120 @@ TOKEN_BYTES = 32  # 256 bits
 T = TypeVar("T")
 
 
-class PasswordHasher:
-    """argon2id hashing and verification off the event loop."""
+class HasherBusy(Exception):
+    """Too many hashings are already waiting: refuse now rather than queue for a minute."""
 
-    def __init__(self, parameters: argon2.Parameters, workers: int = 2) -> None:
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"password hashing is busy; retry in {retry_after:.1f} s")
+        self.retry_after = retry_after
+
+
+class FairQueue:
+    """Lets ``slots`` jobs run at once; the rest wait in per-key queues, served in turn.
+
+    Keys are client addresses: a storm from one address then waits behind
+    itself, while a login from a calm address is served at the next free
+    slot. At most ``max_waiting`` jobs wait in all; beyond that a job is
+    refused at once (``HasherBusy``) instead of queued.
+    """
+
+    def __init__(self, slots: int, max_waiting: int) -> None:
+        self._free = max(1, slots)
+        self._max_waiting = max_waiting
+        self._queues: dict[str, deque[asyncio.Future[None]]] = {}
+        self._waiting = 0
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    @contextlib.asynccontextmanager
+    async def slot(self, key: str) -> AsyncIterator[None]:
+        await self._acquire(key)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, key: str) -> None:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return
+        if self._waiting >= self._max_waiting:
+            raise HasherBusy(BUSY_RETRY_AFTER)
+        turn = asyncio.get_running_loop().create_future()
+        self._queues.setdefault(key, deque()).append(turn)
+        self._waiting += 1
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self._release()  # the slot was handed over just as we gave up
+            else:
+                self._forget(key, turn)
+            raise
+
+    def _forget(self, key: str, turn: asyncio.Future[None]) -> None:
+        queue = self._queues.get(key)
+        if queue is not None and turn in queue:
+            queue.remove(turn)
+            self._waiting -= 1
+            if not queue:
+                del self._queues[key]
+
+    def _release(self) -> None:
+        """Hand the slot to the head of the next key's queue (round robin), or free it."""
+        while self._queues:
+            key = next(iter(self._queues))
+            queue = self._queues.pop(key)
+            turn = queue.popleft()
+            if queue:
+                self._queues[key] = queue  # to the back of the round
+            self._waiting -= 1
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._free += 1
+
+
+BUSY_RETRY_AFTER = 2.0  # seconds: about what the queue of waiting hashings takes to drain
+
+
+class PasswordHasher:
+    """argon2id hashing and verification off the event loop, fairly shared between addresses.
+
+    ``verifications`` counts the verifications actually run, so tests (and
+    operators) can see that throttling bounds the work, not just the answers.
+    """
+
+    def __init__(
+        self, parameters: argon2.Parameters, workers: int = 2, max_waiting: int = 32
+    ) -> None:
         self._hasher = argon2.PasswordHasher.from_parameters(parameters)
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, workers),
             thread_name_prefix="argon2",
             initializer=_yield_to_chat,
         )
+        self._queue = FairQueue(max(1, workers), max_waiting)
+        self.verifications = 0
         # Verified against when the username is unknown, so that an unknown
         # name costs the same work (and time) as a wrong password.
         self._decoy_hash = self._hasher.hash(secrets.token_urlsafe(16))
 
-    async def hash(self, password: str) -> str:
-        return await self._run(self._hasher.hash, password)
+    async def hash(self, password: str, key: str = "") -> str:
+        """Hash a new password; ``key`` (the client address) is whose turn it takes."""
+        async with self._queue.slot(key):
+            return await self._run(self._hasher.hash, password)
 
-    async def verify(self, password_hash: str | None, password: str) -> bool:
-        """True if the password matches; an absent hash costs as much as a wrong one."""
-        return await self._run(self._verify, password_hash, password)
+    async def verify(self, password_hash: str | None, password: str, key: str = "") -> bool:
+        """True if the password matches; an absent hash costs as much as a wrong one.
+
+        Raises ``HasherBusy`` at once when too many hashings already wait.
+        """
+        async with self._queue.slot(key):
+            self.verifications += 1
+            return await self._run(self._verify, password_hash, password)
 
     def needs_rehash(self, password_hash: str) -> bool:
         """True when the stored hash was made with other parameters than today's."""
@@ -98,46 +192,112 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-class SlidingWindow:
-    """Counts events per key over the last ``window`` seconds; says how long to wait.
+IN_FLIGHT_RETRY_AFTER = 1.0  # seconds: a verification finishes well within this
+MAX_KEYS = 100_000  # a bounded table even if an attacker has very many addresses
 
-    Used for failed logins per username and per address. The clock is
-    injectable so tests need not sleep.
+
+class AttemptWindow:
+    """Counts attempts per key over the last ``window`` seconds, reserving before settling.
+
+    An attempt is *reserved* before the slow work (an argon2 verification)
+    and counts against the limit while it runs, then is *settled*: kept as
+    a failure, or dropped. So however many arrive at once, at most ``limit``
+    can be in flight or failed for one key in one window — checking first
+    and recording after let 100 concurrent guesses all through.
+
+    Keys are kept in the order of their last failure, so expired ones are
+    dropped from the front on every call (amortised O(1)); ``prune`` is also
+    run on a timer so an idle server forgets them. The table never holds more
+    than ``max_keys`` keys (oldest dropped first). The clock is injectable so
+    tests need not sleep.
     """
 
     def __init__(
-        self, limit: int, window: float, clock: Callable[[], float] = time.monotonic
+        self,
+        limit: int,
+        window: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = MAX_KEYS,
     ) -> None:
         self.limit = limit
         self.window = window
         self._clock = clock
-        self._events: dict[str, deque[float]] = {}
+        self._max_keys = max_keys
+        self._failures: dict[str, deque[float]] = {}
+        self._in_flight: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        """Keys remembered (failures or attempts in flight), after forgetting expired ones."""
+        self.prune()
+        return len(self._failures.keys() | self._in_flight.keys())
 
     def retry_after(self, key: str) -> float | None:
         """Seconds until ``key`` may try again, or None if it may now."""
-        events = self._recent(key)
-        if self.limit <= 0 or len(events) < self.limit:
+        if self.limit <= 0:
             return None
-        return max(0.001, events[0] + self.window - self._clock())
+        self.prune()
+        failures = self._recent(key)
+        used = len(failures) + self._in_flight.get(key, 0)
+        if used < self.limit:
+            return None
+        expiring = used - self.limit  # this failure must expire to free one place
+        if expiring < len(failures):
+            return max(0.001, failures[expiring] + self.window - self._clock())
+        return IN_FLIGHT_RETRY_AFTER  # only attempts in flight block: they settle soon
+
+    def reserve(self, key: str) -> None:
+        """Count one attempt as in flight (call only after ``retry_after`` said None)."""
+        if self.limit > 0:
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+
+    def settle(self, key: str, *, failed: bool) -> None:
+        """End a reserved attempt: a failure stays counted for the window, else it is freed."""
+        if self.limit <= 0:
+            return
+        remaining = self._in_flight.get(key, 0) - 1
+        if remaining > 0:
+            self._in_flight[key] = remaining
+        else:
+            self._in_flight.pop(key, None)
+        if failed:
+            self.record(key)
 
     def record(self, key: str) -> None:
-        self._recent(key)
-        self._events.setdefault(key, deque()).append(self._clock())
+        """Count one failure now (an attempt that was not reserved)."""
+        if self.limit <= 0:
+            return
+        failures = self._failures.pop(key, None) or deque()
+        failures.append(self._clock())
+        while len(failures) > self.limit:
+            failures.popleft()
+        self._failures[key] = failures  # re-inserted last: the table stays in time order
+        while len(self._failures) > self._max_keys:
+            del self._failures[next(iter(self._failures))]
 
     def clear(self, key: str) -> None:
-        self._events.pop(key, None)
+        self._failures.pop(key, None)
+
+    def prune(self) -> None:
+        """Forget every key whose last failure left the window."""
+        horizon = self._clock() - self.window
+        while self._failures:
+            key = next(iter(self._failures))
+            failures = self._failures[key]
+            if failures[-1] > horizon:
+                break
+            del self._failures[key]
 
     def _recent(self, key: str) -> deque[float]:
-        """The key's events still inside the window; an idle key is forgotten."""
-        events = self._events.get(key)
-        if events is None:
+        """The key's failures still inside the window."""
+        failures = self._failures.get(key)
+        if failures is None:
             return deque()
         horizon = self._clock() - self.window
-        while events and events[0] <= horizon:
-            events.popleft()
-        if not events:
-            del self._events[key]
-        return events
+        while failures and failures[0] <= horizon:
+            failures.popleft()
+        if not failures:
+            del self._failures[key]
+        return failures
 
 
 class TokenBucket:

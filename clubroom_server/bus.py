@@ -62,6 +62,10 @@ class BusEvent:
     origin: str = ""  # the node that stored it
 
 
+# Room ids start at 1: room 0 is the channel every node hears (session ends and
+# other node-wide news).
+NODE_WIDE = 0
+
 OnEvent = Callable[[BusEvent], None]
 OnResync = Callable[[], None]
 
@@ -231,6 +235,8 @@ class RedisBus:
     # -------------------------------------------------------------- channels
 
     def channel(self, room_id: int) -> str:
+        if room_id == NODE_WIDE:
+            return self._control
         return f"{self._prefix}:room:{room_id}"
 
     async def subscribe(self, room_id: int) -> None:

@@ -14,10 +14,18 @@ from urllib.parse import urlsplit
 import click
 
 from clubroom_server import admin
+from clubroom_server.admission import parse_networks, split_list
 from clubroom_server.app import Clubroom
 from clubroom_server.bus import BusStartupError
 from clubroom_server.config import ARGON2_PROFILES, DEFAULT_ARGON2_PROFILE, Settings, default_db
-from clubroom_server.store import SYNCHRONOUS_MODES, StartupError, describe_url, is_postgres_url
+from clubroom_server.store import (
+    SYNCHRONOUS_MODES,
+    StartupError,
+    StoreError,
+    describe_url,
+    is_postgres_url,
+)
+from protocol import FORWARDED_FOR_HEADER
 
 _DEFAULTS = Settings.__dataclass_fields__
 
@@ -203,6 +211,73 @@ SERVE_OPTIONS = [
         click.Choice(LOG_LEVELS, case_sensitive=False),
         "How much to log (never passwords or tokens).",
     ),
+    # Hardening, round 2 (issue 10): new options stay at the end to ease merging.
+    _option(
+        "--hash-queue-limit",
+        "hash_queue_limit",
+        click.IntRange(1),
+        "Password checks that may wait for a hashing thread; more are refused at once.",
+    ),
+    _option(
+        "--registrations-per-address",
+        "registrations_per_address",
+        click.IntRange(0),
+        "Registrations (and taken-name probes) an address may make per window (0 = no limit).",
+    ),
+    _option(
+        "--registrations-total",
+        "registrations_total",
+        click.IntRange(0),
+        "Accounts the whole server may create per window (0 = no limit).",
+    ),
+    _option(
+        "--registration-window",
+        "registration_window",
+        click.FloatRange(1),
+        "The window for registration limits, in seconds.",
+    ),
+    _option(
+        "--backlog-limit",
+        "backlog_limit",
+        click.IntRange(64 * 1024),
+        "Bytes of unsent output above which a client's requests wait (backpressure).",
+    ),
+    _option(
+        "--allowed-origin",
+        "allowed_origins",
+        str,
+        "A web origin (https://host[:port]) whose pages may connect; repeatable. "
+        "No Origin and this server's own are always accepted.",
+        multiple=True,
+        callback=lambda _ctx, _param, value: split_list(value),
+    ),
+    _option(
+        "--trusted-proxy",
+        "trusted_proxies",
+        str,
+        f"Address or CIDR of a reverse proxy whose {FORWARDED_FOR_HEADER} header names "
+        "the client; repeatable.",
+        multiple=True,
+        callback=lambda _ctx, _param, value: _networks(value),
+    ),
+    _option(
+        "--max-handshakes-per-address",
+        "max_handshakes_per_address",
+        click.IntRange(0),
+        "Unfinished handshakes one address may hold; more are dropped at accept (0 = no limit).",
+    ),
+    _option(
+        "--max-handshakes",
+        "max_handshakes",
+        click.IntRange(0),
+        "Unfinished handshakes the server holds in all (0 = no limit).",
+    ),
+    _option(
+        "--db-pool-size",
+        "db_pool_size",
+        click.IntRange(2),
+        "PostgreSQL only: connections kept to the database.",
+    ),
 ]
 
 
@@ -217,6 +292,15 @@ def _check_cluster(settings: Settings) -> None:
             "--bus (a cluster) needs a database all nodes share: "
             "--db postgresql://user@host:port/database."
         )
+
+
+def _networks(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Validate ``--trusted-proxy`` values early, with a clear message."""
+    parts = split_list(values)
+    try:
+        return tuple(str(network) for network in parse_networks(parts))
+    except ValueError as exc:
+        raise click.BadParameter(f"not an IP address or CIDR block: {exc}") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -248,6 +332,10 @@ def serve(**options: Any) -> None:
         asyncio.run(_serve(settings))
     except (StartupError, BusStartupError) as exc:
         raise click.ClickException(str(exc)) from None
+    except StoreError as exc:
+        raise click.ClickException(
+            f"The database failed while the server was starting ({exc}); start it again."
+        ) from None
     except OSError as exc:
         raise click.ClickException(f"Could not start the server: {exc.strerror or exc}") from None
 

@@ -30,7 +30,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 import protocol
-from clubroom_server.bus import Bus, BusEvent
+from clubroom_server.bus import NODE_WIDE, Bus, BusEvent
 from clubroom_server.limits import SharedTokenBucket
 from clubroom_server.ordering import Clock, OrderedDelivery, Sequenced
 from clubroom_server.presence import ClusterMembers
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 FILL_PAGE = 500  # messages read per round trip when filling a gap
 
 EncodeMessage = Callable[[Room, MessageRecord], bytes]
+SESSION_ENDED = b"session-ended "
 
 
 class RoomGone(Exception):
@@ -68,10 +69,14 @@ class ClusterNode:
         self.order = OrderedDelivery(self._in_order, self._fetch_after, clock)
         self._rooms: Rooms | None = None
         self._encode: EncodeMessage | None = None
+        self._session_ended: Callable[[str], None] = lambda token_hash: None
 
-    def bind(self, rooms: Rooms, encode: EncodeMessage) -> None:
-        """Attach the registry this node delivers to (built by the service)."""
-        self._rooms, self._encode = rooms, encode
+    def bind(
+        self, rooms: Rooms, encode: EncodeMessage, session_ended: Callable[[str], None]
+    ) -> None:
+        """Attach the registry this node delivers to, and what to do when another node
+        ends a session (built by the service)."""
+        self._rooms, self._encode, self._session_ended = rooms, encode, session_ended
 
     async def start(self) -> None:
         await self.members.start()
@@ -188,7 +193,16 @@ class ClusterNode:
         self._bus.publish(BusEvent(record.room_id, record.seq, record.id, data, self.node_id))
         self.order.offer(record.room_id, Sequenced(record.seq, record.id, data))
 
+    def end_session(self, token_hash: str) -> None:
+        """A logout here: every node signs out its connections using that token."""
+        data = SESSION_ENDED + token_hash.encode("ascii")
+        self._bus.publish(BusEvent(NODE_WIDE, 0, 0, data, self.node_id))
+
     def _heard(self, event: BusEvent) -> None:
+        if event.room_id == NODE_WIDE:
+            if event.data.startswith(SESSION_ENDED):
+                self._session_ended(event.data[len(SESSION_ENDED) :].decode("ascii", "replace"))
+            return
         if event.seq != 0:
             self.order.offer(event.room_id, Sequenced(event.seq, event.message_id, event.data))
             return

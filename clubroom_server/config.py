@@ -64,6 +64,16 @@ class Settings:
     certfile: Path | None = None
     keyfile: Path | None = None
     log_level: str = "INFO"
+    # Hardening, round 2 (issue 10): new fields stay at the end to ease merging.
+    hash_queue_limit: int = 32
+    registrations_per_address: int = 20
+    registrations_total: int = 200
+    registration_window: float = 3600.0
+    backlog_limit: int = 1024 * 1024
+    allowed_origins: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
+    max_handshakes_per_address: int = 64
+    max_handshakes: int = 2048
     db_pool_size: int = 10
     # A cluster: a Redis URL turns this process into one node of many (None = one process).
     bus: str | None = None

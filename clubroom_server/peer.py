@@ -59,13 +59,21 @@ class Peer:
         """Close a connection that does not read what it is sent (once)."""
         if not self._closing:
             log.warning("closing a slow consumer from %s", self.address)
-        self.close_with(
+        self._close(
             protocol.CLOSE_SLOW_CONSUMER,
             "Too far behind; reconnect and catch up with join_room after.",
         )
 
+    def close_logged_out(self) -> None:
+        """Close a connection whose session was ended by a logout on another connection."""
+        self._close(protocol.CLOSE_LOGGED_OUT, "Logged out: this session was ended; log in again.")
+
     def close_with(self, code: int, reason: str) -> None:
-        """Start closing the connection with ``code`` (once), without waiting for it."""
+        """Start closing with ``code`` (a cluster node draining or fenced), once."""
+        self._close(code, reason)
+
+    def _close(self, code: int, reason: str) -> None:
+        """Start closing with ``code`` (once) without awaiting the closing handshake."""
         if self._closing:
             return
         self._closing = True
@@ -103,6 +111,12 @@ class PeerSet:
 
     def __len__(self) -> int:
         return len(self._peers)
+
+    def using_token(self, token_hash: str | None) -> list[Peer]:
+        """Every connection signed in with this token (a scan: logouts are rare)."""
+        if token_hash is None:
+            return []
+        return [peer for peer in self._peers if peer.token_hash == token_hash]
 
     def close_all(self, code: int, reason: str) -> None:
         """Close every connection with ``code`` (a cluster node draining or fenced)."""

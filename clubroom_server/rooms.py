@@ -59,7 +59,8 @@ class Room:
     deleted: bool = False
 
     def member_names(self) -> list[str]:
-        return [self.members[key].username for key in sorted(self.members)]
+        """Members in alphabetical order (keys are look-alike skeletons, not for sorting)."""
+        return sorted((member.username for member in self.members.values()), key=str.casefold)
 
 
 class Rooms:

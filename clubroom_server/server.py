@@ -1,10 +1,16 @@
-"""The network edge: ``websockets`` serve() wiring, ``/healthz``, TLS and connection caps."""
+"""The network edge: ``websockets`` serve() wiring, ``/healthz``, TLS and admission.
+
+Admission decisions (addresses, proxies, origins, handshake counts) live in
+``admission.py``; this module applies them at the right moments of a
+connection's life: at TCP accept, when the HTTP request has been read, and
+when the socket is gone.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
-from collections import Counter
 from collections.abc import Callable, Sequence
 from http import HTTPStatus
 
@@ -14,6 +20,16 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 import protocol
+from clubroom_server.admission import (
+    UNKNOWN,
+    AcceptErrorFilter,
+    AddressResolver,
+    HandshakeGate,
+    OriginPolicy,
+    RefusalLog,
+    parse_networks,
+    raise_file_limit,
+)
 from clubroom_server.config import Settings
 from clubroom_server.session import SessionHandler
 
@@ -24,6 +40,34 @@ CLUBROOM_V1 = Subprotocol(protocol.SUBPROTOCOL)
 # Its INFO lines (each connection opened and closed) are noise at our scale.
 _ws_log = logging.getLogger("clubroom_server.websockets")
 _ws_log.setLevel(logging.WARNING)
+logging.getLogger("asyncio").addFilter(AcceptErrorFilter())
+
+
+class ClubroomConnection(ServerConnection):
+    """A connection counted from TCP accept, that knows which client it belongs to.
+
+    ``peer_address`` is the TCP peer; ``client_address`` is who the limits
+    and log lines are about (a trusted proxy's visitor, or the peer).
+    """
+
+    edge: ClubroomServer  # set on the per-server subclass made in ``start``
+    peer_address: str = UNKNOWN
+    client_address: str = UNKNOWN
+    handshake_pending: bool = False
+    counted: bool = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        self.peer_address = self.client_address = str(peer[0]) if peer else UNKNOWN
+        self.edge.accepted(self)
+        if not self.counted:
+            transport.abort()  # the handler sees no request and ends quietly
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.counted:
+            self.edge.lost(self)
 
 
 class ClubroomServer:
@@ -39,12 +83,22 @@ class ClubroomServer:
         self._handler = handler
         self._health = health
         self._server: Server | None = None
-        self._per_address: Counter[str] = Counter()
+        self._addresses = AddressResolver(parse_networks(settings.trusted_proxies))
+        self._origins = OriginPolicy(settings.allowed_origins)
+        self._gate = HandshakeGate(
+            settings.max_handshakes_per_address,
+            settings.max_handshakes,
+            exempt=self._addresses.is_trusted,
+        )
+        self._refusals = RefusalLog()
 
     async def start(self) -> None:
         s = self._settings
+        limit = raise_file_limit()
+        log.debug("open-file limit: %d", limit)
+        connection_class = type("Connection", (ClubroomConnection,), {"edge": self})
         self._server = await serve(
-            self._handle,
+            self._handler,
             s.host,
             s.port,
             subprotocols=[CLUBROOM_V1],
@@ -60,6 +114,7 @@ class ClubroomServer:
             ssl=_ssl_context(s),
             logger=_ws_log,
             server_header=None,
+            create_connection=connection_class,
         )
 
     @property
@@ -79,24 +134,47 @@ class ClubroomServer:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
 
-    async def _handle(self, websocket: ServerConnection) -> None:
-        address = _address(websocket)
-        self._per_address[address] += 1
-        try:
-            await self._handler(websocket)
-        finally:
-            self._per_address[address] -= 1
-            if self._per_address[address] <= 0:
-                del self._per_address[address]
+    def open_connections(self, address: str) -> int:
+        """Connections of one client address, from TCP accept until closed."""
+        return self._gate.open[address]
+
+    def accepted(self, connection: ClubroomConnection) -> None:
+        """At TCP accept: count the connection, or leave it uncounted to be dropped."""
+        address = connection.peer_address
+        connection.counted = self._gate.admit(address)
+        connection.handshake_pending = connection.counted
+        if not connection.counted:
+            self._refusals.refused(address, "too many unfinished handshakes")
+
+    def lost(self, connection: ClubroomConnection) -> None:
+        if connection.handshake_pending:
+            connection.handshake_pending = False
+            self._gate.handshake_read(connection.peer_address)
+        self._gate.closed(connection.client_address)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        assert isinstance(connection, ClubroomConnection)
+        self._request_read(connection, request.headers)
+        address = connection.client_address
         if request.path.split("?", 1)[0] == "/healthz":
-            return _health_response(self._health())
+            return _health_response(self._health(), head=request.method == "HEAD")
+        if not self._origins.allows(request.headers):
+            self._refusals.refused(address, "a web page from another site (Origin)")
+            return _plain(HTTPStatus.FORBIDDEN, "This page may not connect to this server.\n")
         limit = self._settings.max_connections_per_address
-        if limit > 0 and self._per_address[_address(connection)] >= limit:
-            log.warning("refusing a connection from %s: too many open", _address(connection))
+        if limit > 0 and self._gate.open[address] > limit:
+            self._refusals.refused(address, "too many open connections")
             return _plain(HTTPStatus.TOO_MANY_REQUESTS, "Too many connections from your address.\n")
         return None
+
+    def _request_read(self, connection: ClubroomConnection, headers: Headers) -> None:
+        """The handshake is no longer pending; a trusted proxy may now name the client."""
+        if connection.handshake_pending:
+            connection.handshake_pending = False
+            self._gate.handshake_read(connection.peer_address)
+        client = self._addresses.resolve(connection.peer_address, headers)
+        self._gate.move(connection.client_address, client)
+        connection.client_address = client
 
 
 def _select_subprotocol(
@@ -106,18 +184,20 @@ def _select_subprotocol(
     return CLUBROOM_V1 if CLUBROOM_V1 in offered else None
 
 
-def _health_response(problems: list[str]) -> Response:
+def _health_response(problems: list[str], *, head: bool) -> Response:
     """200 ``ok``, or 503 naming what is down (a balancer then sends clients elsewhere)."""
     if not problems:
-        return _plain(HTTPStatus.OK, "ok")
-    return _plain(HTTPStatus.SERVICE_UNAVAILABLE, "".join(f"{p}\n" for p in problems))
+        return _plain(HTTPStatus.OK, "ok", head=head)
+    body = "".join(f"{problem}\n" for problem in problems)
+    return _plain(HTTPStatus.SERVICE_UNAVAILABLE, body, head=head)
 
 
-def _plain(status: HTTPStatus, body: str) -> Response:
+def _plain(status: HTTPStatus, body: str, *, head: bool = False) -> Response:
+    """A short plain-text response; for HEAD, the headers only (HTTP forbids a body)."""
     headers = Headers([("Content-Type", "text/plain; charset=utf-8")])
     data = body.encode()
     headers["Content-Length"] = str(len(data))
-    return Response(status.value, status.phrase, headers, data)
+    return Response(status.value, status.phrase, headers, b"" if head else data)
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -127,8 +207,3 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(settings.certfile, settings.keyfile)
     return context
-
-
-def _address(connection: ServerConnection) -> str:
-    remote = connection.remote_address
-    return str(remote[0]) if remote else "unknown"

@@ -9,21 +9,31 @@ except through ``Peer.send``, and never formats an error frame itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import protocol
-from clubroom_server.auth import PasswordHasher, SlidingWindow, TokenBucket, new_token, token_hash
+from clubroom_server.auth import (
+    AttemptWindow,
+    HasherBusy,
+    PasswordHasher,
+    TokenBucket,
+    new_token,
+    token_hash,
+)
 from clubroom_server.bus import BusUnavailable
 from clubroom_server.cluster import ClusterNode, RoomGone
 from clubroom_server.config import Settings
-from clubroom_server.peer import Peer, fanout
+from clubroom_server.peer import Peer, PeerSet, fanout
 from clubroom_server.rooms import Room, Rooms
 from clubroom_server.store import (
     DuplicateError,
     MessageRecord,
+    RoomRecord,
     Store,
     StoreError,
     UnavailableError,
@@ -39,6 +49,9 @@ NonceKey = tuple[int, int, str]
 NOT_SAVED = "The server could not save that just now; please try again in a moment."
 BUS_UNAVAILABLE = "The server lost touch with the rest of the cluster for a moment; please retry."
 UNAVAILABLE = "The server's database is out of reach for a moment; nothing was done. Please retry."
+DELETE_RETRY_FIRST = 0.5  # seconds before retrying a room deletion the database could not take
+DELETE_RETRY_MAX = 10.0
+DELETE_WAIT = 2.0  # seconds a create_room waits for the deletion of a room of the same name
 
 
 def now_ms() -> int:
@@ -63,11 +76,13 @@ class ChatService:
         settings: Settings,
         store: Store,
         hasher: PasswordHasher,
+        peers: PeerSet,
         cluster: ClusterNode | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._hasher = hasher
+        self._peers = peers
         self.cluster = cluster
         self.rooms = Rooms(
             settings.grace,
@@ -76,19 +91,25 @@ class ChatService:
             on_member_gone=cluster.member_gone if cluster is not None else None,
         )
         if cluster is not None:
-            cluster.bind(self.rooms, _message_event)
-        self._failed_by_user = SlidingWindow(
+            cluster.bind(self.rooms, _message_event, self._session_ended_elsewhere)
+        self._failed_by_user = AttemptWindow(
             settings.login_failures_per_user, settings.login_window
         )
-        self._failed_by_address = SlidingWindow(
+        self._failed_by_address = AttemptWindow(
             settings.login_failures_per_address, settings.login_window
         )
+        self._registered_by_address = AttemptWindow(
+            settings.registrations_per_address, settings.registration_window
+        )
+        self._registered = AttemptWindow(settings.registrations_total, settings.registration_window)
+        self._pruner: asyncio.TimerHandle | None = None
         self._send_bucket = TokenBucket(settings.rate_limit, settings.rate_burst)
         self._room_bucket = TokenBucket(settings.room_rate_limit, settings.room_rate_burst)
         self._registering: set[str] = set()
         self._nonce_claims: dict[NonceKey, asyncio.Future[protocol.Message]] = {}
         self._creating: set[str] = set()
         self._deleting: dict[str, asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
         self._last_at_ms = 0
         self._handlers: dict[type, Handler] = {
             protocol.Register: self.register,
@@ -108,13 +129,47 @@ class ChatService:
         if self.cluster is not None:
             # A node serves rooms on demand; presence in the database says who is in them.
             await self.cluster.start()
-            return
-        for record in await self._store.all_rooms():
-            self.rooms.add(record, expire_if_unjoined=True)
-        log.info("restored %d room(s) from the database", len(self.rooms))
+        else:
+            for record in await self._store.all_rooms():
+                self._restore_room(record)
+            log.info("restored %d room(s) from the database", len(self.rooms))
+        self._prune_throttles()
+
+    def _restore_room(self, record: RoomRecord) -> None:
+        """Register a stored room under today's key (its stored one may predate look-alikes)."""
+        key = protocol.room_key(record.name)
+        shadowed = self.rooms.get(key)
+        if shadowed is not None:
+            log.warning(
+                "stored rooms %r and %r now count as one name; only the latter can be joined "
+                "and the former is deleted after the grace period",
+                shadowed.name,
+                record.name,
+            )
+        self.rooms.add(dataclasses.replace(record, key=key), expire_if_unjoined=True)
 
     def close(self) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
         self.rooms.close()
+        self._stopping.set()
+
+    @property
+    def throttle_windows(self) -> tuple[AttemptWindow, ...]:
+        """Every table of attempts per user or address (their sizes are bounded)."""
+        return (
+            self._failed_by_user,
+            self._failed_by_address,
+            self._registered_by_address,
+            self._registered,
+        )
+
+    def _prune_throttles(self) -> None:
+        """Forget expired attempts on a timer, so an idle server holds none."""
+        for window in self.throttle_windows:
+            window.prune()
+        interval = min(self._settings.login_window, self._settings.registration_window)
+        self._pruner = asyncio.get_running_loop().call_later(interval, self._prune_throttles)
 
     async def handle(self, peer: Peer, request: protocol.Request) -> protocol.Reply | None:
         """Run one request; authentication is checked here, once for all room requests."""
@@ -143,47 +198,86 @@ class ChatService:
     # --------------------------------------------------------------- accounts
 
     async def register(self, peer: Peer, request: protocol.Register) -> protocol.Reply:
+        """Create an account; every try (a taken name too) costs the address's budget."""
         _require_anonymous(peer)
         username = protocol.check_username(request.username)
         protocol.check_password(request.password, username)
         key = protocol.username_key(username)
-        if key in self._registering or await self._store.user_by_key(key) is not None:
-            raise ProtocolError(
-                ErrorCode.USERNAME_TAKEN, f"The username {username!r} is taken; pick another."
-            )
-        self._registering.add(key)
-        try:
-            password_hash = await self._hasher.hash(request.password)
-            user = await self._store.add_user(username, key, password_hash, now_ms())
-        except DuplicateError:
-            raise ProtocolError(
-                ErrorCode.USERNAME_TAKEN, f"The username {username!r} is taken; pick another."
-            ) from None
-        finally:
-            self._registering.discard(key)
-        log.info("registered user %s", username)
+        with (
+            _attempt([(self._registered_by_address, peer.address)]) as per_address,
+            _attempt([(self._registered, "")]) as in_total,
+        ):
+            per_address.keep = True  # a probe that finds the name taken costs the same
+            if key in self._registering or await self._user_named(username) is not None:
+                raise _name_taken(username)
+            self._registering.add(key)
+            try:
+                password_hash = await self._hash(request.password, peer.address)
+                user = await self._store.add_user(username, key, password_hash, now_ms())
+            except DuplicateError:
+                raise _name_taken(username) from None
+            finally:
+                self._registering.discard(key)
+            in_total.keep = True
+        log.info("registered user %s from %s", username, peer.address)
         return await self._welcome(peer, user, request)
 
     async def login(self, peer: Peer, request: protocol.Login) -> protocol.Reply:
+        """Check a password; each attempt is reserved against both limits before verifying."""
         _require_anonymous(peer)
-        key = protocol.username_key(request.username)
-        self._check_throttle(key, peer.address)
-        user = await self._store.user_by_key(key)
-        password_hash = user.password_hash if user else None
-        if not await self._hasher.verify(password_hash, request.password) or user is None:
-            self._failed_by_user.record(key)
-            self._failed_by_address.record(peer.address)
-            raise ProtocolError(
-                ErrorCode.INVALID_CREDENTIALS, "That username and password do not match."
-            )
+        key = _login_key(request.username)
+        windows = [(self._failed_by_address, peer.address)]
+        if key is not None:
+            windows.append((self._failed_by_user, key))
+        with _attempt(windows) as attempt:
+            attempt.keep = True  # until the password proves right
+            if key is None:  # no such account can exist; nothing to verify
+                raise _no_match()
+            user = await self._user_named(request.username)
+            password_hash = user.password_hash if user else None
+            if not await self._verify(password_hash, request.password, peer.address):
+                raise _no_match()
+            assert user is not None
+            attempt.keep = False
         self._failed_by_user.clear(key)
         if self._hasher.needs_rehash(user.password_hash):
-            await self._store.set_password_hash(user.id, await self._hasher.hash(request.password))
+            new_hash = await self._hash(request.password, peer.address)
+            await self._store.set_password_hash(user.id, new_hash)
         return await self._welcome(peer, user, request)
+
+    async def _user_named(self, username: str) -> UserRecord | None:
+        """The account a (valid) username names, look-alikes included.
+
+        Accounts stored before look-alike keys carry the old lower-case key
+        until the database's keys are recomputed; they are found by it too.
+        """
+        user = await self._store.user_by_key(protocol.username_key(username))
+        legacy = protocol.legacy_username_key(username)
+        if user is None and legacy != protocol.username_key(username):
+            user = await self._store.user_by_key(legacy)
+        return user
+
+    async def _verify(self, password_hash: str | None, password: str, address: str) -> bool:
+        try:
+            return await self._hasher.verify(password_hash, password, address)
+        except HasherBusy as busy:
+            raise _too_many(busy.retry_after, "The server is busy checking passwords") from None
+
+    async def _hash(self, password: str, address: str) -> str:
+        try:
+            return await self._hasher.hash(password, address)
+        except HasherBusy as busy:
+            raise _too_many(busy.retry_after, "The server is busy checking passwords") from None
 
     async def resume(self, peer: Peer, request: protocol.Resume) -> protocol.Reply:
         _require_anonymous(peer)
-        self._check_throttle(None, peer.address)
+        # No reservation here: a resume costs one indexed read, not an argon2
+        # verification, and a 256-bit token cannot be guessed by concurrency.
+        # A burst of honest resumes (everyone reconnecting after a restart)
+        # must not be refused for being simultaneous.
+        wait = self._failed_by_address.retry_after(peer.address)
+        if wait is not None:
+            raise _too_many(wait, "Too many attempts")
         hashed = token_hash(request.token)
         found = await self._store.user_by_token(hashed, now_ms())
         if found is None:
@@ -201,13 +295,31 @@ class ChatService:
         )
 
     async def logout(self, peer: Peer, request: protocol.Logout) -> protocol.Reply:
+        """End the session everywhere: every connection using this token is signed out."""
         if peer.user is not None:
-            for room in list(peer.rooms.values()):
-                self._leave(peer, room)
-            hashed, peer.user, peer.token_hash = peer.token_hash, None, None
+            hashed = peer.token_hash
+            others = [p for p in self._peers.using_token(hashed) if p is not peer]
+            for signed_in in (peer, *others):
+                self._sign_out(signed_in)
+            for other in others:
+                other.close_logged_out()
             if hashed:
                 await self._store.revoke_token(hashed)
+                if self.cluster is not None:
+                    self.cluster.end_session(hashed)
         return protocol.Ok(id=request.id)
+
+    def _session_ended_elsewhere(self, token_hash: str) -> None:
+        """A logout on another node of the cluster ends this token's connections here too."""
+        for peer in self._peers.using_token(token_hash):
+            self._sign_out(peer)
+            peer.close_logged_out()
+
+    def _sign_out(self, peer: Peer) -> None:
+        """Leave every room at once (no grace) and forget who the connection was."""
+        for room in list(peer.rooms.values()):
+            self._leave(peer, room)
+        peer.user, peer.token_hash = None, None
 
     async def _welcome(
         self, peer: Peer, user: UserRecord, request: protocol.Register | protocol.Login
@@ -227,18 +339,6 @@ class ChatService:
     @staticmethod
     def _authenticate(peer: Peer, user: UserRecord, hashed: str) -> None:
         peer.user, peer.token_hash = user, hashed
-
-    def _check_throttle(self, user_key: str | None, address: str) -> None:
-        waits = [self._failed_by_address.retry_after(address)]
-        if user_key is not None:
-            waits.append(self._failed_by_user.retry_after(user_key))
-        wait = max((w for w in waits if w is not None), default=None)
-        if wait is not None:
-            raise ProtocolError(
-                ErrorCode.TOO_MANY_ATTEMPTS,
-                f"Too many failed attempts; try again in {wait:.0f} seconds.",
-                retry_after=round(wait, 3),
-            )
 
     # ------------------------------------------------------------------ rooms
 
@@ -296,8 +396,13 @@ class ChatService:
             if not was_member:
                 self._leave(peer, room)
             raise
-        last_id = records[-1].id if records else (request.after or 0)
-        messages = [to_wire(room, record) for record in records]
+        messages, trimmed = protocol.fit_to_budget(
+            [to_wire(room, record) for record in records], keep_newest=request.after is None
+        )
+        more = more or trimmed
+        # A latest page keeps the newest message and a catch-up page its last
+        # one, so the last kept id is what the snapshot covers.
+        last_id = messages[-1].id if messages else (request.after or 0)
         # Only a catch-up page (``after`` with more to come) keeps the connection
         # silent; without ``after``, ``more`` only says that older history exists.
         catching_up = request.after is not None and more
@@ -372,10 +477,23 @@ class ChatService:
         task.add_done_callback(lambda done: self._forget_deletion(room.key, done))
 
     async def _delete_room(self, room: Room) -> None:
-        try:
-            await self._store.delete_room(room.id)
-        except StoreError as exc:
-            log.error("deleting the empty room %r failed: %s", room.name, exc)
+        """Delete the row, retrying while the database is away (until the server stops).
+
+        A room left stored would block its name; one still stored at the next
+        start is restored for one grace period and deleted then.
+        """
+        delay = DELETE_RETRY_FIRST
+        while True:
+            try:
+                await self._store.delete_room(room.id)
+                return
+            except UnavailableError:
+                if await _stopped_within(self._stopping, delay):
+                    return
+                delay = min(delay * 2, DELETE_RETRY_MAX)
+            except StoreError as exc:
+                log.error("deleting the empty room %r failed: %s", room.name, exc)
+                return
 
     def _forget_deletion(self, key: str, task: asyncio.Task[None]) -> None:
         if self._deleting.get(key) is task:
@@ -384,8 +502,13 @@ class ChatService:
     async def _deleted(self, key: str) -> None:
         """Wait until a deletion of the room called ``key`` (if any) is written."""
         task = self._deleting.get(key)
-        if task is not None:
-            await asyncio.shield(task)
+        if task is None:
+            return
+        try:
+            async with asyncio.timeout(DELETE_WAIT):
+                await asyncio.shield(task)
+        except TimeoutError:
+            raise UnavailableError("an earlier room of that name is still being deleted") from None
 
     async def finish_deletions(self) -> None:
         """Wait for every room deletion in flight (before the store closes)."""
@@ -469,11 +592,11 @@ class ChatService:
     async def history(self, peer: Peer, request: protocol.History) -> protocol.Reply:
         room = self._joined_room(peer, request.room)
         records, more = await self._store.messages_before(room.id, request.before, request.limit)
+        messages, trimmed = protocol.fit_to_budget(
+            [to_wire(room, record) for record in records], keep_newest=True
+        )
         return protocol.HistoryPage(
-            id=request.id,
-            room=room.name,
-            messages=[to_wire(room, record) for record in records],
-            more=more,
+            id=request.id, room=room.name, messages=messages, more=more or trimmed
         )
 
     def _now(self) -> int:
@@ -522,8 +645,82 @@ def _message_event(room: Room, record: MessageRecord) -> bytes:
     return protocol.encode(protocol.MessageEvent(message=to_wire(room, record)))
 
 
+_COUNTED = frozenset(
+    {ErrorCode.INVALID_CREDENTIALS, ErrorCode.INVALID_TOKEN, ErrorCode.USERNAME_TAKEN}
+)
+
+
+class _Attempt:
+    """One reserved attempt; ``keep`` says whether it stays counted once it ends."""
+
+    __slots__ = ("keep",)
+
+    def __init__(self) -> None:
+        self.keep = False
+
+
+@contextlib.contextmanager
+def _attempt(windows: list[tuple[AttemptWindow, str]]) -> Iterator[_Attempt]:
+    """Reserve an attempt in every window (or refuse with ``too_many_attempts``), then settle.
+
+    Reserving before the slow work is what bounds concurrent attempts: they
+    count while in flight, not only after they failed.
+    """
+    waits = [w for window, key in windows if (w := window.retry_after(key)) is not None]
+    if waits:
+        raise _too_many(max(waits), "Too many attempts")
+    for window, key in windows:
+        window.reserve(key)
+    attempt = _Attempt()
+    try:
+        yield attempt
+    except BaseException as exc:
+        # Only a wrong answer counts; a busy server or a database hiccup does not.
+        attempt.keep &= isinstance(exc, ProtocolError) and exc.code in _COUNTED
+        raise
+    finally:
+        for window, key in windows:
+            window.settle(key, failed=attempt.keep)
+
+
+def _too_many(wait: float, what: str) -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.TOO_MANY_ATTEMPTS,
+        f"{what}; try again in {max(1, round(wait))} seconds.",
+        retry_after=round(wait, 3),
+    )
+
+
+def _no_match() -> ProtocolError:
+    return ProtocolError(ErrorCode.INVALID_CREDENTIALS, "That username and password do not match.")
+
+
+def _login_key(username: str) -> str | None:
+    """The key to look a login up by, or None for a name no account can have."""
+    try:
+        return protocol.username_key(protocol.check_username(username))
+    except ProtocolError:
+        return None
+
+
+def _name_taken(username: str) -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.USERNAME_TAKEN, f"The username {username!r} is taken; pick another."
+    )
+
+
 def _require_anonymous(peer: Peer) -> None:
     if peer.user is not None:
         raise ProtocolError(
             ErrorCode.ALREADY_AUTHENTICATED, "You are already logged in; log out first."
         )
+
+
+async def _stopped_within(stopping: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds``; True if the service is stopping (a flag, not a cancel)."""
+    try:
+        async with asyncio.timeout(seconds):
+            await stopping.wait()
+    except TimeoutError:
+        return False
+    return True

@@ -22,6 +22,7 @@ from protocol import ErrorCode, ProtocolError, RequestDecodeError
 
 log = logging.getLogger(__name__)
 
+DRAIN_TIMEOUT = 60.0  # seconds a client may read nothing while over its backlog
 INTERNAL = "Something went wrong on the server; your request was not completed. Please retry."
 
 
@@ -46,10 +47,31 @@ class SessionHandler:
 
     async def _serve(self, peer: Peer) -> None:
         while True:
+            if not await self._backlog_drained(peer):
+                return
             data = await self._next_frame(peer)
             if data is None:
                 return
             await self._process(peer, data)
+
+    async def _backlog_drained(self, peer: Peer) -> bool:
+        """Backpressure: read no request while this client's unsent output is over the limit.
+
+        A client that asks and never reads would otherwise make the server
+        hold every reply; now it holds at most the limit plus one reply.
+        Reading resumes once the output has drained; a client that reads
+        nothing for the drain timeout is closed as a slow consumer.
+        """
+        transport = peer.websocket.transport
+        if transport is None or transport.get_write_buffer_size() <= self._settings.backlog_limit:
+            return True
+        try:
+            async with asyncio.timeout(_drain_timeout(self._settings)):
+                await peer.websocket.drain()
+        except TimeoutError:
+            peer.close_slow()
+            return False
+        return True
 
     async def _next_frame(self, peer: Peer) -> str | bytes | None:
         """The next frame; a connection that never logs in is closed after the idle timeout."""
@@ -82,6 +104,11 @@ class SessionHandler:
             peer.send(protocol.encode(reply))
 
 
+def _drain_timeout(settings: Settings) -> float:
+    """As long as a keep-alive ping may go unanswered: longer, and the client is gone."""
+    return 2 * settings.ping_interval if settings.ping_interval > 0 else DRAIN_TIMEOUT
+
+
 def _error_frame(request_id: protocol.RequestId | None, exc: ProtocolError) -> bytes:
     return protocol.encode(
         protocol.Error(
@@ -95,5 +122,9 @@ def _kind(request: protocol.Request) -> str:
 
 
 def _address(websocket: ServerConnection) -> str:
+    """The client's address as admission resolved it (a trusted proxy's visitor, or the peer)."""
+    address = getattr(websocket, "client_address", None)
+    if address:
+        return str(address)
     remote = websocket.remote_address
     return str(remote[0]) if remote else "unknown"

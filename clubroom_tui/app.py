@@ -7,7 +7,7 @@ from functools import partial
 from typing import ClassVar
 
 from textual import work
-from textual.app import App, SystemCommand
+from textual.app import SystemCommand
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
 from textual.screen import ModalScreen, Screen
@@ -22,7 +22,11 @@ from clubroom_tui.client import (
     SessionEnded,
     StateChanged,
 )
+from clubroom_tui.doomed import describe_rooms, rooms_deleted_by_leaving
+from clubroom_tui.keys import InOrderKeys
 from clubroom_tui.news import ClientNews
+from clubroom_tui.plain import printable
+from clubroom_tui.screens.confirm import Confirm
 from clubroom_tui.screens.dashboard import DashboardScreen
 from clubroom_tui.screens.login import LoginScreen
 from clubroom_tui.screens.room import RoomScreen
@@ -33,7 +37,7 @@ from protocol import room_key
 MAX_KEPT_NOTICES = 200
 
 
-class ClubroomApp(App[None]):
+class ClubroomApp(InOrderKeys):
     """Login → dashboard → rooms, over one long-lived ``ClubroomClient``."""
 
     CSS_PATH = "clubroom.tcss"
@@ -68,6 +72,27 @@ class ClubroomApp(App[None]):
             self.post_message(ClientNews(event))
 
     async def action_quit(self) -> None:
+        """Quit; if that could delete rooms (after the grace period), say which and ask first."""
+        if isinstance(self.screen, Confirm):
+            return  # already asking
+        doomed = rooms_deleted_by_leaving(self.client) if self.client.token else []
+        if not doomed:
+            await self._close_and_exit()
+            return
+        question = (
+            "Quit? You are the last member of "
+            + describe_rooms(doomed)
+            + ". If you stay away longer than the server's grace period (30 s by default), "
+            + ("it is" if len(doomed) == 1 else "they are")
+            + " deleted for good."
+        )
+        self.push_screen(Confirm(question, "Quit anyway"), self._quit_answered)
+
+    async def _quit_answered(self, yes: bool | None) -> None:
+        if yes:
+            await self._close_and_exit()
+
+    async def _close_and_exit(self) -> None:
         """Close the connection properly, then exit."""
         await self.client.close()
         self.exit()
@@ -134,7 +159,8 @@ class ClubroomApp(App[None]):
             self._save_session()
         else:
             self._forget_session()
-        self.switch_screen(DashboardScreen(self.client, self.unread))
+        notice = rooms_gone_while_away(event.lost_rooms) if event.lost_rooms else ""
+        self.switch_screen(DashboardScreen(self.client, self.unread, notice=notice))
 
     def on_login_screen_saved_session_rejected(self) -> None:
         self._forget_session()
@@ -205,3 +231,13 @@ class ClubroomApp(App[None]):
         for state in sorted(self.client.rooms.values(), key=lambda s: s.name.lower()):
             open_it = partial(self.open_room, state.name)
             yield SystemCommand(f"Open {state.name}", "Show this room", open_it)
+
+
+def rooms_gone_while_away(rooms: tuple[str, ...]) -> str:
+    """Why remembered rooms are missing after a restart, in the user's words."""
+    names = ", ".join(f"“{printable(room)}”" for room in rooms)
+    which = "was" if len(rooms) == 1 else "were"
+    return (
+        f"While you were away, {names} {which} deleted: a room is deleted when its last "
+        "member leaves, logs out, or stays away longer than the server's grace period."
+    )

@@ -22,15 +22,20 @@ def main() -> None:
 KEYS_HELP = """
 \b
 Keys (also listed in the footer; ctrl+p opens the command palette):
-  everywhere   ctrl+q quit (closes the connection)   ctrl+p commands
-               tab / shift+tab move between fields and buttons
+  everywhere   ctrl+q quit (asks first if that could delete rooms)
+               ctrl+p commands   tab / shift+tab move between fields
   login        enter in username → password; enter in password logs in
                ctrl+l log in   ctrl+r register   space toggles "Remember me"
   dashboard    ctrl+n create room   ctrl+g join room   ctrl+r your rooms
-               (arrows + enter open a room)   ctrl+o log out
-  room         enter sends   escape back to the dashboard (stay in the room)
-               ctrl+l leave the room   ctrl+t show/hide members
+               (arrows + enter open a room)
+               ctrl+o log out (asks first if that deletes rooms)
+  room         enter sends; a paste keeps all its lines
+               tab completes a member's name (al or @al → alice)
+               escape back to the dashboard (stay in the room)
+               ctrl+t show/hide members   ctrl+end jump to the newest
                pageup/pagedown scroll; scrolling to the top loads older messages
+               leave: the Leave button or ctrl+p "Leave room" (asks first)
+Keys apply in the order typed, to the field that had the focus.
 """
 
 

@@ -16,6 +16,7 @@ import logging
 import random
 import socket
 import ssl as ssl_module
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from protocol import (
     DEFAULT_URL,
     HISTORY_DEFAULT,
+    MAX_SERVER_FRAME_BYTES,
     SUBPROTOCOL,
     CreateRoom,
     Error,
@@ -70,6 +72,12 @@ STABLE_CONNECTION_SECONDS = 2.0
 # --------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------
+
+
+# Messages a room's state holds in memory; older ones are fetched with history again.
+KEEP_MESSAGES = 5000
+# How long after our reconnect a member from before counts as returning, not joining.
+RETURN_WINDOW_SECONDS = 120.0
 
 
 class ClientError(Exception):
@@ -186,6 +194,23 @@ class RoomState:
     members: tuple[str, ...] = ()
     messages: list[Message] = field(default_factory=list)
     has_older: bool = False
+    # Members from before our reconnect who are not back yet (casefolded name →
+    # until when, monotonic): when they re-join after a server restart, that is
+    # no news, so it is not announced as "joined".
+    returning: dict[str, float] = field(default_factory=dict)
+
+    def expect_back(self, before: tuple[str, ...], me: str, until: float) -> None:
+        """Remember who was here before the outage and is missing from the new snapshot."""
+        now_here = {m.casefold() for m in self.members}
+        for member in before:
+            folded = member.casefold()
+            if folded not in now_here and folded != me.casefold():
+                self.returning[folded] = until
+
+    def is_return(self, member: str, now: float) -> bool:
+        """True (once) if this member was here before our reconnect and is just coming back."""
+        until = self.returning.pop(member.casefold(), None)
+        return until is not None and now <= until
 
     @property
     def last_id(self) -> int | None:
@@ -201,7 +226,15 @@ class RoomState:
         fresh = [m for m in messages if last is None or m.id > last]
         fresh.sort(key=lambda m: m.id)
         self.messages.extend(fresh)
+        self._forget_oldest()
         return fresh
+
+    def _forget_oldest(self) -> None:
+        """Hold at most ``KEEP_MESSAGES`` (in batches); the server still has the rest."""
+        excess = len(self.messages) - KEEP_MESSAGES
+        if excess > KEEP_MESSAGES // 10:
+            del self.messages[:excess]
+            self.has_older = True
 
     def add_older(self, messages: list[Message]) -> list[Message]:
         """Prepend the messages older than what we have; return those that were new."""
@@ -557,6 +590,7 @@ class ClubroomClient:
             ssl=self._ssl,
             open_timeout=self.connect_timeout,
             close_timeout=2,
+            max_size=MAX_SERVER_FRAME_BYTES,
         )
 
     async def _serve(self, ws: ClientConnection) -> bool:
@@ -687,7 +721,11 @@ class ClubroomClient:
         if state is None:
             state = self.rooms[key] = RoomState(name=joined.room)
             state.has_older = fresh_join and joined.more
+        before = state.members
         state.members = tuple(sorted(joined.members, key=str.lower))
+        if not fresh_join:
+            until = time.monotonic() + RETURN_WINDOW_SECONDS
+            state.expect_back(before, self.username or "", until)
         self._emit(MembersChanged(state.name, state.members))
         fresh = state.add_newer(joined.messages)
         if fresh:
@@ -712,6 +750,10 @@ class ClubroomClient:
             members.discard(frame.username)
         state.members = tuple(sorted(members, key=str.lower))
         joined = isinstance(frame, MemberJoined)
+        returning = state.is_return(frame.username, time.monotonic())
+        if returning and joined:  # back after a server restart, as we are: not news
+            self._emit(MembersChanged(state.name, state.members))
+            return
         self._emit(
             MembersChanged(
                 state.name,

@@ -33,3 +33,26 @@ def printable(value: str) -> str:
 def plain(value: str, style: str | Style = "") -> Text:
     """Someone else's text as a ``Text`` that shows exactly its characters."""
     return Text(printable(value), style=style, end="")
+
+
+def _one_for_one(match: re.Match[str]) -> str:
+    char = match.group()
+    if char == "\n":
+        return "↵"
+    code = ord(char)
+    if code < 0x20:
+        return chr(0x2400 + code)
+    if code == 0x7F:
+        return "\u2421"
+    return "\ufffd"  # C1 controls and direction overrides: one visible mark
+
+
+def visible_in_place(value: str) -> str:
+    """Like ``printable`` but one character for one, for a box with a cursor in it.
+
+    Newlines show as ``↵``; other controls as their pictures or ``�``.
+    """
+    return _UNSAFE_OR_NEWLINE.sub(_one_for_one, value)
+
+
+_UNSAFE_OR_NEWLINE = re.compile(_UNSAFE.pattern.replace("\\x0b", "\\x09\\x0a\\x0b"))

@@ -30,6 +30,10 @@ TEST_DEFAULTS: dict[str, Any] = {
     "grace": 2.0,
     "argon2_profile": "cheapest",
     "synchronous": "NORMAL",
+    # Tests register many accounts from one loopback address; the tests of the
+    # registration limits (tests/server/test_throttling.py) switch them on.
+    "registrations_per_address": 0,
+    "registrations_total": 0,
 }
 
 
@@ -97,6 +101,8 @@ async def make_server(tmp_path: Path, db_backend: str) -> AsyncIterator[MakeServ
     async with contextlib.AsyncExitStack() as databases:
 
         async def make(**overrides: Any) -> RunningServer:
+            if "db_path" in overrides:  # the older spelling: a SQLite file
+                overrides["db"] = str(overrides.pop("db_path"))
             backend = "postgres" if db_backend == "cluster" else db_backend
             if "db" not in overrides:
                 fresh = database_url(backend, tmp_path, f"clubroom{len(servers)}")

@@ -54,3 +54,11 @@ def fail_all(batch: Sequence[QueuedWrite], error: StoreError) -> None:
     for write in batch:
         if not write.future.done():
             write.future.set_exception(error)
+
+
+def by_type(records: Sequence[object]) -> dict[type, list[object]]:
+    """Records grouped by their type, first-seen order kept (for ``load``)."""
+    groups: dict[type, list[object]] = {}
+    for record in records:
+        groups.setdefault(type(record), []).append(record)
+    return groups

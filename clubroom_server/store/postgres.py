@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
@@ -26,7 +28,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from clubroom_server.store import migrations
-from clubroom_server.store.batch import Refused, fail_all, settle
+from clubroom_server.store.batch import Refused, by_type, fail_all, settle
 from clubroom_server.store.factory import describe_url
 from clubroom_server.store.interface import (
     DuplicateError,
@@ -38,11 +40,12 @@ from clubroom_server.store.interface import (
     UnavailableError,
 )
 from clubroom_server.store.records import (
+    TABLE_OF,
+    TABLES,
     DumpBatch,
     HighWater,
     MessageRecord,
     RoomRecord,
-    TokenRecord,
     UserRecord,
 )
 
@@ -56,9 +59,9 @@ CLOSE_TIMEOUT = 10.0  # seconds to close the pool gracefully before terminating 
 BATCH_RETRIES = 3  # a deadlock or serialization failure retries the batch this often
 MIGRATION_LOCK = 0x436C7562  # advisory lock: one node migrates at a time
 
-MESSAGE_COLUMNS = "id, room_id, seq, author_id, author, text, at_ms, nonce"
-USER_COLUMNS = "id, username, key, password_hash, created_ms"
-ROOM_COLUMNS = "id, name, key, created_ms, last_seq"
+MESSAGE_COLUMNS = ", ".join(TABLE_OF[MessageRecord].columns)
+USER_COLUMNS = ", ".join(TABLE_OF[UserRecord].columns)
+ROOM_COLUMNS = ", ".join(TABLE_OF[RoomRecord].columns)
 
 # One statement appends a whole run of messages: lock the rooms in id order,
 # number the messages after each room's last_seq, advance it, insert them in
@@ -148,7 +151,7 @@ class PostgresStore:
         try:
             self._pool = await asyncpg.create_pool(
                 self.url,
-                min_size=1,
+                min_size=0,  # no background reconnects (and their tracebacks) while down
                 max_size=self._pool_size,
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,
@@ -190,7 +193,7 @@ class PostgresStore:
                 "check that it is running and reachable."
             )
         if isinstance(exc, OSError):
-            reason = exc.strerror or type(exc).__name__
+            reason = _os_reason(exc)
             return StartupError(
                 f"Cannot reach the {where} ({reason}); check that it is running and --db is right."
             )
@@ -426,14 +429,23 @@ class PostgresStore:
     async def messages_before(
         self, room_id: int, before: int | None, limit: int
     ) -> tuple[list[MessageRecord], bool]:
-        rows = await self._fetch(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages "
-            "WHERE room_id = $1 AND ($2::bigint IS NULL OR id < $2) "
-            "ORDER BY id DESC LIMIT $3",
-            room_id,
-            before,
-            limit + 1,
-        )
+        # Two statements, not "$2 IS NULL OR id < $2": a prepared statement's
+        # generic plan could not use that bound in the index scan.
+        if before is None:
+            rows = await self._fetch(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 "
+                "ORDER BY id DESC LIMIT $2",
+                room_id,
+                limit + 1,
+            )
+        else:
+            rows = await self._fetch(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 AND id < $2 "
+                "ORDER BY id DESC LIMIT $3",
+                room_id,
+                before,
+                limit + 1,
+            )
         more = len(rows) > limit
         return [MessageRecord(*row) for row in reversed(rows[:limit])], more
 
@@ -459,11 +471,10 @@ class PostgresStore:
         return not rows[0][0]
 
     async def dump(self, batch_size: int = 1000) -> AsyncIterator[DumpBatch]:
-        for record_type, table, columns, key, start in _DUMPED:
-            sql = f"SELECT {columns} FROM {table} WHERE {key} > $1 ORDER BY {key} LIMIT $2"
-            after: Any = start
+        for table in TABLES:
+            sql, after = table.page("$1", "$2"), table.first_key
             while rows := await self._fetch(sql, after, batch_size):
-                yield [record_type(*row) for row in rows]
+                yield [table.record(*row) for row in rows]
                 after = rows[-1][0]
 
     async def high_water(self) -> HighWater:
@@ -494,43 +505,12 @@ class PostgresStore:
         await self._write(raise_sequences)
 
 
-# What ``dump`` reads, in an order ``load`` can insert: type, table, columns, key, start.
-_DUMPED: tuple[tuple[type, str, str, str, Any], ...] = (
-    (UserRecord, "users", USER_COLUMNS, "id", 0),
-    (TokenRecord, "tokens", "hash, user_id, expires_ms", "hash", ""),
-    (RoomRecord, "rooms", ROOM_COLUMNS, "id", 0),
-    (MessageRecord, "messages", MESSAGE_COLUMNS, "id", 0),
-)
-
-_LOAD_SQL: dict[type, tuple[str, Callable[[Any], tuple[Any, ...]]]] = {
-    UserRecord: (
-        f"INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5)",
-        lambda r: (r.id, r.username, r.key, r.password_hash, r.created_ms),
-    ),
-    TokenRecord: (
-        "INSERT INTO tokens (hash, user_id, expires_ms) VALUES ($1, $2, $3)",
-        lambda r: (r.hash, r.user_id, r.expires_ms),
-    ),
-    RoomRecord: (
-        f"INSERT INTO rooms ({ROOM_COLUMNS}) VALUES ($1, $2, $3, $4, $5)",
-        lambda r: (r.id, r.name, r.key, r.created_ms, r.last_seq),
-    ),
-    MessageRecord: (
-        f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        lambda r: (r.id, r.room_id, r.seq, r.author_id, r.author, r.text, r.at_ms, r.nonce),
-    ),
-}
-
-
 async def _insert_records(conn: asyncpg.Connection, batch: Sequence[object]) -> None:
     """Insert dumped records with every id and seq as they were (``executemany``)."""
-    groups: dict[type, list[tuple[Any, ...]]] = {}
-    for record in batch:
-        if type(record) not in _LOAD_SQL:
-            raise TypeError(f"cannot load a {type(record).__name__}")
-        groups.setdefault(type(record), []).append(_LOAD_SQL[type(record)][1](record))
-    for kind, rows in groups.items():
-        await conn.executemany(_LOAD_SQL[kind][0], rows)
+    for kind, records in by_type(batch).items():
+        table = TABLE_OF[kind]
+        marks = [f"${n}" for n in range(1, len(table.columns) + 1)]
+        await conn.executemany(table.insert(marks), [table.row(r) for r in records])
 
 
 async def _migrate(conn: asyncpg.Connection, where: str) -> None:
@@ -566,6 +546,13 @@ async def _migrate(conn: asyncpg.Connection, where: str) -> None:
                 await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+
+def _os_reason(exc: OSError) -> str:
+    """Why a connection failed, in the system's words ("Connection refused")."""
+    if isinstance(exc, socket.gaierror) or not exc.errno:
+        return exc.strerror or str(exc) or type(exc).__name__
+    return os.strerror(exc.errno)
 
 
 def _statement(sql: str, *args: Any) -> ConnOp:

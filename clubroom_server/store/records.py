@@ -6,7 +6,8 @@ see a database type.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, fields
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +73,44 @@ class HighWater:
 
 
 DumpBatch = list[UserRecord] | list[TokenRecord] | list[RoomRecord] | list[MessageRecord]
+
+
+class Table:
+    """Where a record type is stored: its table, columns (= field names) and paging key."""
+
+    def __init__(self, record: type, name: str, key: str) -> None:
+        self.record = record
+        self.name = name
+        self.key = key
+        self.columns = tuple(f.name for f in fields(record))
+
+    def insert(self, placeholders: list[str]) -> str:
+        """``INSERT`` of every column, with the backend's placeholders."""
+        columns, values = ", ".join(self.columns), ", ".join(placeholders)
+        return f"INSERT INTO {self.name} ({columns}) VALUES ({values})"
+
+    def page(self, after: str, limit: str) -> str:
+        """``SELECT`` of up to ``limit`` rows past the key ``after`` (keyset paging)."""
+        return (
+            f"SELECT {', '.join(self.columns)} FROM {self.name} "
+            f"WHERE {self.key} > {after} ORDER BY {self.key} LIMIT {limit}"
+        )
+
+    @property
+    def first_key(self) -> Any:
+        """A key below every stored one."""
+        return "" if self.key == "hash" else 0
+
+    @staticmethod
+    def row(record: Any) -> tuple[Any, ...]:
+        return astuple(record)
+
+
+# In the order ``dump`` yields and ``load`` can insert them (references first).
+TABLES = (
+    Table(UserRecord, "users", "id"),
+    Table(TokenRecord, "tokens", "hash"),
+    Table(RoomRecord, "rooms", "id"),
+    Table(MessageRecord, "messages", "id"),
+)
+TABLE_OF = {table.record: table for table in TABLES}

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, TypeVar
 import aiosqlite
 
 from clubroom_server.store import migrations
-from clubroom_server.store.batch import Refused, fail_all, settle
+from clubroom_server.store.batch import Refused, by_type, fail_all, settle
 from clubroom_server.store.interface import (
     DuplicateError,
     NotFoundError,
@@ -35,13 +35,15 @@ from clubroom_server.store.interface import (
     SchemaError,
     StartupError,
     StoreError,
+    UnavailableError,
 )
 from clubroom_server.store.records import (
+    TABLE_OF,
+    TABLES,
     DumpBatch,
     HighWater,
     MessageRecord,
     RoomRecord,
-    TokenRecord,
     UserRecord,
 )
 
@@ -59,16 +61,29 @@ V1_TABLES = frozenset({"users", "tokens", "rooms", "messages"})
 # Extended result codes (sqlite3.IntegrityError.sqlite_errorcode), not error texts.
 _UNIQUE_CODES = frozenset({2067, 1555})  # SQLITE_CONSTRAINT_UNIQUE, _PRIMARYKEY
 _FOREIGN_KEY_CODE = 787  # SQLITE_CONSTRAINT_FOREIGNKEY
+_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (past busy_timeout)
 
-MESSAGE_COLUMNS = "id, room_id, seq, author_id, author, text, at_ms, nonce"
-USER_COLUMNS = "id, username, key, password_hash, created_ms"
-ROOM_COLUMNS = "id, name, key, created_ms, last_seq"
+MESSAGE_COLUMNS = ", ".join(TABLE_OF[MessageRecord].columns)
+USER_COLUMNS = ", ".join(TABLE_OF[UserRecord].columns)
+ROOM_COLUMNS = ", ".join(TABLE_OF[RoomRecord].columns)
 
+INSERT_MESSAGE = f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 WriteOp = Callable[[sqlite3.Connection], Any]
 
 
+class _Append(NamedTuple):
+    """A message to store: consecutive ones in a batch are inserted together."""
+
+    room_id: int
+    author_id: int
+    author: str
+    text: str
+    at_ms: int
+    nonce: str | None
+
+
 class _Write(NamedTuple):
-    op: WriteOp
+    op: WriteOp | _Append
     future: asyncio.Future[Any]
     on_stored: Callable[[Any], None] | None
 
@@ -210,7 +225,9 @@ class SQLiteStore:
 
     # ------------------------------------------------------------ write path
 
-    def _enqueue(self, op: WriteOp, on_stored: Callable[[Any], None] | None = None) -> Any:
+    def _enqueue(
+        self, op: WriteOp | _Append, on_stored: Callable[[Any], None] | None = None
+    ) -> Any:
         """Queue one write for the next group commit; await the result once durable."""
         if self._closing:
             raise StoreError("the store is closing")
@@ -219,7 +236,9 @@ class SQLiteStore:
         self._wakeup.set()
         return future
 
-    async def _write(self, op: WriteOp, on_stored: Callable[[Any], None] | None = None) -> Any:
+    async def _write(
+        self, op: WriteOp | _Append, on_stored: Callable[[Any], None] | None = None
+    ) -> Any:
         return await self._enqueue(op, on_stored)
 
     async def _write_loop(self) -> None:
@@ -240,7 +259,7 @@ class SQLiteStore:
         except (sqlite3.Error, ValueError, OverflowError) as exc:
             if len(batch) == 1:
                 log.error("database write failed: %s", exc)
-                fail_all(batch, StoreError(str(exc)))
+                fail_all(batch, _failure(exc))
                 return
             for write in batch:
                 await self._commit([write])
@@ -370,23 +389,8 @@ class SQLiteStore:
         nonce: str | None = None,
         on_stored: OnStored | None = None,
     ) -> MessageRecord:
-        def insert(db: sqlite3.Connection) -> MessageRecord:
-            row = db.execute("SELECT last_seq FROM rooms WHERE id = ?", (room_id,)).fetchone()
-            if row is None:
-                raise NotFoundError("the room is not stored")
-            seq = row[0] + 1
-            cursor = db.execute(
-                "INSERT INTO messages (room_id, seq, author_id, author, text, at_ms, nonce) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (room_id, seq, author_id, author, text, at_ms, nonce),
-            )
-            db.execute("UPDATE rooms SET last_seq = ? WHERE id = ?", (seq, room_id))
-            assert cursor.lastrowid is not None
-            return MessageRecord(
-                cursor.lastrowid, room_id, seq, author_id, author, text, at_ms, nonce
-            )
-
-        return await self._write(insert, on_stored)  # type: ignore[no-any-return]
+        append = _Append(room_id, author_id, author, text, at_ms, nonce)
+        return await self._write(append, on_stored)  # type: ignore[no-any-return]
 
     async def message_by_nonce(
         self, room_id: int, author_id: int, nonce: str
@@ -431,7 +435,7 @@ class SQLiteStore:
             return list(await self._reader.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             log.error("database read failed: %s", exc)
-            raise StoreError(str(exc)) from exc
+            raise _failure(exc) from None
 
     # ------------------------------------------------------- moving the data
 
@@ -442,11 +446,10 @@ class SQLiteStore:
         return True
 
     async def dump(self, batch_size: int = 1000) -> AsyncIterator[DumpBatch]:
-        for record_type, table, columns, key in _DUMPED:
-            sql = f"SELECT {columns} FROM {table} WHERE {key} > ? ORDER BY {key} LIMIT ?"
-            after: Any = "" if key == "hash" else 0
+        for table in TABLES:
+            sql, after = table.page("?", "?"), table.first_key
             while rows := await self._read(sql, (after, batch_size)):
-                yield [record_type(*row) for row in rows]
+                yield [table.record(*row) for row in rows]
                 after = rows[-1][0]
 
     async def high_water(self) -> HighWater:
@@ -474,49 +477,11 @@ class SQLiteStore:
         await self._write(raise_sequences)
 
 
-# What ``dump`` reads, in an order ``load`` can insert: type, table, columns, paging key.
-_DUMPED: tuple[tuple[type, str, str, str], ...] = (
-    (UserRecord, "users", USER_COLUMNS, "id"),
-    (TokenRecord, "tokens", "hash, user_id, expires_ms", "hash"),
-    (RoomRecord, "rooms", ROOM_COLUMNS, "id"),
-    (MessageRecord, "messages", MESSAGE_COLUMNS, "id"),
-)
-
-
 def _insert_records(db: sqlite3.Connection, batch: Sequence[object]) -> None:
     """Insert dumped records with every id and seq as they were."""
-    for record in batch:
-        if isinstance(record, UserRecord):
-            db.execute(
-                f"INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                (record.id, record.username, record.key, record.password_hash, record.created_ms),
-            )
-        elif isinstance(record, TokenRecord):
-            db.execute(
-                "INSERT INTO tokens (hash, user_id, expires_ms) VALUES (?, ?, ?)",
-                (record.hash, record.user_id, record.expires_ms),
-            )
-        elif isinstance(record, RoomRecord):
-            db.execute(
-                f"INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                (record.id, record.name, record.key, record.created_ms, record.last_seq),
-            )
-        elif isinstance(record, MessageRecord):
-            db.execute(
-                f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.id,
-                    record.room_id,
-                    record.seq,
-                    record.author_id,
-                    record.author,
-                    record.text,
-                    record.at_ms,
-                    record.nonce,
-                ),
-            )
-        else:
-            raise TypeError(f"cannot load a {type(record).__name__}")
+    for kind, records in by_type(batch).items():
+        table = TABLE_OF[kind]
+        db.executemany(table.insert(["?"] * len(table.columns)), map(table.row, records))
 
 
 # ---------------------------------------------------------------- start-up
@@ -615,17 +580,28 @@ def _statement(sql: str, params: Sequence[Any]) -> WriteOp:
     return lambda db: db.execute(sql, params).rowcount
 
 
-def _commit_all(db: sqlite3.Connection, ops: list[WriteOp]) -> list[Any]:
+def _commit_all(db: sqlite3.Connection, ops: list[WriteOp | _Append]) -> list[Any]:
     """One transaction for the whole batch; a write a rule refuses is skipped, not fatal.
 
-    Any other error rolls the whole batch back (and is raised).
+    Consecutive appends are inserted with one ``executemany``; if a rule
+    refuses one of several, the batch is rolled back and raised, and the
+    caller retries each write alone. Any other error rolls the whole batch
+    back (and is raised).
     """
     results: list[Any] = []
     try:
-        for op in ops:
+        # Take the write lock first: the ids and seqs read below stay ours even
+        # if another process (a second server, a copy) shares the file.
+        db.execute("BEGIN IMMEDIATE")
+        for run in _runs(ops):
             try:
-                results.append(op(db))
+                if isinstance(run[0], _Append):
+                    results += _append_run(db, run)  # type: ignore[arg-type]
+                else:
+                    results.append(run[0](db))  # type: ignore[operator]
             except sqlite3.IntegrityError as exc:
+                if len(run) > 1:
+                    raise
                 results.append(Refused(_refusal(exc)))
             except (DuplicateError, NotFoundError) as exc:
                 results.append(Refused(exc))
@@ -635,6 +611,63 @@ def _commit_all(db: sqlite3.Connection, ops: list[WriteOp]) -> list[Any]:
             db.rollback()
         raise
     return results
+
+
+def _runs(ops: list[WriteOp | _Append]) -> list[list[WriteOp | _Append]]:
+    """Consecutive appends form one run; every other write is a run alone."""
+    runs: list[list[WriteOp | _Append]] = []
+    for op in ops:
+        if isinstance(op, _Append) and runs and isinstance(runs[-1][0], _Append):
+            runs[-1].append(op)
+        else:
+            runs.append([op])
+    return runs
+
+
+def _append_run(db: sqlite3.Connection, appends: list[_Append]) -> list[Any]:
+    """Number a run of messages (ids after the largest ever used, seqs per room) and insert it.
+
+    The single writer is the lock: nothing else takes ids or seqs meanwhile,
+    so reading the high-water marks once per run is safe, and the explicit
+    ids move ``sqlite_sequence`` on (AUTOINCREMENT: never reused).
+    """
+    room_ids = sorted({append.room_id for append in appends})
+    marks = ", ".join("?" for _ in room_ids)
+    last_seq = dict(
+        db.execute(f"SELECT id, last_seq FROM rooms WHERE id IN ({marks})", room_ids).fetchall()
+    )
+    (last_id,) = db.execute(
+        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0)"
+    ).fetchone()
+    results: list[Any] = []
+    rows: list[tuple[Any, ...]] = []
+    for append in appends:
+        if append.room_id not in last_seq:
+            results.append(Refused(NotFoundError("the room is not stored")))
+            continue
+        last_id += 1
+        seq = last_seq[append.room_id] = last_seq[append.room_id] + 1
+        record = MessageRecord(last_id, append.room_id, seq, *append[1:])
+        rows.append(
+            (record.id, record.room_id, seq, record.author_id, record.author, record.text,
+             record.at_ms, record.nonce)
+        )  # fmt: skip
+        results.append(record)
+    db.executemany(
+        f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+    )
+    db.executemany(
+        "UPDATE rooms SET last_seq = ? WHERE id = ?",
+        [(seq, room_id) for room_id, seq in last_seq.items()],
+    )
+    return results
+
+
+def _failure(exc: Exception) -> StoreError:
+    """A failed read or write: another process holding the file is a passing outage."""
+    if getattr(exc, "sqlite_errorcode", None) in _BUSY_CODES:
+        return UnavailableError("the database file is locked by another process")
+    return StoreError(str(exc))
 
 
 def _refusal(exc: sqlite3.IntegrityError) -> StoreError:

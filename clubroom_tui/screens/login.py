@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
+from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
@@ -35,15 +36,17 @@ class LoginScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+l", "log_in", "Log in"),
         Binding("ctrl+r", "register", "Register"),
+        Binding("enter", "enter", "Next / log in", show=False, priority=True),
     ]
 
     class LoggedIn(Message):
         """The connection is authenticated as ``username``."""
 
-        def __init__(self, username: str, remember: bool) -> None:
+        def __init__(self, username: str, remember: bool, lost_rooms: tuple[str, ...] = ()) -> None:
             super().__init__()
             self.username = username
             self.remember = remember
+            self.lost_rooms = lost_rooms  # remembered rooms the server deleted meanwhile
 
     class SavedSessionRejected(Message):
         """The remembered token no longer works, so it should be forgotten."""
@@ -97,18 +100,33 @@ class LoginScreen(Screen[None]):
 
     # -- the form ------------------------------------------------------------
 
-    @on(Input.Submitted, "#username")
-    def _next_field(self) -> None:
-        self.query_one("#password", Input).focus()
+    def action_enter(self) -> None:
+        """Enter in the username moves to the password; in the password it logs in.
 
-    @on(Input.Submitted, "#password")
+        Both happen now, in the key's turn, so keys typed right after Enter
+        already go to the password field (see ``clubroom_tui.keys``).
+        """
+        focused = self.focused
+        if focused is self.query_one("#username", Input):
+            self.set_focus(self.query_one("#password", Input))
+        elif focused is self.query_one("#password", Input):
+            self.action_log_in()
+        else:
+            raise SkipAction  # buttons and the checkbox answer Enter themselves
+
     @on(Button.Pressed, "#log-in")
     def action_log_in(self) -> None:
-        self.authenticate(register=False)
+        self._start(register=False)
 
     @on(Button.Pressed, "#register")
     def action_register(self) -> None:
-        self.authenticate(register=True)
+        self._start(register=True)
+
+    def _start(self, register: bool) -> None:
+        """Take the credentials as they are at this keypress, then talk to the server."""
+        credentials = self._credentials(register)
+        if credentials is not None:
+            self.authenticate(register, *credentials)
 
     def _credentials(self, register: bool) -> tuple[str, str] | None:
         """The typed username and password, or None after saying what is missing."""
@@ -127,22 +145,25 @@ class LoginScreen(Screen[None]):
         return username, password
 
     @work(exclusive=True, group="auth")
-    async def authenticate(self, register: bool) -> None:
-        credentials = self._credentials(register)
-        if credentials is None:
-            return
+    async def authenticate(self, register: bool, username: str, password: str) -> None:
         self.show_error("Creating your account…" if register else "Logging in…")
         action = self.client.register if register else self.client.login
         try:
-            welcome = await action(*credentials)
+            welcome = await action(username, password)
         except ClientError as exc:
             self.show_error(str(exc))
             if isinstance(exc, RequestFailed) and exc.code is ErrorCode.INVALID_CREDENTIALS:
-                self.query_one("#password", Input).value = ""
+                self._forget_password(password)
             return
         self.show_error("")
         remember = self.can_remember and self.query_one("#remember", Checkbox).value
         self.post_message(self.LoggedIn(welcome.username, remember))
+
+    def _forget_password(self, tried: str) -> None:
+        """Empty the password field after a wrong one, unless it has been retyped meanwhile."""
+        field = self.query_one("#password", Input)
+        if field.value == tried:
+            field.value = ""
 
     # -- remember me -----------------------------------------------------------
 
@@ -161,10 +182,24 @@ class LoginScreen(Screen[None]):
                 self.post_message(self.SavedSessionRejected())
                 return
             break
-        for room in saved.rooms:
-            try:
-                await self.client.join_room(room)
-            except ClientError:
-                continue  # deleted meanwhile: it simply is not in the list
+        lost = await rejoin(self.client, saved.rooms)
         self.show_error("")
-        self.post_message(self.LoggedIn(welcome.username, remember=True))
+        self.post_message(self.LoggedIn(welcome.username, remember=True, lost_rooms=lost))
+
+
+async def rejoin(client: ClubroomClient, rooms: tuple[str, ...]) -> tuple[str, ...]:
+    """Join the remembered rooms again; return those the server no longer has.
+
+    Other failures (a moment offline) do not count as deleted: the room is
+    simply not re-joined now.
+    """
+    lost: list[str] = []
+    for room in rooms:
+        try:
+            await client.join_room(room)
+        except RequestFailed as exc:
+            if exc.code is ErrorCode.NO_SUCH_ROOM:
+                lost.append(room)
+        except ClientError:
+            continue
+    return tuple(lost)

@@ -9,10 +9,10 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal
+from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Static
+from textual.widgets import Button, Footer, Input, Static
 
 from clubroom_tui.client import (
     ClientError,
@@ -25,12 +25,16 @@ from clubroom_tui.client import (
     SendDelayed,
     StateChanged,
 )
+from clubroom_tui.doomed import is_last_member, what_goes
 from clubroom_tui.news import ClientNews
+from clubroom_tui.plain import printable
+from clubroom_tui.screens.confirm import Confirm
 from clubroom_tui.widgets.composer import Composer
 from clubroom_tui.widgets.member_list import MemberList
 from clubroom_tui.widgets.message_log import MessageLog, Notice
+from clubroom_tui.widgets.outbox import Outbox
 from clubroom_tui.widgets.status_bar import StatusBar
-from protocol import room_key
+from protocol import HISTORY_MAX, MAX_TEXT_LENGTH, room_key
 
 SENDING = "sending…"
 QUEUED = "queued until the connection is back"
@@ -42,8 +46,8 @@ class RoomScreen(Screen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Dashboard"),
-        Binding("ctrl+l", "leave", "Leave room"),
         Binding("ctrl+t", "toggle_members", "Members"),
+        Binding("ctrl+end", "jump_down", "Newest", show=False),
         Binding("pageup", "page_up", "Older", show=False),
         Binding("pagedown", "page_down", "Newer", show=False),
     ]
@@ -66,16 +70,23 @@ class RoomScreen(Screen[None]):
         self.me = client.username or ""
         self._loading_older = False
         self._stored: dict[int, str] = {}  # message id → nonce, until the id is shown
+        self._said_too_long = False
 
     def compose(self) -> ComposeResult:
         yield StatusBar(f"# {self.room}", user=self.me)
         with Horizontal(id="room-body"):
-            yield MessageLog(self.me, id="log")
+            with Vertical(id="conversation"):
+                yield MessageLog(self.me, id="log")
+                yield Static(id="new-below")
+                yield Outbox(id="outbox")
             yield MemberList(self.me, id="members")
+        yield Static(id="connection-notice")
         yield Static(id="room-notice")
         with Horizontal(id="composer-row"):
-            yield Composer(self.room, id="composer")
-            yield Button("Leave", id="leave", variant="error")
+            yield Composer(self.room, self._member_names, id="composer")
+            leave = Button("Leave", id="leave", variant="error")
+            leave.can_focus = False  # no key can reach it by accident; it asks first anyway
+            yield leave
         yield Footer()
 
     def on_mount(self) -> None:
@@ -83,13 +94,37 @@ class RoomScreen(Screen[None]):
         log = self.query_one(MessageLog)
         if state is not None:
             log.load(state.messages, self.notices)
-            self.query_one(MemberList).show(state.members)
+            self._show_member_list(state.members)
         for item in self.client.pending_sends(self.room):
             self._track(item)
-        self.query_one(Composer).focus()
+        self.watch(log, "unseen", self._show_unseen)
+        self.watch(self.app, "connection_detail", self._show_connection)
+        self.set_focus(self.query_one(Composer))
 
     def notice(self, text: str) -> None:
-        self.query_one("#room-notice", Static).update(Text(text))
+        show_line(self.query_one("#room-notice", Static), text)
+
+    def _member_names(self) -> list[str]:
+        state = self.client.rooms.get(self.key)
+        return [m for m in state.members if m.casefold() != self.me.casefold()] if state else []
+
+    def _show_unseen(self, count: int) -> None:
+        hint = self.query_one("#new-below", Static)
+        hint.display = count > 0
+        if count:
+            plural = "s" if count != 1 else ""
+            hint.update(Text(f"↓ {count} new message{plural} below (ctrl+end)"))
+
+    def _show_connection(self, detail: str) -> None:
+        """While not connected, say so and when the next try is (the header says the state)."""
+        online = self.client.ready
+        show_line(self.query_one("#connection-notice", Static), "" if online else detail)
+        state = self.client.rooms.get(self.key)
+        if state is not None:
+            self._show_member_list(state.members)
+
+    def _show_member_list(self, members: tuple[str, ...]) -> None:
+        self.query_one(MemberList).show(members, online=self.client.ready)
 
     # -- news from the connection ---------------------------------------------------
 
@@ -111,26 +146,26 @@ class RoomScreen(Screen[None]):
             self.notice(f"This room is gone: {event.reason}")
 
     def _show_messages(self, event: MessagesAdded) -> None:
-        log = self.query_one(MessageLog)
-        log.add_messages(event.messages)
+        self.query_one(MessageLog).add_messages(event.messages)
+        outbox = self.query_one(Outbox)
         for message in event.messages:
             nonce = self._stored.pop(message.id, None)
             if nonce is not None:
-                log.drop_outgoing(nonce)
+                outbox.drop(nonce)
 
     def _show_members(self, event: MembersChanged) -> None:
-        self.query_one(MemberList).show(event.members)
+        self._show_member_list(event.members)
         notice = Notice.member_change(event.joined, event.left)
         if notice is not None:
             self.query_one(MessageLog).add_notice(notice)
 
     def _restatus(self, status: str | None = None) -> None:
         """Relabel the messages on their way after the connection or the limit changed."""
-        log = self.query_one(MessageLog)
+        outbox = self.query_one(Outbox)
         default = SENDING if self.client.ready else QUEUED
         for item in self.client.pending_sends(self.room):
             if not item.future.done():
-                log.show_outgoing(item.nonce, item.text, status or default)
+                outbox.show(item.nonce, item.text, status or default)
 
     # -- sending -----------------------------------------------------------------
 
@@ -147,22 +182,22 @@ class RoomScreen(Screen[None]):
 
     def _track(self, item: PendingSend) -> None:
         status = SENDING if self.client.ready else QUEUED
-        self.query_one(MessageLog).show_outgoing(item.nonce, item.text, status)
+        self.query_one(Outbox).show(item.nonce, item.text, status)
         self.await_send(item)
 
     @work(group="sends")
     async def await_send(self, item: PendingSend) -> None:
         """Wait for the server to store it; on failure the text goes back into the box."""
-        log = self.query_one(MessageLog)
+        outbox = self.query_one(Outbox)
         try:
             message = await asyncio.shield(item.future)
         except ClientError as exc:
-            log.drop_outgoing(item.nonce)
+            outbox.drop(item.nonce)
             self.query_one(Composer).restore(item.text)
             self.notice(f"Not sent: {exc}")
             return
-        if message.id in log.shown_ids:
-            log.drop_outgoing(item.nonce)
+        if self.query_one(MessageLog).has_shown(message.id):
+            outbox.drop(item.nonce)
         else:
             self._stored[message.id] = item.nonce  # the line swaps when the message arrives
         self.notice("")
@@ -173,7 +208,15 @@ class RoomScreen(Screen[None]):
     @on(MessageLog.NearTop)
     def _near_top(self) -> None:
         state = self.client.rooms.get(self.key)
-        if state is not None and state.has_older and not self._loading_older:
+        if state is None:
+            return
+        log = self.query_one(MessageLog)
+        oldest = log.oldest_id
+        kept = [m for m in state.messages if oldest is not None and m.id < oldest]
+        if kept:  # trimmed from the log earlier but still held by the client
+            log.add_older(kept[-HISTORY_MAX:])
+            return
+        if state.has_older and not self._loading_older:
             self._loading_older = True
             self.load_older()
 
@@ -205,12 +248,29 @@ class RoomScreen(Screen[None]):
     def action_page_down(self) -> None:
         self.query_one(MessageLog).action_page_down()
 
+    def action_jump_down(self) -> None:
+        self.query_one(MessageLog).jump_to_newest()
+
     @on(Button.Pressed, "#leave")
     def _leave_pressed(self) -> None:
         self.action_leave()
 
     def action_leave(self) -> None:
-        self.leave()
+        """Ask first, naming what goes if this user is the last member."""
+        self.app.push_screen(Confirm(self._leave_question(), "Leave"), self._leave_answered)
+
+    def _leave_question(self) -> str:
+        state = self.client.rooms.get(self.key)
+        if state is not None and is_last_member(self.client, state):
+            return (
+                f"Leave {what_goes(state)}? You are its last member: "
+                "the room and every message in it will be deleted for good."
+            )
+        return f"Leave “{printable(self.room)}”? You can join it again later."
+
+    def _leave_answered(self, yes: bool | None) -> None:
+        if yes:
+            self.leave()
 
     @work(exclusive=True, group="leave")
     async def leave(self) -> None:
@@ -220,3 +280,34 @@ class RoomScreen(Screen[None]):
             self.notice(f"Could not leave: {exc}")
             return
         self.post_message(self.Left(self.room))
+
+    # -- the draft -------------------------------------------------------------------
+
+    @on(Composer.TooLong)
+    def _too_long(self, event: Composer.TooLong) -> None:
+        self.notice(too_long(event.length) + " Nothing was sent; the text is still in the box.")
+
+    @on(Input.Changed, "#composer")
+    def _draft_changed(self, event: Input.Changed) -> None:
+        """Say at once when the draft passes the limit (a big paste), and by how much."""
+        length = len(event.value)
+        if length > MAX_TEXT_LENGTH:
+            self.notice(too_long(length))
+            self._said_too_long = True
+        elif self._said_too_long:
+            self._said_too_long = False
+            self.notice("")
+
+
+def too_long(length: int) -> str:
+    over = length - MAX_TEXT_LENGTH
+    return (
+        f"This message is {length:,} characters, {over:,} over the {MAX_TEXT_LENGTH:,} limit; "
+        f"remove {over:,} to send it."
+    )
+
+
+def show_line(line: Static, text: str) -> None:
+    """Show a notice, or take no room at all when there is none (small terminals need it)."""
+    line.update(Text(text))
+    line.display = bool(text)

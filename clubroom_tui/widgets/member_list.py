@@ -18,12 +18,14 @@ class MemberList(Static):
         self.me = me.lower()
         self.border_title = "Members"
 
-    def show(self, members: Iterable[str]) -> None:
+    def show(self, members: Iterable[str], *, online: bool = True) -> None:
+        """List the members; while we are offline nobody is shown as present (we cannot know)."""
         names = sorted(members, key=str.lower)
-        self.border_title = f"Members ({len(names)})"
-        lines = [self._line(name) for name in names]
+        self.border_title = f"Members ({len(names)})" if online else f"Last seen ({len(names)})"
+        lines = [self._line(name, online) for name in names]
         self.update(Text("\n").join(lines))
 
-    def _line(self, name: str) -> Text:
+    def _line(self, name: str, online: bool) -> Text:
         you = name.lower() == self.me
-        return Text.assemble("● ", plain(name, "bold" if you else ""), " (you)" if you else "")
+        mark = "● " if online else "? "
+        return Text.assemble(mark, plain(name, "bold" if you else ""), " (you)" if you else "")

@@ -15,6 +15,7 @@ from rich.style import Style
 from rich.text import Text
 from textual.events import Resize
 from textual.message import Message as TextualMessage
+from textual.reactive import reactive
 from textual.widgets import RichLog
 
 from clubroom_tui.plain import plain
@@ -39,14 +40,6 @@ class Notice:
         return None
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """Something the user sent that the server has not stored yet."""
-
-    text: str
-    status: str
-
-
 Entry = Message | Notice
 
 
@@ -61,8 +54,20 @@ def day_label(day: date) -> str:
     return day.strftime("%A %d %B %Y")
 
 
+MAX_ENTRIES = 2000  # kept in memory; older ones come back from the server when scrolled to
+
+
 class MessageLog(RichLog):
-    """The room's conversation, oldest at the top; it keeps its entries to redraw on resize."""
+    """The room's conversation, oldest at the top; it keeps its entries to redraw on resize.
+
+    A new message costs the same however long the room is: it is wrapped and
+    appended, never a redraw of the whole log. Only a width change (re-wrap)
+    and older history arriving at the top redraw, at most ``MAX_ENTRIES``.
+
+    "Following" means the reader is at the bottom: the log then stays at the
+    bottom through new messages and resizes. A reader who scrolled up stays
+    where they are, and the log counts what arrived below (``unseen``).
+    """
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "message-log--time",
@@ -70,8 +75,9 @@ class MessageLog(RichLog):
         "message-log--mine",
         "message-log--notice",
         "message-log--day",
-        "message-log--outgoing",
     }
+
+    unseen: reactive[int] = reactive(0)
 
     class NearTop(TextualMessage):
         """The reader is at the top of the log, so older messages are wanted."""
@@ -82,10 +88,11 @@ class MessageLog(RichLog):
         self.me = me.lower()
         self._entries: list[Entry] = []
         self._ids: set[int] = set()
-        self._outgoing: dict[str, Outgoing] = {}
         self._drawn_width = 0
         self._last_day: date | None = None
-        self._redrawing = False
+        self._moving = False  # our own scrolling, not the reader's
+        self.following = True
+        self._styles: dict[str, Style] = {}
 
     def on_mount(self) -> None:
         self.watch(self, "scroll_y", self._scrolled, init=False)
@@ -116,65 +123,102 @@ class MessageLog(RichLog):
 
     def load(self, messages: Iterable[Message], notices: Iterable[Notice]) -> None:
         """Start from what is known: messages and earlier notices, merged by time."""
-        fresh = [m for m in messages if m.id not in self._ids]
+        fresh = [m for m in messages if m.id not in self._ids][-MAX_ENTRIES:]
         self._ids.update(m.id for m in fresh)
         self._entries = sorted([*self._entries, *fresh, *notices], key=local_time)
         self._redraw()
-
-    def show_outgoing(self, key: str, text: str, status: str) -> None:
-        """Show (or update) a message on its way, below the conversation."""
-        self._outgoing[key] = Outgoing(text, status)
-        self._redraw()
-
-    def drop_outgoing(self, key: str) -> None:
-        if self._outgoing.pop(key, None) is not None:
-            self._redraw()
 
     @property
     def shown_ids(self) -> frozenset[int]:
         return frozenset(self._ids)
 
+    def has_shown(self, message_id: int) -> bool:
+        return message_id in self._ids
+
+    @property
+    def oldest_id(self) -> int | None:
+        """The id of the oldest message held, to know what to fetch above it."""
+        for entry in self._entries:
+            if isinstance(entry, Message):
+                return entry.id
+        return None
+
+    def jump_to_newest(self) -> None:
+        """Go to the bottom and follow the conversation again."""
+        self.following = True
+        self.unseen = 0
+        self._to_bottom()
+
     # -- drawing -------------------------------------------------------------
 
-    def on_resize(self, event: Resize) -> None:
-        """Re-wrap everything when the width changes (RichLog alone would not)."""
-        if event.size.width and event.size.width != self._drawn_width:
+    def on_resize(self, _event: Resize) -> None:
+        """Re-wrap everything when the text width changes (RichLog alone would not).
+
+        Only the width of the text area counts: the height changes with every
+        send (the outbox under the log grows and shrinks), and re-wrapping the
+        whole log for that made each send cost as much as the room was long.
+        """
+        if self._text_width() and self._text_width() != self._drawn_width:
             self.call_after_refresh(self._redraw)
+        elif self.following:
+            self.call_after_refresh(self._to_bottom)
+
+    def _text_width(self) -> int:
+        return self.scrollable_content_region.width
 
     def _append(self, entries: list[Entry]) -> None:
         if not self._drawn_width:
             return  # drawn on the first resize
-        if self._outgoing:
-            self._redraw()
-            return
-        at_bottom = self._at_bottom()
         for entry in entries:
             self._write_entry(entry)
-        if at_bottom:
-            self.scroll_end(animate=False, immediate=False)
+        if self.following:
+            self._trim()
+            self._to_bottom()
+        else:
+            self.unseen += sum(1 for e in entries if isinstance(e, Message))
+
+    def _trim(self) -> None:
+        """Forget the oldest entries beyond the cap (the server still has them)."""
+        excess = len(self._entries) - MAX_ENTRIES
+        if excess <= MAX_ENTRIES // 10:
+            return  # trim in batches, so the cost is spread thin
+        dropped, self._entries = self._entries[:excess], self._entries[excess:]
+        self._ids.difference_update(e.id for e in dropped if isinstance(e, Message))
+        self._redraw()
 
     def _redraw(self, prepended: bool = False) -> None:
-        if not self.size.width:
+        if not self._text_width():
             return
-        at_bottom = self._at_bottom() or not self._drawn_width
         old_y, old_count = self.scroll_y, len(self.lines)
-        self._redrawing = True
+        self._moving = True
         try:
             self.clear()
             self._last_day = None
             for entry in self._entries:
                 self._write_entry(entry)
-            for outgoing in self._outgoing.values():
-                self._write_line(self._outgoing_line(outgoing))
-            self._drawn_width = self.size.width
+            self._drawn_width = self._text_width()
         finally:
-            self._redrawing = False
-        if at_bottom and not prepended:
-            self.scroll_end(animate=False, immediate=False)
+            self._moving = False
+        if self.following and not prepended:
+            self._to_bottom()
         else:
             shift = len(self.lines) - old_count if prepended else 0
-            self.scroll_to(y=old_y + shift, animate=False, immediate=True)
+            self._move_to(old_y + shift)
         self._check_top()
+
+    def _to_bottom(self) -> None:
+        self._move_to(None)
+
+    def _move_to(self, y: float | None) -> None:
+        """Scroll without the move counting as the reader's (which would change following)."""
+        self._moving = True
+        try:
+            if y is None:
+                self.scroll_end(animate=False, immediate=True, x_axis=False)
+            else:
+                self.scroll_to(y=y, animate=False, immediate=True)
+        finally:
+            self._moving = False
 
     def _write_entry(self, entry: Entry) -> None:
         moment = local_time(entry)
@@ -185,10 +229,21 @@ class MessageLog(RichLog):
 
     def _write_line(self, line: Text) -> None:
         """Write wrapped to exactly the visible width (the console's may differ)."""
-        self.write(line, width=max(1, self.scrollable_content_region.width), scroll_end=False)
+        self.write(line, width=max(1, self._text_width()), scroll_end=False)
 
     def _style(self, name: str) -> Style:
-        return self.get_component_rich_style(f"message-log--{name}", partial=True)
+        """A component style, looked up once per theme (the lookup costs more than the line)."""
+        style = self._styles.get(name)
+        if style is None:
+            style = self._styles[name] = self.get_component_rich_style(
+                f"message-log--{name}", partial=True
+            )
+        return style
+
+    def notify_style_update(self) -> None:
+        """The theme or CSS changed: forget the looked-up styles."""
+        self._styles = {}
+        super().notify_style_update()
 
     def _day_line(self, day: date) -> Text:
         return Text(f"── {day_label(day)} ──", style=self._style("day"), justify="center")
@@ -208,20 +263,18 @@ class MessageLog(RichLog):
             plain(entry.text, text_style),
         )
 
-    def _outgoing_line(self, outgoing: Outgoing) -> Text:
-        style = self._style("outgoing")
-        return Text.assemble(
-            ("  ⋯  ", style), plain(outgoing.text, style), (f"  ({outgoing.status})", style)
-        )
-
     # -- scrolling -----------------------------------------------------------
 
     def _at_bottom(self) -> bool:
         return self.scroll_y >= self.max_scroll_y
 
     def _scrolled(self, _old: float, _new: float) -> None:
-        if not self._redrawing:
-            self._check_top()
+        if self._moving:
+            return
+        self.following = self._at_bottom()
+        if self.following:
+            self.unseen = 0
+        self._check_top()
 
     def _check_top(self) -> None:
         if self._drawn_width and self.scroll_y <= 0:

@@ -55,5 +55,8 @@ class StatusBar(Widget):
                 self.get_component_rich_style(f"status-bar--{self.state.value}"),
             ),
         )
+        room_for_left = self.size.width - right.cell_len - 1
+        if left.cell_len > room_for_left:  # the state must stay visible: shorten the place
+            left.truncate(max(0, room_for_left), overflow="ellipsis")
         gap = max(1, self.size.width - left.cell_len - right.cell_len)
         return Text.assemble(left, " " * gap, right, no_wrap=True, overflow="ellipsis")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+import protocol
 from protocol import parse_time
 from tests.conftest import MakeServer, RunningServer
 from tests.server.conftest import Connect
-from tests.wsclient import PASSWORD, WireClient
+from tests.wsclient import PASSWORD, WireClient, resumed
 
 
 async def test_register_welcomes_with_token_and_canonical_name(connect: Connect) -> None:
@@ -202,3 +203,23 @@ async def test_login_rehashes_when_parameters_changed(make_server: MakeServer) -
     await client.close()
     [(stored,)] = await new.rows("SELECT password_hash FROM users")
     assert "m=65536,t=3,p=4" in stored
+
+
+async def test_logout_ends_every_connection_of_the_session(
+    connect: Connect, server: RunningServer
+) -> None:
+    """Logging out closes other connections resumed with the same token (4001), at once."""
+    first = await connect("ann")
+    second = await resumed(server.url, first.token)
+    bob = await connect("bob")
+    await bob.ok("create_room", room="Lobby")
+    await second.ok("join_room", room="Lobby")
+    await bob.event("member_joined")
+    await first.ok("logout")
+    assert await second.wait_closed() == protocol.CLOSE_LOGGED_OUT
+    assert "Logged out" in (second.ws.close_reason or "")
+    left = await bob.event("member_left")
+    assert left["username"] == "ann", "no grace period after a logout"
+    again = await connect()
+    assert (await again.call("resume", token=first.token))["code"] == "invalid_token"
+    assert (await bob.call("send", room="Lobby", text="still here"))["type"] == "sent"

@@ -131,3 +131,24 @@ async def test_no_traceback_reaches_a_client(connect: Connect) -> None:
         assert reply["type"] == "error"
         assert "Traceback" not in reply["message"] and 'File "' not in reply["message"]
     await still_works(client)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "[" * 5000 + "]" * 5000,
+        '{"type": "send", "room": "x", "text": ' + "[" * 5000 + "]" * 5000 + "}",
+        '{"type": "logout", "pad": ' + '{"a":' * 3000 + "1" + "}" * 3000 + "}",
+    ],
+    ids=["arrays", "inside-a-request", "objects"],
+)
+async def test_deep_nesting_is_a_bad_request_without_a_traceback(
+    connect: Connect, caplog: pytest.LogCaptureFixture, frame: str
+) -> None:
+    """A deeply nested frame gets bad_request on an open connection and logs no traceback."""
+    client = await connect()
+    for _ in range(3):
+        reply = await client.send_raw(frame)
+        assert reply["type"] == "error" and reply["code"] == "bad_request"
+    await still_works(client)
+    assert not [r for r in caplog.records if r.exc_info], "no traceback was logged"

@@ -8,6 +8,11 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus
+
+from protocol import FORWARDED_FOR_HEADER as FORWARDED
 from tests.server.serverprocess import ServerProcess
 from tests.wsclient import PASSWORD, WireClient, user
 
@@ -136,3 +141,38 @@ async def test_sigterm_during_traffic_loses_no_acknowledged_message(tmp_path: Pa
         stored = {row[0] for row in conn.execute("SELECT id FROM messages")}
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert acked and set(acked) <= stored
+
+
+async def test_origins_and_proxies_come_from_options_and_environment(tmp_path: Path) -> None:
+    """--allowed-origin repeats; CLUBROOM_TRUSTED_PROXY takes a comma/space separated list."""
+    env = {"CLUBROOM_TRUSTED_PROXY": "10.0.0.0/8, 127.0.0.1"}
+    server = await ServerProcess.start(
+        *("--port", "0", "--db", str(tmp_path / "c.db"), *CHEAP),
+        *("--allowed-origin", "https://a.example", "--allowed-origin", "https://b.example"),
+        *("--login-failures-per-address", "1", "--login-failures-per-user", "0"),
+        env=env,
+    )
+    for origin in ("https://a.example", "https://b.example"):
+        client = await WireClient.open(server.url, origin=origin)
+        await client.close()
+    with pytest.raises(InvalidStatus):
+        await ws_connect(server.url, origin="https://c.example")
+    for forwarded in ("192.0.2.1", "192.0.2.2"):  # each visitor gets their own budget
+        visitor = await WireClient.open(server.url, additional_headers={FORWARDED: forwarded})
+        reply = await visitor.call("login", username="nobody", password=PASSWORD)
+        assert reply["code"] == "invalid_credentials"
+        await visitor.close()
+    assert await server.terminate() == 0
+
+
+async def test_a_bad_trusted_proxy_is_a_clear_error(tmp_path: Path) -> None:
+    """A --trusted-proxy that is no address or CIDR stops start-up with a sentence."""
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "clubroom_server", "serve", "--trusted-proxy", "proxy.lan"),
+        *("--db", str(tmp_path / "c.db")),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await process.communicate()
+    assert process.returncode == 2
+    assert b"not an IP address or CIDR block" in out and b"Traceback" not in out

@@ -8,6 +8,7 @@ import logging
 import socket
 import sqlite3
 import ssl
+import threading
 from pathlib import Path
 
 import pytest
@@ -187,23 +188,62 @@ async def test_full_disk_answers_internal_error_and_recovers(
     bob = await connect("bob")
     await ann.ok("create_room", room="Lobby")
     await bob.ok("join_room", room="Lobby")
-    assert server.app is not None
-    writer = server.app.store._writer  # the disk itself is outside our control: simulate it
-
-    def limit_pages(db: sqlite3.Connection, pages: int | None) -> int:
-        (current,) = db.execute("PRAGMA page_count").fetchone()
-        db.execute(f"PRAGMA max_page_count={pages or current}")
-        return int(current)
-
-    await writer.run(limit_pages, None)
+    await disk_full(server, True)
     failures = [await ann.call("send", room="Lobby", text="x" * 4000) for _ in range(5)]
     failed = [f for f in failures if f["type"] == "error"]
     assert failed and {f["code"] for f in failed} == {"internal_error"}
     assert "try again" in failed[0]["message"]
-    await writer.run(limit_pages, 1073741823)
+    await disk_full(server, False)
     reply = await ann.ok("send", room="Lobby", text="disk is back")
     assert reply["message"]["text"] == "disk is back"
     texts: list[str] = []
     while "disk is back" not in texts:
         texts.append((await bob.event("message"))["message"]["text"])
     assert texts.count("x" * 4000) == len(failures) - len(failed), "failed sends never shown"
+
+
+@pytest.mark.sqlite_only
+async def test_a_room_whose_creation_failed_leaves_no_trace(
+    connect: Connect, server: RunningServer
+) -> None:
+    """create_room failing to write leaves no trace: nobody can join it, the name stays free."""
+    ann = await connect("ann")
+    bob = await connect("bob")
+    assert server.app is not None
+    await disk_read_only(server, True)
+    writer = server.app.store._writer  # type: ignore[attr-defined]
+    held = threading.Event()  # keeps the write in flight while bob tries the name
+    holding = asyncio.ensure_future(writer.run(lambda db: held.wait(10)))
+    creating = asyncio.ensure_future(ann.call("create_room", room="Lobby"))
+    await wait_until(lambda: "lobby" in server.app.service._creating)  # type: ignore[union-attr]
+    assert (await bob.call("join_room", room="Lobby"))["code"] == "no_such_room"
+    assert (await bob.call("create_room", room="Lobby"))["code"] == "room_exists"
+    held.set()
+    await holding
+    failed = await creating
+    assert failed["type"] == "error" and failed["code"] == "internal_error"
+    assert (await bob.call("join_room", room="Lobby"))["code"] == "no_such_room"
+    await disk_read_only(server, False)
+    assert (await bob.call("join_room", room="Lobby"))["code"] == "no_such_room"
+    created = await bob.ok("create_room", room="Lobby")
+    assert created["members"] == ["bob"], "ann never became a member of the failed room"
+    await ann.no_event()
+
+
+async def disk_full(server: RunningServer, full: bool) -> None:
+    """Make the SQLite file unable to grow (or able again): a full disk, simulated."""
+    assert server.app is not None
+    writer = server.app.store._writer  # type: ignore[attr-defined]
+
+    def limit_pages(db: sqlite3.Connection) -> None:
+        (current,) = db.execute("PRAGMA page_count").fetchone()
+        db.execute(f"PRAGMA max_page_count={current if full else 1073741823}")
+
+    await writer.run(limit_pages)
+
+
+async def disk_read_only(server: RunningServer, read_only: bool) -> None:
+    """Make every write fail as on a disk remounted read-only (or writable again)."""
+    assert server.app is not None
+    writer = server.app.store._writer  # type: ignore[attr-defined]
+    await writer.run(lambda db: db.execute(f"PRAGMA query_only={int(read_only)}"))

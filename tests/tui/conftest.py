@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 from textual import events
 from textual.app import App
+from textual.keys import _character_to_key
 from textual.pilot import Pilot
 
 from clubroom_tui.app import ClubroomApp
 from clubroom_tui.client import Backoff, ClubroomClient, ConnectionState, MessagesAdded
+from clubroom_tui.screens.confirm import Confirm
 from clubroom_tui.sessions import SessionStore
 from tests.conftest import RunningServer
 
@@ -252,3 +254,57 @@ async def say(pilot: Pilot[Any], text: str) -> None:
 def messages_added(events: list[Any]) -> list[str]:
     """The texts of all messages announced in these events, in order."""
     return [m.text for e in events if isinstance(e, MessagesAdded) for m in e.messages]
+
+
+async def answer(pilot: Pilot[Any], question: str, *, yes: bool) -> str:
+    """Wait for a confirmation that says ``question``, answer it, and return what it said."""
+    shown = await wait_for_text(pilot, question)
+    assert isinstance(pilot.app.screen, Confirm), "no confirmation is being asked"
+    await pilot.click("#confirm-yes" if yes else "#confirm-no")
+    await wait_for(lambda: not isinstance(pilot.app.screen, Confirm), "the question to close")
+    return shown
+
+
+async def quit_app(pilot: Pilot[Any]) -> None:
+    """Quit with ctrl+q, saying yes if the app asks (it does when rooms could be deleted)."""
+    await pilot.press("ctrl+q")
+    await pilot.pause()
+    if isinstance(pilot.app.screen, Confirm):
+        await pilot.click("#confirm-yes")
+    await wait_for(lambda: pilot.app.return_code is not None, "the app to exit")
+
+
+def type_at_machine_speed(app: App[Any], text: str) -> None:
+    """Deliver every character as a terminal key event, all at once, with no waits.
+
+    This is the real input path (driver → app → focused widget) at a speed no
+    person reaches, so nothing is given time to settle between keys; ``\n``
+    is Enter.
+    """
+    driver = app._driver
+    assert driver is not None
+    for char in text:
+        if char == "\n":
+            key, character = "enter", "\r"
+        else:
+            key = char if char.isalnum() else _character_to_key(char)
+            character = char
+        event = events.Key(key, character)
+        event.set_sender(app)
+        driver.send_message(event)
+
+
+def paste(app: App[Any], text: str) -> None:
+    """Deliver a bracketed paste through the real input path."""
+    driver = app._driver
+    assert driver is not None
+    event = events.Paste(text)
+    event.set_sender(app)
+    driver.send_message(event)
+
+
+async def seed_room(client: ClubroomClient, room: str, count: int, prefix: str = "old") -> None:
+    """Fill a room with ``count`` messages quickly (the server must not rate-limit)."""
+    pending = [client.queue_send(room, f"{prefix} {n:06d}") for n in range(count)]
+    async with asyncio.timeout(TIMEOUT * 4):
+        await asyncio.gather(*(item.future for item in pending))

@@ -27,6 +27,8 @@ async def test_every_screen_works_with_the_keyboard_alone(
         await pilot.press("ctrl+r", "enter")
         await wait_for_text(pilot, "ann: hi", "Leave")
         await pilot.press("escape", "ctrl+o")
+        await wait_for_text(pilot, "Log out? You are the last member of “den” and its 1")
+        await pilot.press("tab", "enter")  # from Cancel (the focus) to "Log out and delete"
         await wait_for_text(pilot, "You have logged out.")
 
 

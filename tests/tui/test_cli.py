@@ -33,8 +33,9 @@ def test_connect_help_documents_options_and_keys() -> None:
         "ctrl+q",
         "ctrl+p",
         "escape",
-        "ctrl+l leave the room",
-        "ctrl+o log out",
+        "ctrl+o log out (asks first",
+        "tab completes a member's name",
+        'Leave room" (asks first)',
         "older messages",
     ):
         assert needle in result.output, needle

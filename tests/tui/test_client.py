@@ -13,16 +13,18 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from clubroom_tui.client import (
+    KEEP_MESSAGES,
     Backoff,
     ConnectionState,
     MembersChanged,
     NotConnected,
     RequestFailed,
     RequestTimeout,
+    RoomState,
     SendDelayed,
     StateChanged,
 )
-from protocol import ErrorCode
+from protocol import ErrorCode, Message
 from tests.conftest import MakeServer, RunningServer
 from tests.tui.conftest import (
     PASSWORD,
@@ -135,6 +137,27 @@ async def test_resumes_and_rejoins_after_a_restart(
     sent = await ann.send("lobby", "still here")
     assert sent.author == "ann"
     assert ann.rooms["lobby"].members == ("ann",)
+
+
+async def test_a_server_restart_announces_no_one_as_newly_joined(
+    server: RunningServer, make_client: MakeClient
+) -> None:
+    """Members who were there before a restart come back without a "joined" (no "left" came)."""
+    ann = await make_client("ann")
+    bob = await make_client("bob")
+    await ann.create_room("lobby")
+    await bob.join_room("lobby")
+    streams = [ann.subscribe(), bob.subscribe()]
+    await server.stop()
+    await wait_for(lambda: not ann.ready and not bob.ready, "both to notice the outage")
+    await server.start()
+    for client in (ann, bob):
+        await wait_for(
+            lambda c=client: c.ready and c.rooms["lobby"].members == ("ann", "bob"),
+            "both to be back in the room",
+        )
+    changes = [e for s in streams for e in s.drain() if isinstance(e, MembersChanged)]
+    assert [(e.joined, e.left) for e in changes if e.joined or e.left] == []
 
 
 async def test_catches_up_on_messages_sent_while_away(
@@ -296,6 +319,19 @@ def test_client_module_does_not_import_textual() -> None:
     )
     root = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=root, check=False).returncode == 0
+
+
+def test_a_room_state_forgets_its_oldest_messages_beyond_the_cap() -> None:
+    """Past the cap the oldest messages are dropped and marked as fetchable again."""
+    state = RoomState(name="big")
+    batch = [
+        Message(id=n, room="big", author="bob", text=str(n), at="2026-01-01T00:00:00.000Z")
+        for n in range(1, KEEP_MESSAGES + KEEP_MESSAGES // 5)
+    ]
+    state.add_newer(batch)
+    assert len(state.messages) == KEEP_MESSAGES
+    assert state.messages[-1].id == batch[-1].id
+    assert state.has_older
 
 
 async def test_of_several_urls_the_one_that_answers_is_used(

@@ -307,3 +307,20 @@ async def test_copy_keeps_everything_and_refuses_a_filled_target(
             await copied.close()
         with pytest.raises(StartupError, match="already holds data"):
             await admin.copy(url, target, progress=lambda line: None)
+
+
+async def test_two_servers_appending_to_one_room_keep_seq_dense_and_in_id_order(
+    store: Store, url: str
+) -> None:
+    """Two stores on one database (two server processes) interleave appends without a gap."""
+    second = await open_store(url, synchronous="NORMAL")
+    try:
+        ann, (room,) = await ann_in(store, "Shared")
+        both = await asyncio.gather(
+            *(say(node, ann, room, f"{n}") for n in range(60) for node in (store, second))
+        )
+        page, _ = await second.messages_after(room.id, 0, 1000)
+        assert [m.seq for m in page] == list(range(1, 121))
+        assert sorted(both, key=lambda m: m.id) == page, "id order is seq order"
+    finally:
+        await second.close()

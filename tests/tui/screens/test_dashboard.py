@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from textual.widgets import Input
 
 from clubroom_tui.client import RequestFailed
 from clubroom_tui.sessions import SessionStore
@@ -31,7 +32,7 @@ async def test_create_room_opens_it(server: RunningServer, config_dir: Path) -> 
 async def test_existing_room_name_is_explained_inline(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
-    """Creating a room whose name is taken says so on the dashboard."""
+    """Creating a taken name says so and offers to join it; Enter then joins the existing room."""
     bob = await make_client("bob")
     await bob.create_room("lobby")
     app = make_app(server.url, config_dir)
@@ -39,8 +40,10 @@ async def test_existing_room_name_is_explained_inline(
         await log_in(pilot, "ann", register=True)
         await type_into(pilot, "#create-name", "LOBBY")
         await pilot.click("#create")
-        shown = await wait_for_text(pilot, "A room called 'LOBBY' already exists.")
+        shown = await wait_for_text(pilot, "“LOBBY” already exists. Press Enter to join it")
         assert "room_exists" not in shown
+        await pilot.press("enter")
+        await wait_for_text(pilot, "# lobby", "Members (2)")
 
 
 async def test_unknown_room_is_explained_inline(server: RunningServer, config_dir: Path) -> None:
@@ -119,3 +122,36 @@ async def test_command_palette_opens_a_room(server: RunningServer, config_dir: P
         await wait_for_text(pilot, "Show this room")
         await pilot.press("enter")
         await wait_for_text(pilot, "Leave", "Members (1)")
+
+
+async def test_a_leading_hash_is_dropped_and_errors_clear_on_success(
+    server: RunningServer, config_dir: Path
+) -> None:
+    """``#general`` creates "general"; the error from a failed try is gone once one succeeds."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await log_in(pilot, "ann", register=True)
+        await type_into(pilot, "#join-name", "nowhere")
+        await pilot.press("enter")
+        await wait_for_text(pilot, "There is no room called 'nowhere'.")
+        await type_into(pilot, "#create-name", "#general")
+        await pilot.press("enter")
+        await wait_for_text(pilot, "Clubroom · # general", "Members (1)")
+        await pilot.press("escape")
+        shown = await wait_for_text(pilot, "Your rooms", "# general")
+        assert "There is no room called" not in shown
+
+
+async def test_a_name_over_64_characters_is_refused_with_its_length_not_cut(
+    server: RunningServer, config_dir: Path
+) -> None:
+    """A 70-character name stays whole in the field and the error says to remove 6."""
+    name = "r" * 70
+    app = make_app(server.url, config_dir)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await log_in(pilot, "ann", register=True)
+        await type_into(pilot, "#create-name", name)
+        await pilot.press("enter")
+        await wait_for_text(pilot, "That name is 70 characters; room names are at most 64.")
+        assert app.screen.query_one("#create-name", Input).value == name
+        assert not app.client.rooms

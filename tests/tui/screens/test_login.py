@@ -15,6 +15,7 @@ from tests.tui.conftest import (
     free_port,
     log_in,
     make_app,
+    quit_app,
     screen_text,
     type_into,
     wait_for,
@@ -105,7 +106,7 @@ async def test_remember_me_resumes_without_a_password(
         await type_into(pilot, "#create-name", "lobby")
         await pilot.press("enter")
         await wait_for_text(pilot, "# lobby", "Leave")
-        await first.action_quit()
+        await quit_app(pilot)
     second = make_app(server.url, config_dir)
     async with second.run_test() as pilot:
         await wait_for_text(pilot, "Hello, ann!", "# lobby")

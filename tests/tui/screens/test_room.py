@@ -15,6 +15,7 @@ from tests.conftest import MakeServer, RunningServer
 from tests.tui.conftest import (
     MakeClient,
     ann_in_lobby,
+    answer,
     enter_room,
     log_in,
     make_app,
@@ -133,11 +134,12 @@ async def test_messages_arriving_under_the_command_palette_are_kept(
 async def test_leaving_as_last_member_deletes_the_room(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
-    """Leave returns to the dashboard and, as the last member, deletes the room for the next."""
+    """Leave, confirmed, returns to the dashboard and deletes the room the user was alone in."""
     async with ann_in_lobby(server.url, config_dir) as pilot:
         await say(pilot, "anyone?")
         await wait_for_text(pilot, "ann: anyone?")
         await pilot.click("#leave")
+        await answer(pilot, "“lobby” and its 1 message", yes=True)
         shown = await wait_for_text(pilot, "Your rooms", "You are in no rooms yet.")
         assert "# lobby" not in shown
     bob = await make_client("bob")
@@ -282,5 +284,5 @@ async def test_room_screen_fits_small_and_large_terminals(
             "Members (1)",
             "Leave",
             "esc Dashboard",
-            "^l Leave room",
+            "^t Members",
         )

@@ -1,0 +1,77 @@
+"""The composer against a real server: whole pastes, too-long text explained, name completion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from clubroom_tui.widgets.composer import Composer
+from protocol import MAX_TEXT_LENGTH
+from tests.conftest import RunningServer
+from tests.tui.conftest import (
+    MakeClient,
+    ann_in_lobby,
+    paste,
+    screen_text,
+    type_at_machine_speed,
+    wait_for,
+    wait_for_text,
+)
+
+
+async def test_a_three_line_paste_is_sent_whole(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """A bracketed paste of three lines shows them all and is sent as one message with newlines."""
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        bob = await make_client("bob")
+        await bob.join_room("lobby")
+        paste(pilot.app, "line one\nline two\r\nline three")
+        await wait_for_text(pilot, "line one↵line two↵line three")
+        await pilot.press("enter")
+        await wait_for(lambda: bob.rooms["lobby"].messages, "the message")
+        assert bob.rooms["lobby"].messages[-1].text == "line one\nline two\nline three"
+
+
+async def test_a_paste_over_the_limit_is_kept_and_explained(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """5,000 pasted characters stay; the screen says 1,000 too many; Enter sends nothing."""
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        paste(pilot.app, "x" * 5000)
+        await wait_for_text(pilot, "5,000 characters, 1,000 over the 4,000 limit")
+        await pilot.press("enter")
+        await wait_for_text(pilot, "Nothing was sent; the text is still in the box.")
+        composer = pilot.app.screen.query_one(Composer)
+        assert composer.value == "x" * 5000
+        assert not pilot.app.client.rooms["lobby"].messages
+        composer.value = composer.value[:MAX_TEXT_LENGTH]  # as if trimmed by hand
+        await wait_for(lambda: "over the" not in screen_text(pilot.app), "the warning to go")
+
+
+async def test_pasted_control_characters_show_as_visible_escapes(
+    server: RunningServer, config_dir: Path
+) -> None:
+    """ESC and friends pasted into the box are drawn as stand-ins, never sent to the terminal."""
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        paste(pilot.app, "a\x1b[31mb\x07c")
+        shown = await wait_for_text(pilot, "a␛[31mb␇c")
+        assert "\x1b" not in shown
+
+
+async def test_tab_completes_a_member_name_and_keeps_the_focus(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """``@al`` + Tab becomes ``@alice``; Tab never leaves the composer (nor reaches Leave)."""
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        alice = await make_client("alice")
+        await alice.join_room("lobby")
+        await wait_for_text(pilot, "Members (2)")
+        composer = pilot.app.screen.query_one(Composer)
+        type_at_machine_speed(pilot.app, "hi @al")
+        await pilot.press("tab")
+        await wait_for(lambda: composer.value == "hi @alice ", "the completion")
+        await pilot.press("tab", "tab", "enter")
+        assert pilot.app.focused is composer
+        await wait_for(lambda: alice.rooms["lobby"].messages, "the message")
+        assert alice.rooms["lobby"].messages[-1].text == "hi @alice "
+        assert "lobby" in pilot.app.client.rooms
