@@ -158,7 +158,7 @@ class MessageLife:
                 message=wire(room, result.message, counts, reply),
                 emoji=emoji or None,
             )
-            self._service.rooms.publish_message(room, result.row.id, protocol.encode(event))
+            self._service.announce(room, result.row, protocol.encode(event))
 
         try:
             result = await self._store.change_message(change, announce)
@@ -246,6 +246,18 @@ class MessageLife:
             cursor = row.id
         return CatchUp(messages, list(changes.values()), cursor, more)
 
+    async def events_of(self, room: Room, rows: Sequence[MessageRecord]) -> list[bytes]:
+        """The events stored rows were announced with, rebuilt (a cluster fills gaps so).
+
+        A change row's event shows its message as it is now, which is what
+        every later event would show anyway.
+        """
+        earlier = sorted({r.target_id for r in rows if r.target_id is not None})
+        targets = await self._store.messages_by_id(room.id, earlier)
+        fresh = [r for r in rows if r.kind == ChangeKind.MESSAGE]
+        shown = {m.id: m for m in await self.present(room, [*fresh, *targets], 0)}
+        return [_event_of(room, row, shown) for row in rows]
+
     # ----------------------------------------------------------------- search
 
     async def search(self, peer: Peer, request: protocol.Search) -> protocol.Reply:
@@ -268,6 +280,26 @@ class MessageLife:
                 break
             results.append(result)
         return protocol.SearchPage(id=request.id, room=room.name, results=results, more=more)
+
+
+def _event_of(room: Room, row: MessageRecord, shown: dict[int, protocol.Message]) -> bytes:
+    if row.kind == ChangeKind.MESSAGE:
+        return protocol.encode(protocol.MessageEvent(message=shown[row.id]))
+    kind = ChangeKind(row.kind)
+    target = shown.get(row.target_id or 0)
+    message = target or protocol.Message(
+        id=row.target_id or 0, room=room.name, author="", text="", at=protocol.format_time(0),
+        deleted=True,
+    )  # fmt: skip
+    event = protocol.MessageChanged(
+        room=room.name,
+        change=CHANGE_NAMES[kind],
+        by=row.author,
+        position=row.id,
+        message=message,
+        emoji=row.text if kind in (ChangeKind.REACT, ChangeKind.UNREACT) else None,
+    )
+    return protocol.encode(event)
 
 
 def _refused(reason: str, kind: ChangeKind, message_id: int, room: Room) -> ProtocolError:

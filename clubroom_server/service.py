@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import protocol
@@ -26,6 +26,8 @@ from clubroom_server.auth import (
     new_token,
     token_hash,
 )
+from clubroom_server.bus import BusUnavailable
+from clubroom_server.cluster import ClusterNode, RoomGone
 from clubroom_server.config import Settings
 from clubroom_server.life import MessageLife
 from clubroom_server.peer import Peer, PeerSet, fanout
@@ -47,6 +49,7 @@ Handler = Callable[[Peer, Any], Awaitable[protocol.Reply | None]]
 NonceKey = tuple[int, int, str]
 
 NOT_SAVED = "The server could not save that just now; please try again in a moment."
+BUS_UNAVAILABLE = "The server lost touch with the rest of the cluster for a moment; please retry."
 UNAVAILABLE = "The server's database is out of reach for a moment; nothing was done. Please retry."
 DELETE_RETRY_FIRST = 0.5  # seconds before retrying a room deletion the database could not take
 DELETE_RETRY_MAX = 10.0
@@ -68,13 +71,26 @@ class ChatService:
     """Accounts, rooms and messages: one method per request type."""
 
     def __init__(
-        self, settings: Settings, store: Store, hasher: PasswordHasher, peers: PeerSet
+        self,
+        settings: Settings,
+        store: Store,
+        hasher: PasswordHasher,
+        peers: PeerSet,
+        cluster: ClusterNode | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._hasher = hasher
         self._peers = peers
-        self.rooms = Rooms(settings.grace, fanout, self._room_deleted)  # type: ignore[arg-type]
+        self.cluster = cluster
+        self.rooms = Rooms(
+            settings.grace,
+            fanout,  # type: ignore[arg-type]
+            self._room_deleted,
+            on_member_gone=cluster.member_gone if cluster is not None else None,
+        )
+        if cluster is not None:
+            cluster.bind(self.rooms, self._encode_rows, self._session_ended_elsewhere)
         self._failed_by_user = AttemptWindow(
             settings.login_failures_per_user, settings.login_window
         )
@@ -112,9 +128,13 @@ class ChatService:
     async def start(self) -> None:
         """Restore stored rooms (each gets one grace period) and drop expired tokens."""
         await self._store.purge_expired_tokens(now_ms())
-        for record in await self._store.all_rooms():
-            self._restore_room(record)
-        log.info("restored %d room(s) from the database", len(self.rooms))
+        if self.cluster is not None:
+            # A node serves rooms on demand; presence in the database says who is in them.
+            await self.cluster.start()
+        else:
+            for record in await self._store.all_rooms():
+                self._restore_room(record)
+            log.info("restored %d room(s) from the database", len(self.rooms))
         self._prune_throttles()
 
     def _restore_room(self, record: RoomRecord) -> None:
@@ -179,6 +199,12 @@ class ChatService:
             return await self._handlers[type(request)](peer, request)
         except UnavailableError:
             raise ProtocolError(ErrorCode.UNAVAILABLE, UNAVAILABLE) from None
+        except BusUnavailable:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, BUS_UNAVAILABLE) from None
+        except RoomGone as gone:
+            raise ProtocolError(
+                ErrorCode.NO_SUCH_ROOM, f"There is no room called {gone.args[0]!r}."
+            ) from None
         except StoreError:
             raise ProtocolError(ErrorCode.INTERNAL_ERROR, NOT_SAVED) from None
 
@@ -186,6 +212,7 @@ class ChatService:
         """A connection dropped: its memberships enter the grace period."""
         for room in peer.rooms.values():
             self.rooms.detach(room, peer, grace=True)
+            self._cluster_connection_gone(room)
         peer.rooms.clear()
 
     # --------------------------------------------------------------- accounts
@@ -298,7 +325,15 @@ class ChatService:
                 other.close_logged_out()
             if hashed:
                 await self._store.revoke_token(hashed)
+                if self.cluster is not None:
+                    self.cluster.end_session(hashed)
         return protocol.Ok(id=request.id)
+
+    def _session_ended_elsewhere(self, token_hash: str) -> None:
+        """A logout on another node of the cluster ends this token's connections here too."""
+        for peer in self._peers.using_token(token_hash):
+            self._sign_out(peer)
+            peer.close_logged_out()
 
     def _sign_out(self, peer: Peer) -> None:
         """Leave every room at once (no grace) and forget who the connection was."""
@@ -350,12 +385,19 @@ class ChatService:
             self._creating.discard(key)
         room = self.rooms.add(record)
         self._enter(peer, room)
-        self._reply_joined(peer, room, request.id, [], more=False, last_id=0, live=True)
+        try:
+            members = await self._cluster_enter(peer, room)
+        except BaseException:
+            self._leave(peer, room)
+            raise
+        self._reply_joined(
+            peer, room, request.id, [], more=False, last_id=0, live=True, members=members
+        )
         return None
 
     async def join_room(self, peer: Peer, request: protocol.JoinRoom) -> protocol.Reply | None:
         name = protocol.check_room_name(request.room)
-        room = self.rooms.get(protocol.room_key(name))
+        room = self.rooms.get(protocol.room_key(name)) or await self._cluster_room(name)
         if room is None:
             raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"There is no room called {name!r}.")
         was_member = room.key in peer.rooms
@@ -364,18 +406,19 @@ class ChatService:
         self._enter(peer, room)
         assert peer.user is not None
         try:
+            members = await self._cluster_enter(peer, room)
             if request.after is not None:
                 page = await self.life.catch_up(room, request.after, peer.user.id)
                 # Only a catch-up page with more to come keeps the connection silent.
                 self._reply_joined(
                     peer, room, request.id, page.messages, more=page.more,
-                    last_id=page.cursor, live=not page.more,
+                    last_id=page.cursor, live=not page.more, members=members,
                     changes=page.changes or None, cursor=page.cursor,
                 )  # fmt: skip
                 return None
             records, more = await self._store.latest_messages(room.id, protocol.JOIN_LATEST)
             shown = await self.life.present(room, records, peer.user.id)
-        except StoreError:
+        except (StoreError, BusUnavailable, RoomGone):
             if not was_member:
                 self._leave(peer, room)
             raise
@@ -384,12 +427,22 @@ class ChatService:
         # Its ``more`` only says that older history exists: the connection is live.
         last_id = messages[-1].id if messages else 0
         self._reply_joined(
-            peer, room, request.id, messages, more=more or trimmed, last_id=last_id, live=True
+            peer,
+            room,
+            request.id,
+            messages,
+            more=more or trimmed,
+            last_id=last_id,
+            live=True,
+            members=members,
         )
         return None
 
     async def leave_room(self, peer: Peer, request: protocol.LeaveRoom) -> protocol.Reply:
-        self._leave(peer, self._joined_room(peer, request.room))
+        room = self._joined_room(peer, request.room)
+        self._leave(peer, room)
+        if self.cluster is not None:
+            await self.cluster.settled(room, peer)
         return protocol.Ok(id=request.id)
 
     def _enter(self, peer: Peer, room: Room) -> None:
@@ -399,6 +452,7 @@ class ChatService:
     def _leave(self, peer: Peer, room: Room) -> None:
         peer.rooms.pop(room.key, None)
         self.rooms.detach(room, peer, grace=False)
+        self._cluster_connection_gone(room)
 
     def _reply_joined(
         self,
@@ -410,6 +464,7 @@ class ChatService:
         more: bool,
         last_id: int,
         live: bool,
+        members: list[str] | None = None,
         changes: list[protocol.Message] | None = None,
         cursor: int | None = None,
     ) -> None:
@@ -417,7 +472,7 @@ class ChatService:
         joined = protocol.Joined(
             id=request_id,
             room=room.name,
-            members=room.member_names(),
+            members=room.member_names() if members is None else members,
             messages=messages,
             more=more,
             changes=changes,
@@ -441,6 +496,9 @@ class ChatService:
 
     def _room_deleted(self, room: Room) -> None:
         """The registry dropped an empty room: delete its row, and let a re-creation wait."""
+        if self.cluster is not None:
+            self.cluster.room_unused(room)
+            return
         log.info("room %r is empty; deleting it and its messages", room.name)
         metrics.ROOMS_DELETED_BY_CLEANUP.inc()
         task = asyncio.create_task(self._delete_room(room), name=f"delete-room-{room.id}")
@@ -556,10 +614,11 @@ class ChatService:
         assert peer.user is not None
         self._take(self._send_bucket, peer)
         started = time.perf_counter()
+        if self.cluster is not None:  # the same budget across every node
+            _raise_if_limited(await self.cluster.send_wait(peer.user_key))
 
         def announce(record: MessageRecord) -> None:
-            event = protocol.MessageEvent(message=to_wire(room, record, reply))
-            self.rooms.publish_message(room, record.id, protocol.encode(event))
+            self.announce(room, record, _message_event(room, record, reply))
 
         record = await self._store.append_message(
             room.id, peer.user.id, peer.user.username, text, self._now(), nonce, announce,
@@ -580,6 +639,17 @@ class ChatService:
             id=request.id, room=room.name, messages=messages, more=more or trimmed
         )
 
+    async def _encode_rows(self, room: Room, records: Sequence[MessageRecord]) -> list[bytes]:
+        """The events of stored rows read back to fill a gap (messages and changes)."""
+        return await self.life.events_of(room, records)
+
+    def announce(self, room: Room, record: MessageRecord, event: bytes) -> None:
+        """Deliver a stored row's event in the room's order (this node, or the cluster's)."""
+        if self.cluster is None:
+            self.rooms.publish_message(room, record.id, event)
+        else:
+            self.cluster.stored(record, event)
+
     def now(self) -> int:
         """Wall-clock milliseconds that never go backwards (for change times)."""
         return self._now()
@@ -598,13 +668,46 @@ class ChatService:
         return self._last_at_ms
 
     def _take(self, bucket: TokenBucket, peer: Peer) -> None:
-        wait = bucket.take(peer.user_key)
-        if wait is not None:
-            raise ProtocolError(
-                ErrorCode.RATE_LIMITED,
-                f"Slow down: try again in {wait:.1f} seconds.",
-                retry_after=round(wait, 3),
-            )
+        _raise_if_limited(bucket.take(peer.user_key))
+
+    # ---------------------------------------------------------------- cluster
+    # Only with ``--bus`` (see cluster.py): one process never runs any of this.
+
+    async def close_cluster(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.close()
+
+    async def _cluster_enter(self, peer: Peer, room: Room) -> list[str] | None:
+        """In a cluster: serve the room, record the membership; the members to reply with."""
+        if self.cluster is None:
+            return None
+        return await self.cluster.enter(room, peer)
+
+    def _cluster_connection_gone(self, room: Room) -> None:
+        if self.cluster is not None:
+            self.cluster.connection_gone(room)
+
+    async def _cluster_room(self, name: str) -> Room | None:
+        """In a cluster, a room another node created is found in the database."""
+        if self.cluster is None:
+            return None
+        return await self.cluster.find_room(protocol.room_key(name))
+
+
+def _raise_if_limited(wait: float | None) -> None:
+    if wait is not None:
+        raise ProtocolError(
+            ErrorCode.RATE_LIMITED,
+            f"Slow down: try again in {wait:.1f} seconds.",
+            retry_after=round(wait, 3),
+        )
+
+
+def _message_event(
+    room: Room, record: MessageRecord, reply: protocol.ReplyRef | None = None
+) -> bytes:
+    """The ``message`` event of a stored message, encoded once for every recipient."""
+    return protocol.encode(protocol.MessageEvent(message=to_wire(room, record, reply)))
 
 
 _COUNTED = frozenset(

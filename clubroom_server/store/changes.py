@@ -92,14 +92,14 @@ def refusal(change: MessageChange, target: MessageRecord | None) -> str | None:
 
 
 def change_row(change: MessageChange, row_id: int, seq: int) -> MessageRecord:
-    """The row that records ``change`` in the room's order (it carries no text)."""
+    """The row that records ``change`` in the room's order (no message text; an emoji)."""
     return MessageRecord(
         id=row_id,
         room_id=change.room_id,
         seq=seq,
         author_id=change.user_id,
         author=change.username,
-        text="",
+        text=change.emoji,  # a reaction's emoji (never message text), else ""
         at_ms=change.at_ms,
         kind=int(change.kind),
         target_id=change.message_id,

@@ -165,6 +165,10 @@ class Store(Protocol):
         """
         ...
 
+    async def last_row(self, room_id: int) -> MessageRecord | None:
+        """The room's newest row, message or change: where its order stands (cluster anchor)."""
+        ...
+
     async def messages_by_id(self, room_id: int, ids: Sequence[int]) -> list[MessageRecord]:
         """The rows of ``room_id`` with these ids (any order; missing ones left out)."""
         ...

@@ -458,6 +458,13 @@ class PostgresStore:
         """
         return await self._write(lambda conn: _apply_change(conn, change), on_stored)  # type: ignore[no-any-return]
 
+    async def last_row(self, room_id: int) -> MessageRecord | None:
+        rows = await self._fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = $1 ORDER BY id DESC LIMIT 1",
+            room_id,
+        )
+        return MessageRecord(*rows[0]) if rows else None
+
     async def messages_by_id(self, room_id: int, ids: Sequence[int]) -> list[MessageRecord]:
         if not ids:
             return []
@@ -715,7 +722,7 @@ async def _apply_change(conn: asyncpg.Connection, change: MessageChange) -> Any:
     await conn.execute("UPDATE rooms SET last_seq = $2 WHERE id = $1", change.room_id, seq)
     row_id = await conn.fetchval(
         "INSERT INTO messages (room_id, seq, author_id, author, text, at_ms, kind, target_id) "
-        "VALUES ($1, $2, $3, $4, '', $5, $6, $7) RETURNING id",
+        "VALUES ($1, $2, $3, $4, $8, $5, $6, $7) RETURNING id",
         change.room_id,
         seq,
         change.user_id,
@@ -723,6 +730,7 @@ async def _apply_change(conn: asyncpg.Connection, change: MessageChange) -> Any:
         change.at_ms,
         int(change.kind),
         change.message_id,
+        change.emoji,
     )
     after = await conn.fetchrow(
         f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1", change.message_id

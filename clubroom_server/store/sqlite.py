@@ -450,6 +450,13 @@ class SQLiteStore:
             self._truncate_wanted.set()
         return result
 
+    async def last_row(self, room_id: int) -> MessageRecord | None:
+        rows = await self._read(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE room_id = ? ORDER BY id DESC LIMIT 1",
+            (room_id,),
+        )
+        return MessageRecord(*rows[0]) if rows else None
+
     async def messages_by_id(self, room_id: int, ids: Sequence[int]) -> list[MessageRecord]:
         if not ids:
             return []

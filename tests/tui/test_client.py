@@ -413,3 +413,14 @@ async def test_catches_up_on_edits_deletions_and_reactions_missed_while_away(
         lambda: (ann.rooms["lobby"].messages[2].reactions or [None])[0] == Reaction("👍", 2, True),
         "our own reaction, marked mine",
     )
+
+
+async def test_of_several_urls_the_one_that_answers_is_used(
+    server: RunningServer, make_client: MakeClient
+) -> None:
+    """Given dead servers and a live one, the client tries them in turn and connects."""
+    dead = [f"ws://127.0.0.1:{free_port()}" for _ in range(2)]
+    client = await make_client(url=[dead[0], server.url, dead[1]])
+    await wait_ready(client)
+    assert client.current_url == server.url and client.url == dead[0]
+    assert (await client.register("ann", PASSWORD)).username == "ann"
