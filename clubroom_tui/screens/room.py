@@ -181,10 +181,13 @@ class RoomScreen(MessageActions, Screen[None]):
     def _send(self, event: Composer.Ready) -> None:
         if self.take_composed(event.text):  # an edit, or /search
             return
-        reply_to = self.reply_target()
+        target = self.reply_target()
         try:
-            item = self.client.queue_send(self.room, event.text, reply_to=reply_to)
+            item = self.client.queue_send(
+                self.room, event.text, reply_to=target.id if target else None
+            )
         except RequestFailed as exc:
+            self.resume_reply(target)
             self.query_one(Composer).restore(event.text)
             self.notice(exc.message)
             return

@@ -134,19 +134,26 @@ class MessageActions:
             return True
         return False
 
-    def reply_target(self) -> int | None:
+    def reply_target(self) -> Message | None:
         """The message the next send answers, once (the mode ends with the send)."""
         target = self.replying
         if target is not None:
             self.cancel_action()
-        return None if target is None else target.id
+        return target
+
+    def resume_reply(self, target: Message | None) -> None:
+        """A send that could not go: answering the same message again."""
+        if target is not None:
+            self._start(replying=target)
 
     @work(group="message-actions")
     async def save_edit(self, message: Message, text: str) -> None:
         try:
             await self.client.edit(self.room, message.id, text)
         except ClientError as exc:
-            self.query_one(Composer).restore(text)
+            # Back into edit mode with the new text: Enter must not send it as a new message.
+            self._start(editing=message)
+            self.query_one(Composer).value = text
             self.notice(f"Not edited: {exc}")
             return
         self.notice("")
