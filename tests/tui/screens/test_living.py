@@ -158,3 +158,32 @@ async def test_search_finds_and_jumps_to_a_message_loading_history(
         await wait_for(lambda: log.selected == needle.id, "the jump to the result")
         await wait_for_text(pilot, "bob: the wifi password is on the fridge")
         assert pilot.app.focused is log
+
+
+async def test_a_refused_edit_stays_an_edit(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """If the message was deleted meanwhile, Enter says why and sends nothing new."""
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        await say(pilot, "tbd")
+        await wait_for_text(pilot, "ann: tbd")
+        await choose_newest(pilot)
+        await pilot.press("e")
+        await wait_for_text(pilot, "Editing “tbd”")
+        other = await make_client()
+        await wait_ready_and_resume(other, pilot)
+        await other.join_room("lobby")
+        message = other.rooms["lobby"].messages[-1]
+        await other.delete("lobby", message.id)
+        await wait_for_text(pilot, "ann: message deleted")
+        await type_into(pilot, "#composer", " later")
+        await pilot.press("enter")
+        await wait_for_text(pilot, "Not edited:", "Editing “tbd”")
+        assert pilot.app.screen.query_one(Composer).value == "tbd later"
+        assert "ann: tbd later" not in screen_text(pilot.app)
+
+
+async def wait_ready_and_resume(client: Any, pilot: Pilot[Any]) -> None:
+    """A second connection of the app's user (the same session token)."""
+    await wait_for(lambda: client.ready, "the second connection")
+    await client.resume(pilot.app.client.token)
