@@ -82,3 +82,58 @@ async def test_long_messages_rewrap_when_the_terminal_resizes() -> None:
         lines = [line for line in screen_text(app).splitlines() if "word" in line]
     assert len(lines) <= 3
     assert "word39" in "".join(lines)
+
+
+def reversed_rows(app: LogApp) -> set[str]:
+    """The texts of screen rows drawn in reverse video (the chosen message)."""
+    rows = app.screen._compositor.render_strips()
+    return {
+        strip.text.strip("│ ")
+        for strip in rows
+        if any(seg.style is not None and seg.style.reverse and seg.text.strip() for seg in strip)
+    }
+
+
+async def test_choosing_moves_the_highlight_one_message_at_a_time() -> None:
+    """up/down in the focused log choose a message; exactly its lines are highlighted."""
+    app = LogApp()
+    async with app.run_test(size=(60, 12)) as pilot:
+        await show(app, pilot, *(message(n, f"line {n}") for n in range(1, 6)))
+        log = app.query_one(MessageLog)
+        log.focus()
+        await pilot.press("up")  # the first choice is the newest message
+        await pilot.pause()
+        assert log.selected == 5
+        await pilot.press("up", "up")
+        await pilot.pause()
+        assert log.selected == 3
+        chosen = reversed_rows(app)
+        assert len(chosen) == 1 and next(iter(chosen)).endswith("bob: line 3")
+        await pilot.press("down")
+        await pilot.pause()
+        assert [row[-11:] for row in reversed_rows(app)] == ["bob: line 4"]
+
+
+async def test_changes_show_edited_deleted_reactions_and_replies() -> None:
+    """A changed message is drawn as it is now: (edited), message deleted, counts, excerpt."""
+    from protocol import Reaction, ReplyRef
+
+    app = LogApp()
+    async with app.run_test(size=(80, 12)) as pilot:
+        await show(app, pilot, message(1, "helo"), message(2, "secret"), message(3, "ok"))
+        log = app.query_one(MessageLog)
+        log.update_messages(
+            [
+                Message(1, "lobby", "bob", "hello", "2026-11-24T05:01:33.123Z",
+                        edited_at="2026-11-24T05:02:00.000Z",
+                        reactions=[Reaction("👍", 2, True), Reaction(":tada:", 1)]),
+                Message(2, "lobby", "bob", "", "2026-11-24T05:01:33.123Z", deleted=True),
+                Message(3, "lobby", "bob", "ok", "2026-11-24T05:01:33.123Z",
+                        reply_to=ReplyRef(2, "bob", deleted=True)),
+            ]
+        )  # fmt: skip
+        await pilot.pause()
+        shown = screen_text(app)
+    assert "bob: hello (edited)" in shown and "👍 2  :tada: 1" in shown
+    assert "bob: message deleted" in shown and "secret" not in shown
+    assert "↪ bob: message deleted" in shown
