@@ -189,7 +189,10 @@ class SQLiteDatabase:
             await self.execute("COMMIT")
 
     async def checkpoint(self) -> None:
-        """Fold the WAL in now, so text just deleted leaves the disk (best effort)."""
+        """Merge the search index and fold the WAL in now, so text just deleted leaves
+        the disk (best effort): the index keeps its copy of the words until merged."""
+        with contextlib.suppress(sqlite3.Error, StoreError):
+            await self.execute("INSERT INTO messages_fts(messages_fts) VALUES ('optimize')")
         with contextlib.suppress(sqlite3.Error, StoreError):
             await self.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 

@@ -381,14 +381,14 @@ class SQLiteStore:
     async def delete_room(self, room_id: int) -> None:
         """Delete a room; its messages go with it (``ON DELETE CASCADE``).
 
-        ``secure_delete`` overwrites the freed pages, and the checkpoint that
-        follows the commit empties the WAL, so the text cannot be read back
-        from ``clubroom.db*`` afterwards.
+        ``secure_delete`` overwrites the freed pages, the FTS5 index is merged
+        so that its copy of the words goes too, and the checkpoint that
+        follows empties the WAL, so the text cannot be read back from
+        ``clubroom.db*`` afterwards.
         """
-        await self._write(
-            _statement("DELETE FROM rooms WHERE id = ?", (room_id,)),
-            on_stored=lambda _: self._truncate_wanted.set(),
-        )
+        await self._write(_statement("DELETE FROM rooms WHERE id = ?", (room_id,)))
+        # The search index keeps its copy of the words until it is merged.
+        await self._write(_optimize_search_index, on_stored=lambda _: self._truncate_wanted.set())
 
     async def _checkpoint_loop(self) -> None:
         """Fold the WAL into the database now and then, off the commit path.

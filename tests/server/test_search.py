@@ -145,3 +145,24 @@ async def test_a_deleted_room_leaves_nothing_in_the_index(
         return int(count) + int(rooms)
 
     await wait_until(lambda: indexed() == 0)
+
+
+@pytest.mark.sqlite_only
+async def test_a_deleted_room_s_words_leave_the_files(
+    connect: Connect, server: RunningServer
+) -> None:
+    """The index's copy of a deleted room's words (lower-cased tokens) leaves clubroom.db*."""
+    word = b"quixoticzebrawhistle"
+    ann = await connect("ann")
+    await in_room([ann], "Gone soon")
+    await ann.ok("send", room="Gone soon", text=f"the {word.decode().upper()} plan")
+
+    def on_disk() -> bool:
+        return any(
+            word in path.read_bytes()
+            for path in server.db_path.parent.glob(server.db_path.name + "*")
+        )
+
+    await wait_until(on_disk)  # the index holds the lower-cased token
+    await ann.ok("leave_room", room="Gone soon")
+    await wait_until(lambda: not on_disk())
