@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
-from textual.events import Resize
+from textual.events import Click, Resize
 from textual.message import Message as TextualMessage
 from textual.reactive import reactive
 from textual.widgets import RichLog
@@ -247,6 +247,17 @@ class MessageLog(RichLog):
     def action_done(self) -> None:
         self.select(None)
         self.post_message(self.Done())
+
+    def on_click(self, event: Click) -> None:
+        """A click on a message chooses it (and gives the log the focus)."""
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        line = offset.y + round(self.scroll_y)
+        for message_id, start in self._line_of.items():
+            if start <= line < start + self._line_count.get(message_id, 1):
+                self.select(message_id)
+                return
 
     def on_focus(self) -> None:
         if self.selected is None:

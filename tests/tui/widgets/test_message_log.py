@@ -137,3 +137,14 @@ async def test_changes_show_edited_deleted_reactions_and_replies() -> None:
     assert "bob: hello (edited)" in shown and "👍 2  :tada: 1" in shown
     assert "bob: message deleted" in shown and "secret" not in shown
     assert "↪ bob: message deleted" in shown
+
+
+async def test_a_click_chooses_the_message_under_it() -> None:
+    """Clicking a message's line chooses that message."""
+    app = LogApp()
+    async with app.run_test(size=(60, 12)) as pilot:
+        shown = await show(app, pilot, *(message(n, f"line {n}") for n in range(1, 4)))
+        row = next(y for y, text in enumerate(shown.splitlines()) if "bob: line 2" in text)
+        await pilot.click(MessageLog, offset=(10, row))
+        await pilot.pause()
+        assert app.query_one(MessageLog).selected == 2
