@@ -32,6 +32,13 @@ PASSWORD_MIN, PASSWORD_MAX = 8, 1024
 JOIN_LATEST: Final = 50
 JOIN_AFTER_MAX: Final = 500
 HISTORY_DEFAULT, HISTORY_MAX = 50, 100
+MAX_TOPIC_LENGTH: Final = 300
+MAX_REASON_LENGTH: Final = 300
+# Typing: a client renews ``active`` at most every TYPING_RELAY_SECONDS; the
+# server relays at most one typing event a user a room in that time, and an
+# ``active`` (or ``paused``) state not renewed within TYPING_EXPIRY_SECONDS ends.
+TYPING_RELAY_SECONDS: Final = 2.5
+TYPING_EXPIRY_SECONDS: Final = 6.0
 TOKEN_LIFETIME_SECONDS: Final = 30 * 24 * 3600
 MAX_MESSAGE_ID: Final = 2**63 - 1
 # Every reply that carries messages stops adding them once its encoded size
@@ -82,6 +89,10 @@ class ErrorCode(StrEnum):
     # Extensions for administrators (docs/protocol.md, "Administration").
     FORBIDDEN = "forbidden"
     NO_SUCH_USER = "no_such_user"
+    # Extensions for conversations (docs/protocol.md, "Conversation").
+    NOT_OWNER = "not_owner"  # only the room's owner may do that
+    BANNED = "banned"  # the room's owner banned this user from it
+    INVALID_TOPIC = "invalid_topic"
 
 
 class ProtocolError(Exception):
@@ -189,6 +200,50 @@ class AdminDisableUser(_Request, tag="admin_disable_user", kw_only=True):
     username: str
 
 
+class MarkRead(_Request, tag="mark_read", kw_only=True):
+    """Move this user's read marker in a joined room forward to ``up_to``."""
+
+    room: str
+    up_to: MessageId
+
+
+class MyRooms(_Request, tag="my_rooms", kw_only=True):
+    """The rooms this user is a member of, with unread and mention counts."""
+
+
+class TypingState(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    DONE = "done"
+
+
+class Typing(_Request, tag="typing", kw_only=True):
+    room: str
+    state: TypingState
+
+
+class SetTopic(_Request, tag="set_topic", kw_only=True):
+    room: str
+    topic: str
+
+
+class Kick(_Request, tag="kick", kw_only=True):
+    room: str
+    username: str
+    reason: str = ""
+
+
+class Ban(_Request, tag="ban", kw_only=True):
+    room: str
+    username: str
+    reason: str = ""
+
+
+class Unban(_Request, tag="unban", kw_only=True):
+    room: str
+    username: str
+
+
 Request: TypeAlias = (
     Register
     | Login
@@ -202,6 +257,13 @@ Request: TypeAlias = (
     | AdminRooms
     | AdminDeleteRoom
     | AdminDisableUser
+    | MarkRead
+    | MyRooms
+    | Typing
+    | SetTopic
+    | Kick
+    | Ban
+    | Unban
 )
 REQUEST_TYPES: Final[dict[str, type[_Request]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
@@ -218,6 +280,13 @@ REQUEST_TYPES: Final[dict[str, type[_Request]]] = {
         AdminRooms,
         AdminDeleteRoom,
         AdminDisableUser,
+        MarkRead,
+        MyRooms,
+        Typing,
+        SetTopic,
+        Kick,
+        Ban,
+        Unban,
     )
 }
 AUTH_FREE_TYPES: Final = frozenset({"register", "login", "resume", "logout"})
@@ -256,6 +325,10 @@ class Joined(_Request, tag="joined", kw_only=True):
     members: list[str]
     messages: list[Message]
     more: bool
+    # Extensions (docs/protocol.md, "Conversation"): absent from older servers.
+    owner: str | None = None
+    topic: str = ""
+    read_up_to: int | None = None
 
 
 class Sent(_Request, tag="sent", kw_only=True):
@@ -307,8 +380,75 @@ class RoomDeleted(_Frame, tag="room_deleted", kw_only=True):
     room: str
 
 
-Reply: TypeAlias = Welcome | Ok | Joined | Sent | HistoryPage | Error | AdminRoomList
-Event: TypeAlias = MessageEvent | MemberJoined | MemberLeft | RoomDeleted
+class RoomState(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One room in a ``my_rooms`` reply: the badges a client shows before joining."""
+
+    room: str
+    unread: int
+    mentions: int
+    last_id: int
+    read_up_to: int
+
+
+class MyRoomList(_Request, tag="my_rooms", kw_only=True):
+    rooms: list[RoomState]
+
+
+class ReadMarker(_Request, tag="read", kw_only=True):
+    """Reply to ``mark_read`` (with ``id``) and event to the user's other connections."""
+
+    room: str
+    up_to: int
+
+
+class MentionEvent(_Frame, tag="mention", kw_only=True):
+    """To a mentioned member's connections in the room: message ``message_id`` names them."""
+
+    room: str
+    message_id: int
+    author: str
+
+
+class TypingEvent(_Frame, tag="typing", kw_only=True):
+    room: str
+    username: str
+    state: TypingState
+
+
+class TopicChanged(_Frame, tag="topic", kw_only=True):
+    room: str
+    topic: str
+    by: str
+
+
+class OwnerChanged(_Frame, tag="owner", kw_only=True):
+    room: str
+    owner: str
+
+
+class Kicked(_Frame, tag="kicked", kw_only=True):
+    """To every connection of a removed member (and ``member_left`` to the others)."""
+
+    room: str
+    by: str
+    reason: str = ""
+    banned: bool = False
+
+
+Reply: TypeAlias = (
+    Welcome | Ok | Joined | Sent | HistoryPage | Error | AdminRoomList | MyRoomList | ReadMarker
+)
+Event: TypeAlias = (
+    MessageEvent
+    | MemberJoined
+    | MemberLeft
+    | RoomDeleted
+    | MentionEvent
+    | TypingEvent
+    | TopicChanged
+    | OwnerChanged
+    | Kicked
+)
 ServerFrame: TypeAlias = Reply | Event
 
 _encoder = msgspec.json.Encoder()
@@ -601,6 +741,40 @@ def check_text(text: str) -> str:
             "A message cannot contain control characters other than newline and tab.",
         )
     return text
+
+
+_MENTION_RE = re.compile(rf"(?<![\w@])@([A-Za-z0-9_.\-]{{{USERNAME_MIN},{USERNAME_MAX}}})")
+
+
+def mentioned_keys(text: str) -> set[str]:
+    """The username keys ``@name`` tokens in ``text`` name (``@Ann``, ``@ann`` alike).
+
+    A trailing ``.`` or ``-`` ends a sentence, not a name, so ``@ann.`` names ann.
+    """
+    keys = set()
+    for match in _MENTION_RE.finditer(text):
+        name = match.group(1).rstrip(".-")
+        if len(name) >= USERNAME_MIN:
+            keys.add(username_key(name))
+    return keys
+
+
+def check_topic(topic: str) -> str:
+    """A topic is one line of plain text, at most MAX_TOPIC_LENGTH characters (may be empty)."""
+    topic = topic.strip()
+    if len(topic) > MAX_TOPIC_LENGTH or "\n" in topic or _TEXT_FORBIDDEN_RE.search(topic):
+        raise ProtocolError(
+            ErrorCode.INVALID_TOPIC,
+            f"A topic is one line of at most {MAX_TOPIC_LENGTH} characters, "
+            "without control characters.",
+        )
+    return topic
+
+
+def check_reason(reason: str) -> str:
+    """A kick or ban reason: like a topic, clipped instead of refused."""
+    reason = " ".join(_TEXT_FORBIDDEN_RE.sub(" ", reason).split())
+    return reason[:MAX_REASON_LENGTH]
 
 
 # --------------------------------------------------------------------------

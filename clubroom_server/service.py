@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import protocol
 from clubroom_server import metrics
@@ -43,6 +43,26 @@ from protocol import ErrorCode, ProtocolError
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Peer, Any], Awaitable[protocol.Reply | None]]
+
+
+class ConversationHooks(Protocol):
+    """What the conversation features (``conversation.Conversation``) are told, and when."""
+
+    async def admit(self, peer: Peer, room: Room) -> None: ...
+
+    async def created(self, peer: Peer, room: Room) -> None: ...
+
+    async def entered(self, peer: Peer, room: Room) -> Any: ...
+
+    async def left(self, peer: Peer, room: Room) -> None: ...
+
+    def disconnected(self, peer: Peer) -> None: ...
+
+    async def sent(self, peer: Peer, room: Room, message: protocol.Message) -> None: ...
+
+    def room_gone(self, room: Room) -> None: ...
+
+
 NonceKey = tuple[int, int, str]
 
 NOT_SAVED = "The server could not save that just now; please try again in a moment."
@@ -96,6 +116,7 @@ class ChatService:
         self._deleting: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._last_at_ms = 0
+        self.conversation: ConversationHooks | None = None
         self._handlers: dict[type, Handler] = {
             protocol.Register: self.register,
             protocol.Login: self.login,
@@ -152,6 +173,9 @@ class ChatService:
         interval = min(self._settings.login_window, self._settings.registration_window)
         self._pruner = asyncio.get_running_loop().call_later(interval, self._prune_throttles)
 
+    def all_rooms(self) -> list[Room]:
+        return self.rooms.all()
+
     def add_handlers(self, handlers: dict[type, Handler]) -> None:
         """Serve more request types (the admin requests live in ``manage/requests.py``)."""
         self._handlers.update(handlers)
@@ -183,6 +207,8 @@ class ChatService:
 
     def disconnect(self, peer: Peer) -> None:
         """A connection dropped: its memberships enter the grace period."""
+        if self.conversation is not None:
+            self.conversation.disconnected(peer)
         for room in peer.rooms.values():
             self.rooms.detach(room, peer, grace=True)
         peer.rooms.clear()
@@ -349,7 +375,17 @@ class ChatService:
             self._creating.discard(key)
         room = self.rooms.add(record)
         self._enter(peer, room)
-        self._reply_joined(peer, room, request.id, [], more=False, last_id=0, live=True)
+        extras = None
+        if self.conversation is not None:
+            try:
+                await self.conversation.created(peer, room)
+                extras = await self.conversation.entered(peer, room)
+            except StoreError:
+                self._leave(peer, room)
+                raise
+        self._reply_joined(
+            peer, room, request.id, [], more=False, last_id=0, live=True, extras=extras
+        )
         return None
 
     async def join_room(self, peer: Peer, request: protocol.JoinRoom) -> protocol.Reply | None:
@@ -360,7 +396,14 @@ class ChatService:
         was_member = room.key in peer.rooms
         if not was_member:
             self._take(self._room_bucket, peer)
+            if self.conversation is not None:
+                await self.conversation.admit(peer, room)
+                if room.deleted:  # deleted while the ban list was read
+                    raise ProtocolError(
+                        ErrorCode.NO_SUCH_ROOM, f"There is no room called {name!r}."
+                    )
         self._enter(peer, room)
+        extras = None
         try:
             if request.after is None:
                 records, more = await self._store.latest_messages(room.id, protocol.JOIN_LATEST)
@@ -368,6 +411,8 @@ class ChatService:
                 records, more = await self._store.messages_after(
                     room.id, request.after, protocol.JOIN_AFTER_MAX
                 )
+            if self.conversation is not None:
+                extras = await self.conversation.entered(peer, room)
         except StoreError:
             if not was_member:
                 self._leave(peer, room)
@@ -383,12 +428,22 @@ class ChatService:
         # silent; without ``after``, ``more`` only says that older history exists.
         catching_up = request.after is not None and more
         self._reply_joined(
-            peer, room, request.id, messages, more=more, last_id=last_id, live=not catching_up
+            peer,
+            room,
+            request.id,
+            messages,
+            more=more,
+            last_id=last_id,
+            live=not catching_up,
+            extras=extras,
         )
         return None
 
     async def leave_room(self, peer: Peer, request: protocol.LeaveRoom) -> protocol.Reply:
-        self._leave(peer, self._joined_room(peer, request.room))
+        room = self._joined_room(peer, request.room)
+        self._leave(peer, room)
+        if self.conversation is not None:
+            await self.conversation.left(peer, room)
         return protocol.Ok(id=request.id)
 
     def _enter(self, peer: Peer, room: Room) -> None:
@@ -409,6 +464,7 @@ class ChatService:
         more: bool,
         last_id: int,
         live: bool,
+        extras: Any = None,
     ) -> None:
         """Send ``joined`` first, then let the room's buffered events follow it."""
         joined = protocol.Joined(
@@ -418,8 +474,18 @@ class ChatService:
             messages=messages,
             more=more,
         )
+        if extras is not None:
+            joined.owner, joined.topic, joined.read_up_to = (
+                extras.owner,
+                extras.topic,
+                extras.read_up_to,
+            )
         peer.send(protocol.encode(joined))
         self.rooms.go_live(room, peer, last_id, live=live)
+
+    def joined_room(self, peer: Peer, name: str) -> Room:
+        """The room of that name this connection has joined (``not_in_room`` if none)."""
+        return self._joined_room(peer, name)
 
     def _joined_room(self, peer: Peer, name: str) -> Room:
         key = protocol.room_key(protocol.check_room_name(name))
@@ -433,6 +499,8 @@ class ChatService:
     def _room_deleted(self, room: Room) -> None:
         """The registry dropped an empty room: delete its row, and let a re-creation wait."""
         log.info("room %r is empty; deleting it and its messages", room.name)
+        if self.conversation is not None:
+            self.conversation.room_gone(room)
         metrics.ROOMS_DELETED_BY_CLEANUP.inc()
         task = asyncio.create_task(self._delete_room(room), name=f"delete-room-{room.id}")
         self._deleting[room.key] = task
@@ -486,6 +554,8 @@ class ChatService:
             message = await self._store_message(peer, room, text, None)
         else:
             message = await self._send_once(peer, room, text, request.nonce)
+        if self.conversation is not None:
+            await self.conversation.sent(peer, room, message)
         return protocol.Sent(id=request.id, room=room.name, message=message)
 
     async def _send_once(self, peer: Peer, room: Room, text: str, nonce: str) -> protocol.Message:
@@ -630,6 +700,10 @@ def _login_key(username: str) -> str | None:
         return protocol.username_key(protocol.check_username(username))
     except ProtocolError:
         return None
+
+
+def _no_such_room(name: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.NO_SUCH_ROOM, f"There is no room called {name!r}.")
 
 
 def _name_taken(username: str) -> ProtocolError:

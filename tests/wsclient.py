@@ -19,6 +19,13 @@ PASSWORD = "correct-horse-1!"
 TIMEOUT = 5.0
 
 
+EVENT_TYPES = frozenset(
+    {"message", "member_joined", "member_left"}
+    # conversation events (docs/protocol.md, "Conversation")
+    | {"read", "mention", "typing", "topic", "owner", "kicked"}
+)
+
+
 class WireClient:
     """Sends requests with fresh ids, matches replies by id and queues events."""
 
@@ -59,7 +66,7 @@ class WireClient:
             future = self._replies.pop(frame.get("id"), None) if "id" in frame else None
             if future is not None:
                 future.set_result(frame)
-            elif frame.get("type") in ("message", "member_joined", "member_left"):
+            elif frame.get("type") in EVENT_TYPES:
                 self.events.put_nowait(frame)
             else:
                 self._unmatched.put_nowait(frame)

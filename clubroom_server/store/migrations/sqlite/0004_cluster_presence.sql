@@ -1,0 +1,2 @@
+-- reserved: cluster presence (issue 13)
+SELECT 1;
