@@ -161,6 +161,8 @@ class Logout(_Request, tag="logout", kw_only=True):
 
 class CreateRoom(_Request, tag="create_room", kw_only=True):
     room: str
+    # Extension: a private room, named ``~creator/room`` (docs/protocol.md).
+    private: bool = False
 
 
 class JoinRoom(_Request, tag="join_room", kw_only=True):
@@ -244,6 +246,19 @@ class Unban(_Request, tag="unban", kw_only=True):
     username: str
 
 
+class Invite(_Request, tag="invite", kw_only=True):
+    """The owner of a private room lets a user join it."""
+
+    room: str
+    username: str
+
+
+class Direct(_Request, tag="direct", kw_only=True):
+    """Open (creating if need be) the private two-person room with ``username``."""
+
+    username: str
+
+
 Request: TypeAlias = (
     Register
     | Login
@@ -264,6 +279,8 @@ Request: TypeAlias = (
     | Kick
     | Ban
     | Unban
+    | Invite
+    | Direct
 )
 REQUEST_TYPES: Final[dict[str, type[_Request]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
@@ -287,6 +304,8 @@ REQUEST_TYPES: Final[dict[str, type[_Request]]] = {
         Kick,
         Ban,
         Unban,
+        Invite,
+        Direct,
     )
 }
 AUTH_FREE_TYPES: Final = frozenset({"register", "login", "resume", "logout"})
@@ -390,8 +409,21 @@ class RoomState(msgspec.Struct, frozen=True, omit_defaults=True):
     read_up_to: int
 
 
+class Invitation(msgspec.Struct, frozen=True):
+    room: str
+    by: str
+
+
 class MyRoomList(_Request, tag="my_rooms", kw_only=True):
     rooms: list[RoomState]
+    invitations: list[Invitation] = []
+
+
+class Invited(_Frame, tag="invited", kw_only=True):
+    """To every connection of a user invited into a private room (or a direct message)."""
+
+    room: str
+    by: str
 
 
 class ReadMarker(_Request, tag="read", kw_only=True):
@@ -448,6 +480,7 @@ Event: TypeAlias = (
     | TopicChanged
     | OwnerChanged
     | Kicked
+    | Invited
 )
 ServerFrame: TypeAlias = Reply | Event
 
@@ -640,7 +673,68 @@ def password_problem(password: str, username: str) -> str | None:
 
 
 def check_room_name(room: str) -> str:
-    """Return the trimmed (NFC-composed) room name, or raise ``invalid_room_name``.
+    """Return the trimmed room name (public or private), or raise ``invalid_room_name``.
+
+    A private room is named ``~owner/name`` and a direct message ``@a+b``
+    (see ``private_room_name`` and ``direct_room_name``); no public name can
+    look like either, so the two namespaces never meet.
+    """
+    stripped = room.strip(" ")
+    if stripped.startswith(PRIVATE_PREFIX) and "/" in stripped:
+        owner, name = stripped[1:].split("/", 1)
+        return private_room_name(_room_username(owner), check_public_room_name(name))
+    if stripped.startswith(DIRECT_PREFIX) and "+" in stripped:
+        first, second = stripped[1:].split("+", 1)
+        return direct_room_name(_room_username(first), _room_username(second))
+    return check_public_room_name(room)
+
+
+PRIVATE_PREFIX: Final = "~"
+DIRECT_PREFIX: Final = "@"
+
+
+def private_room_name(owner: str, name: str) -> str:
+    """A private room lives in its creator's namespace: ``~ann/Plans``."""
+    return f"{PRIVATE_PREFIX}{owner}/{name}"
+
+
+def direct_room_name(first: str, second: str) -> str:
+    """The one room two users talk in privately: ``@ann+bob``, whoever opened it."""
+    a, b = sorted((first, second), key=username_key)
+    return f"{DIRECT_PREFIX}{a}+{b}"
+
+
+def is_private_room(name: str) -> bool:
+    return name.startswith((PRIVATE_PREFIX, DIRECT_PREFIX))
+
+
+def direct_room_users(name: str) -> tuple[str, str] | None:
+    """The two usernames of a direct-message room's name, or None for any other room."""
+    if not name.startswith(DIRECT_PREFIX):
+        return None
+    first, second = name[1:].split("+", 1)
+    return first, second
+
+
+def private_room_creator(name: str) -> str | None:
+    """Whose namespace a private room's name is in, or None for any other room."""
+    if not name.startswith(PRIVATE_PREFIX):
+        return None
+    return name[1:].split("/", 1)[0]
+
+
+def _room_username(name: str) -> str:
+    try:
+        return check_username(name)
+    except ProtocolError:
+        raise ProtocolError(
+            ErrorCode.INVALID_ROOM_NAME,
+            "A private room is named ~owner/name, and a direct message @user+user.",
+        ) from None
+
+
+def check_public_room_name(room: str) -> str:
+    """Return the trimmed (NFC-composed) public room name, or raise ``invalid_room_name``.
 
     Composing first lets ``e`` + combining accent count as the letter it shows.
     Invisible characters (Unicode's default-ignorable code points, such as
@@ -667,9 +761,18 @@ def room_key(room: str) -> str:
     """The identity of a room name: trimmed, then as ``name_skeleton`` says.
 
     ``Café``, ``CAFÉ`` and ``ｃａｆé`` are one room, and so are ``pay`` spelled
-    in Latin, Cyrillic (``рау``) or Greek (``ραy``) letters.
+    in Latin, Cyrillic (``рау``) or Greek (``ραy``) letters. A private
+    room's key is its creator's username key and its name's key; a direct
+    message's, the two username keys in order.
     """
-    return name_skeleton(room.strip(" "))
+    stripped = room.strip(" ")
+    if stripped.startswith(PRIVATE_PREFIX) and "/" in stripped:
+        owner, name = stripped[1:].split("/", 1)
+        return f"{PRIVATE_PREFIX}{username_key(owner)}/{name_skeleton(name.strip(' '))}"
+    if stripped.startswith(DIRECT_PREFIX) and "+" in stripped:
+        keys = sorted(username_key(user) for user in stripped[1:].split("+", 1))
+        return f"{DIRECT_PREFIX}{keys[0]}+{keys[1]}"
+    return name_skeleton(stripped)
 
 
 def legacy_room_key(room: str) -> str:

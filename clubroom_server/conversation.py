@@ -66,6 +66,8 @@ class Conversation:
             protocol.Kick: self.kick,
             protocol.Ban: self.ban,
             protocol.Unban: self.unban,
+            protocol.Invite: self.invite,
+            protocol.Direct: self.direct,
         }
 
     async def start(self) -> None:
@@ -94,6 +96,20 @@ class Conversation:
             raise ProtocolError(
                 ErrorCode.BANNED, f"The owner of {room.name!r} has banned you from it."
             )
+
+    async def may_enter(self, peer: Peer, room: Room | None) -> bool:
+        """May this user join the private room (invited, a member, or one of a DM's two)?
+
+        A missing room costs the same query as an existing one, so how long
+        the answer takes does not tell an outsider whether it exists.
+        """
+        if room is not None:
+            users = protocol.direct_room_users(room.name)
+            if users is not None:
+                return peer.user_key in {protocol.username_key(user) for user in users}
+            if peer.user_key in room.members:
+                return True
+        return await self._store.may_enter(room.id if room else -1, peer.user_key)
 
     async def created(self, peer: Peer, room: Room) -> None:
         """The creator owns the new room (in memory at once, then stored)."""
@@ -211,7 +227,11 @@ class Conversation:
             )
             for m in await self._store.memberships(peer.user.id)
         ]
-        return protocol.MyRoomList(id=request.id, rooms=rooms)
+        invitations = [
+            protocol.Invitation(room=name, by=by)
+            for name, by in await self._store.invitations(peer.user_key)
+        ]
+        return protocol.MyRoomList(id=request.id, rooms=rooms, invitations=invitations)
 
     async def typing_request(self, peer: Peer, request: protocol.Typing) -> protocol.Reply:
         room = self._service.joined_room(peer, request.room)
@@ -270,6 +290,49 @@ class Conversation:
         if not await self._store.unban(room.id, key):
             raise ProtocolError(ErrorCode.NO_SUCH_USER, f"{name} is not banned from {room.name!r}.")
         return protocol.Ok(id=request.id)
+
+    async def invite(self, peer: Peer, request: protocol.Invite) -> protocol.Reply:
+        """The owner of a private room lets a user in; the user is told at once."""
+        room = self._owned_room(peer, request.room)
+        if protocol.private_room_creator(room.name) is None:
+            what = "a direct message" if protocol.is_private_room(room.name) else "public"
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"{room.name!r} is {what}: invitations are for private rooms.",
+            )
+        key, _ = self._other_user(peer, request.username)
+        username = await self._store.username(key)
+        if username is None:
+            raise ProtocolError(
+                ErrorCode.NO_SUCH_USER, f"There is no user called {request.username.strip()!r}."
+            )
+        await self._store.invite(room.id, key, peer.username)
+        self._tell_invited(room, key, peer.username)
+        return protocol.Ok(id=request.id)
+
+    async def direct(self, peer: Peer, request: protocol.Direct) -> protocol.Reply | None:
+        """Join the two-person room with a user, creating it (and inviting them) if need be."""
+        key, _ = self._other_user(peer, request.username)
+        username = await self._store.username(key)
+        if username is None:
+            raise ProtocolError(
+                ErrorCode.NO_SUCH_USER, f"There is no user called {request.username.strip()!r}."
+            )
+        name = protocol.direct_room_name(peer.username, username)
+        existing = self._rooms.get(protocol.room_key(name))
+        if existing is not None and not existing.deleted:
+            return await self._service.join_room(peer, protocol.JoinRoom(id=request.id, room=name))
+        reply = await self._service.create_named(peer, name, request.id)
+        room = self._rooms.get(protocol.room_key(name))
+        if room is not None:
+            await self._store.invite(room.id, key, peer.username)
+            self._tell_invited(room, key, peer.username)
+        return reply
+
+    def _tell_invited(self, room: Room, user_key: str, by: str) -> None:
+        event = protocol.encode(protocol.Invited(room=room.name, by=by))
+        for connection in self._service.connections_of(user_key):
+            connection.send(event)
 
     def _remove(self, room: Room, key: str, by: str, reason: str, *, banned: bool) -> None:
         """Take a user out of the room on every connection at once, telling them why.

@@ -54,6 +54,8 @@ class ConversationHooks(Protocol):
 
     async def entered(self, peer: Peer, room: Room) -> Any: ...
 
+    async def may_enter(self, peer: Peer, room: Room | None) -> bool: ...
+
     async def left(self, peer: Peer, room: Room) -> None: ...
 
     def disconnected(self, peer: Peer) -> None: ...
@@ -172,6 +174,10 @@ class ChatService:
             window.prune()
         interval = min(self._settings.login_window, self._settings.registration_window)
         self._pruner = asyncio.get_running_loop().call_later(interval, self._prune_throttles)
+
+    def connections_of(self, user_key: str) -> list[Peer]:
+        """Every connection signed in as this user (a scan: used for rare events only)."""
+        return [peer for peer in self._peers if peer.user is not None and peer.user_key == user_key]
 
     def all_rooms(self) -> list[Room]:
         return self.rooms.all()
@@ -353,13 +359,32 @@ class ChatService:
     # ------------------------------------------------------------------ rooms
 
     async def create_room(self, peer: Peer, request: protocol.CreateRoom) -> protocol.Reply | None:
+        """Create a public room, or a private one in the creator's namespace (``~you/name``)."""
+        name = protocol.check_room_name(request.room)
+        if protocol.direct_room_users(name) is not None:
+            raise ProtocolError(
+                ErrorCode.INVALID_ROOM_NAME, "Open a direct-message room with direct."
+            )
+        creator = protocol.private_room_creator(name)
+        if creator is not None and protocol.username_key(creator) != peer.user_key:
+            raise ProtocolError(
+                ErrorCode.INVALID_ROOM_NAME,
+                f"Private rooms you create are named ~{peer.username}/name.",
+            )
+        if creator is not None or request.private:
+            public = name.split("/", 1)[1] if creator is not None else name
+            name = protocol.private_room_name(peer.username, public)
+        return await self.create_named(peer, name, request.id)
+
+    async def create_named(
+        self, peer: Peer, name: str, request_id: protocol.RequestId | None
+    ) -> protocol.Reply | None:
         """Store the room first; only then does it exist for anyone (a failure leaves no trace).
 
         While the row is being written the name is reserved: another creation
         gets ``room_exists`` and a join ``no_such_room``, as if it did not
         exist yet, which it does not.
         """
-        name = protocol.check_room_name(request.room)
         key = protocol.room_key(name)
         exists = ProtocolError(ErrorCode.ROOM_EXISTS, f"A room called {name!r} already exists.")
         if self.rooms.get(key) is not None or key in self._creating:
@@ -384,16 +409,23 @@ class ChatService:
                 self._leave(peer, room)
                 raise
         self._reply_joined(
-            peer, room, request.id, [], more=False, last_id=0, live=True, extras=extras
+            peer, room, request_id, [], more=False, last_id=0, live=True, extras=extras
         )
         return None
 
     async def join_room(self, peer: Peer, request: protocol.JoinRoom) -> protocol.Reply | None:
         name = protocol.check_room_name(request.room)
         room = self.rooms.get(protocol.room_key(name))
-        if room is None:
-            raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"There is no room called {name!r}.")
-        was_member = room.key in peer.rooms
+        was_member = room is not None and room.key in peer.rooms
+        if (
+            protocol.is_private_room(name)
+            and not was_member
+            and self.conversation is not None
+            and not await self.conversation.may_enter(peer, room)
+        ):
+            raise _no_such_room(name)  # the very answer a missing room gets
+        if room is None or room.deleted:
+            raise _no_such_room(name)
         if not was_member:
             self._take(self._room_bucket, peer)
             if self.conversation is not None:

@@ -22,7 +22,7 @@ TIMEOUT = 5.0
 EVENT_TYPES = frozenset(
     {"message", "member_joined", "member_left"}
     # conversation events (docs/protocol.md, "Conversation")
-    | {"read", "mention", "typing", "topic", "owner", "kicked"}
+    | {"read", "mention", "typing", "topic", "owner", "kicked", "invited"}
 )
 
 

@@ -66,6 +66,11 @@ class ConversationStore:
             "ON CONFLICT (room_id, user_id) DO NOTHING",
             (room_id, user_id, now_ms, room_id),
         )
+        await self._db.execute(
+            "DELETE FROM invitations WHERE room_id = ? "
+            "AND user_key = (SELECT key FROM users WHERE id = ?)",
+            (room_id, user_id),
+        )
         rows = await self._db.fetch(
             "SELECT read_up_to FROM memberships WHERE room_id = ? AND user_id = ?",
             (room_id, user_id),
@@ -166,6 +171,34 @@ class ConversationStore:
 
     async def set_topic(self, room_id: int, topic: str) -> None:
         await self._db.execute("UPDATE rooms SET topic = ? WHERE id = ?", (topic, room_id))
+
+    # ------------------------------------------------------- private rooms
+
+    async def invite(self, room_id: int, user_key: str, by: str) -> None:
+        await self._db.execute(
+            "INSERT INTO invitations (room_id, user_key, by_name) VALUES (?, ?, ?) "
+            "ON CONFLICT (room_id, user_key) DO NOTHING",
+            (room_id, user_key, by),
+        )
+
+    async def may_enter(self, room_id: int, user_key: str) -> bool:
+        """True if the user was invited into the room or is a member of it."""
+        rows = await self._db.fetch(
+            "SELECT 1 FROM invitations WHERE room_id = ? AND user_key = ? "
+            "UNION ALL SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id "
+            "WHERE m.room_id = ? AND u.key = ?",
+            (room_id, user_key, room_id, user_key),
+        )
+        return bool(rows)
+
+    async def invitations(self, user_key: str) -> list[tuple[str, str]]:
+        """(room name, inviter) for each invitation the user has not taken up yet."""
+        rows = await self._db.fetch(
+            "SELECT r.name, i.by_name FROM invitations i JOIN rooms r ON r.id = i.room_id "
+            "WHERE i.user_key = ? ORDER BY r.name",
+            (user_key,),
+        )
+        return [(str(name), str(by)) for name, by in rows]
 
     # ------------------------------------------------------------------ bans
 

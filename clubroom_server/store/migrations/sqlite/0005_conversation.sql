@@ -23,3 +23,11 @@ CREATE TABLE bans (
     username TEXT NOT NULL,
     PRIMARY KEY (room_id, user_key)
 ) WITHOUT ROWID;
+-- Who may join a private room besides its members (the owner invited them).
+CREATE TABLE invitations (
+    room_id INTEGER NOT NULL REFERENCES rooms(id) ON DELETE CASCADE,
+    user_key TEXT NOT NULL,
+    by_name TEXT NOT NULL,
+    PRIMARY KEY (room_id, user_key)
+);
+CREATE INDEX invitations_by_user ON invitations(user_key);
