@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import ssl
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
 import click
 
+from clubroom_tui import scripting
 from clubroom_tui.app import ClubroomApp
 from clubroom_tui.client import ClubroomClient
+from clubroom_tui.scripting import Target
 from clubroom_tui.sessions import SessionStore, default_config_dir
 from protocol import DEFAULT_URL
 
@@ -88,6 +92,94 @@ def tls_context(url: str, cafile: Path | None) -> ssl.SSLContext | None:
             raise click.BadParameter("--cafile only applies to wss:// addresses")
         return None
     return ssl.create_default_context(cafile=str(cafile) if cafile else None)
+
+
+SCRIPT_OPTIONS = [
+    click.option(
+        "--server",
+        "url",
+        default=DEFAULT_URL,
+        show_default=True,
+        envvar="CLUBROOM_SERVER",
+        show_envvar=True,
+        help="The server; its session must have been saved by 'clubroom connect' (Remember me).",
+    ),
+    CAFILE_OPTION,
+    click.option(
+        "--config-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="CLUBROOM_CONFIG_DIR",
+        show_envvar=True,
+        help="Where the saved session is (as for 'clubroom connect').",
+    ),
+    click.option(
+        "--timeout",
+        default=10.0,
+        show_default=True,
+        type=click.FloatRange(0.1, 3600),
+        help="Seconds to wait for the server before giving up (exit 4).",
+    ),
+]
+
+
+def script_options(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(SCRIPT_OPTIONS):
+        command = option(command)
+    return command
+
+
+def script_target(url: str, cafile: Path | None, config_dir: Path | None, timeout: float) -> Target:
+    return Target(url, config_dir or default_config_dir(), timeout, tls_context(url, cafile))
+
+
+@main.command(epilog=scripting.__doc__.split("\n\n", 1)[1] if scripting.__doc__ else None)
+@click.argument("room")
+@click.argument("text", required=False)
+@script_options
+def send(
+    room: str,
+    text: str | None,
+    url: str,
+    cafile: Path | None,
+    config_dir: Path | None,
+    timeout: float,
+) -> None:
+    """Send TEXT (or, without it or with '-', all of stdin) to ROOM, then exit.
+
+    Joins ROOM as the saved session's user (the others see you join and,
+    after the server's grace period, leave). The message is sent exactly
+    once, even if the connection drops meanwhile.
+    """
+    target = script_target(url, cafile, config_dir, timeout)
+    try:
+        message = scripting.read_text(text, sys.stdin)
+    except scripting.ScriptExit as stop:
+        click.echo(f"clubroom: {stop.message}", err=True)
+        sys.exit(stop.code)
+    sys.exit(scripting.run(scripting.sender(room, message), target))
+
+
+@main.command(epilog=scripting.__doc__.split("\n\n", 1)[1] if scripting.__doc__ else None)
+@click.argument("room")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, per event.")
+@script_options
+def tail(
+    room: str,
+    as_json: bool,
+    url: str,
+    cafile: Path | None,
+    config_dir: Path | None,
+    timeout: float,
+) -> None:
+    """Print ROOM's latest messages, then every new one, until Ctrl-C.
+
+    Lines are terminal-safe text (control characters shown as symbols), or
+    with --json one object per event: {"type": "message", "room", "id",
+    "author", "text", "at"}, "member_joined"/"member_left" with "username",
+    "topic" with "topic" and "by".
+    """
+    target = script_target(url, cafile, config_dir, timeout)
+    sys.exit(scripting.run(scripting.tailer(room, as_json, sys.stdout), target))
 
 
 @main.command()
