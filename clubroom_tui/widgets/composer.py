@@ -56,7 +56,7 @@ class Composer(Input):
         id: str | None = None,
     ) -> None:
         super().__init__(
-            placeholder=f"Message {room} — Enter sends, Tab completes, /help lists commands",
+            placeholder=f"Message {room} — Enter sends, Tab completes, /help",
             id=id,
         )
         self.names = names

@@ -40,6 +40,6 @@ class MemberList(Static):
             mark,
             plain(name, "bold" if you else ""),
             " (you)" if you else "",
-            " ★ owner" if owner is not None and name.casefold() == owner.casefold() else "",
+            " ★" if owner is not None and name.casefold() == owner.casefold() else "",
             " ✎" if online and name.casefold() in typists else "",
         )
