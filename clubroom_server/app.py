@@ -8,20 +8,26 @@ from types import TracebackType
 
 from clubroom_server import logs, metrics
 from clubroom_server.auth import PasswordHasher
+from clubroom_server.bus import RedisBus
+from clubroom_server.cluster import ClusterNode
 from clubroom_server.config import RESTART_ONLY, Settings
 from clubroom_server.conversation import Conversation
+from clubroom_server.limits import SharedTokenBucket
 from clubroom_server.manage.live import AdminFollower
 from clubroom_server.manage.requests import AdminRequests
 from clubroom_server.metrics import MetricsEndpoint, ServerCollector
 from clubroom_server.peer import PeerSet
+from clubroom_server.presence import ClusterMembers
 from clubroom_server.server import ClubroomServer
 from clubroom_server.service import ChatService
 from clubroom_server.session import SessionHandler
 from clubroom_server.store import Store, describe_url, make_store
 from clubroom_server.store.admin import open_admin_store
 from clubroom_server.store.conversation import open_conversation_store
+from clubroom_server.store.presence import ClusterPresence
 
 log = logging.getLogger(__name__)
+CLOSE_SERVICE_RESTART = 1012  # RFC 6455 "service restart": reconnect, maybe elsewhere
 
 
 class Clubroom:
@@ -37,9 +43,11 @@ class Clubroom:
             settings.argon2_parameters, settings.hash_workers, settings.hash_queue_limit
         )
         self.peers = PeerSet()
-        self.service = ChatService(settings, self.store, self.hasher, self.peers)
+        self.service = ChatService(
+            settings, self.store, self.hasher, self.peers, cluster=self._cluster_node()
+        )
         self.sessions = SessionHandler(settings, self.service, self.peers)
-        self.server = ClubroomServer(settings, self.sessions)
+        self.server = ClubroomServer(settings, self.sessions, health=self.problems)
         collector = ServerCollector(self.peers, self.service.rooms, self.sessions)
         self.registry = metrics.registry_for([collector])
         metrics_address = metrics.parse_address(settings.metrics_address)
@@ -58,7 +66,13 @@ class Clubroom:
             admin_store = await open_admin_store(settings.db)
             app.follower = AdminFollower(admin_store, app.peers, app.service.rooms)
             await app.follower.start()
-            admin = AdminRequests(admin_store, app.follower, app.service.rooms)
+            cluster = app.service.cluster
+            admin = AdminRequests(
+                admin_store,
+                app.follower,
+                app.service.rooms,
+                count_members=cluster.members.member_count if cluster else None,
+            )
             app.service.add_handlers(admin.handlers)
             conversation = Conversation(await open_conversation_store(settings.db), app.service)
             app.conversation = conversation
@@ -75,11 +89,41 @@ class Clubroom:
                 await app.follower.close()
             if app.conversation is not None:
                 await app.conversation.close()
+            await app.service.close_cluster()
             await app.store.close()
             app.hasher.close()
             raise
         log.info("Clubroom listening on %s (database %s)", app.url, describe_url(settings.db))
         return app
+
+    def _cluster_node(self) -> ClusterNode | None:
+        """With ``--bus``: the parts that make this process one node of a cluster."""
+        s = self.settings
+        if s.bus is None:
+            return None
+        members = ClusterMembers(
+            ClusterPresence(s.db, s.node_id),
+            grace=s.grace,
+            lease=s.node_lease,
+            on_left=lambda *left: self._members_left(*left),
+            on_fenced=self._fenced,
+        )
+        bus = RedisBus(s.bus, s.node_id, s.bus_prefix)
+        sends = SharedTokenBucket(s.bus, s.bus_prefix, "send", s.rate_limit, s.rate_burst)
+        return ClusterNode(bus, self.store, members, s.node_id, send_limit=sends)
+
+    def _members_left(self, room_id: int, room_name: str, usernames: list[str]) -> None:
+        assert self.service.cluster is not None
+        self.service.cluster.members_left(room_id, room_name, usernames)
+
+    def _fenced(self) -> None:
+        """The lease is lost: the others will drop our members, so send our clients elsewhere."""
+        self.peers.close_all(CLOSE_SERVICE_RESTART, "This server lost the cluster; reconnect.")
+
+    def problems(self) -> list[str]:
+        """What keeps this node from serving fully right now (``/healthz`` answers 503)."""
+        cluster = self.service.cluster
+        return [] if cluster is None else cluster.problems()
 
     @property
     def url(self) -> str:
@@ -126,6 +170,7 @@ class Clubroom:
         await self.service.finish_deletions()
         if self.conversation is not None:
             await self.conversation.close()
+        await self.service.close_cluster()
         await self.store.close()
         self.hasher.close()
         log.info("Clubroom stopped")

@@ -3,23 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 from click.core import ParameterSource
 
 from clubroom_server import admin, configfile, logs, metrics, runner
 from clubroom_server.admission import parse_networks, split_list
+from clubroom_server.bus import BusStartupError
 from clubroom_server.config import ARGON2_PROFILES, DEFAULT_ARGON2_PROFILE, Settings, default_db
 from clubroom_server.logs import LOG_FORMATS, LOG_LEVELS
 from clubroom_server.manage.cli import COMMANDS as ADMIN_COMMANDS
-from clubroom_server.store import SYNCHRONOUS_MODES, StartupError, StoreError
+from clubroom_server.store import SYNCHRONOUS_MODES, StartupError, StoreError, is_postgres_url
 from protocol import FORWARDED_FOR_HEADER
 
 _DEFAULTS = Settings.__dataclass_fields__
 
+
+class PlainName(click.ParamType):
+    """Node ids and channel prefixes go into Redis payloads and logs: letters, digits, ``.-_``."""
+
+    name = "name"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if not isinstance(value, str) or not PLAIN_NAME.fullmatch(value):
+            self.fail("use 1 to 64 letters, digits, '.', '-' or '_'", param, ctx)
+        return value
+
+
+PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+NODE_ID = PlainName()
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -156,6 +173,31 @@ SERVE_OPTIONS = [
         "PEM private key for --certfile (if not inside it).",
     ),
     _option(
+        "--bus",
+        "bus",
+        str,
+        "Run as one node of a cluster: redis://host:port/db of the Redis the nodes share "
+        "(needs a postgresql:// --db).",
+    ),
+    _option(
+        "--node-id",
+        "node_id",
+        NODE_ID,
+        "This node's name in the cluster [default: host-pid-random, unique].",
+    ),
+    _option(
+        "--bus-prefix",
+        "bus_prefix",
+        NODE_ID,
+        "Prefix of this cluster's Redis channels (clusters sharing one Redis need different ones).",
+    ),
+    _option(
+        "--node-lease",
+        "node_lease",
+        click.FloatRange(1),
+        "Seconds a cluster node's lease lasts; a node silent that long is treated as gone.",
+    ),
+    _option(
         "--log-level",
         "log_level",
         click.Choice(LOG_LEVELS, case_sensitive=False),
@@ -249,6 +291,19 @@ SERVE_OPTIONS = [
 ]
 
 
+def _check_cluster(settings: Settings) -> None:
+    """A cluster shares one database, which SQLite (a local file) cannot be."""
+    if settings.bus is None:
+        return
+    if urlsplit(settings.bus).scheme not in ("redis", "rediss", "unix"):
+        raise click.UsageError("--bus takes a Redis URL: redis://host:port/db.")
+    if not is_postgres_url(settings.db):
+        raise click.UsageError(
+            "--bus (a cluster) needs a database all nodes share: "
+            "--db postgresql://user@host:port/database."
+        )
+
+
 def _networks(values: tuple[str, ...]) -> tuple[str, ...]:
     """Validate ``--trusted-proxy`` values early, with a clear message."""
     parts = split_list(values)
@@ -301,11 +356,12 @@ def serve(**options: Any) -> None:
     """
     ctx = click.get_current_context()
     settings = settings_from(options)
-    logs.configure(settings.log_level, settings.log_format)
+    _check_cluster(settings)
+    logs.configure(settings.log_level, settings.log_format, node=settings.node_id)
     text = settings.log_format == "text"  # JSON logs: stdout and stderr carry JSON only
     try:
         asyncio.run(runner.run(settings, _reloader(ctx), click.echo if text else _quiet))
-    except StartupError as exc:
+    except (StartupError, BusStartupError) as exc:
         raise click.ClickException(str(exc)) from None
     except StoreError as exc:
         raise click.ClickException(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import secrets
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +46,11 @@ def default_db_path() -> Path:
 def default_db() -> str:
     """The default ``--db``: the SQLite file in the user's data directory."""
     return str(default_db_path())
+
+
+def default_node_id() -> str:
+    """Unique without configuration: host name, process id and a random part."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,11 @@ class Settings:
     log_format: str = "text"
     metrics_address: str = "off"
     drain_timeout: float = 10.0
+    # A cluster: a Redis URL turns this process into one node of many (None = one process).
+    bus: str | None = None
+    node_id: str = field(default_factory=default_node_id)
+    bus_prefix: str = "clubroom"
+    node_lease: float = 10.0  # seconds; renewed every third of it
 
     @property
     def argon2_parameters(self) -> argon2.Parameters:

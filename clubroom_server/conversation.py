@@ -120,6 +120,10 @@ class Conversation:
     async def entered(self, peer: Peer, room: Room) -> JoinedExtras:
         """Remember the membership (and its read marker) for the ``joined`` reply."""
         assert peer.user is not None
+        if self._service.cluster is not None or room.id not in self._by_id:
+            # Another node may have made the room or changed its topic: read it.
+            for meta in await self._store.room_meta(room.id):
+                room.owner_key, room.owner, room.topic = meta.owner_key, meta.owner, meta.topic
         self._by_id[room.id] = room
         read_up_to = await self._store.remember(room.id, peer.user.id, now_ms())
         return JoinedExtras(room.owner or None, room.topic, read_up_to)
@@ -127,7 +131,7 @@ class Conversation:
     async def left(self, peer: Peer, room: Room) -> None:
         """An explicit leave: once no connection of the user remains, not a member any more."""
         self.typing.end(room.id, peer.user_key)
-        if peer.user_key not in room.members and not room.deleted:
+        if peer.user_key not in room.members:
             key = peer.user_key
             self._in_background(lambda: self._store.forget(room.id, key), "membership end")
 
@@ -243,6 +247,9 @@ class Conversation:
         if room is None:
             return
         event = protocol.TypingEvent(room=room.name, username=username, state=state)
+        if self._service.cluster is not None:  # clients ignore their own user's typing
+            self._service.cluster.broadcast(room, protocol.encode(event))
+            return
         others = [c for c in room.live if c.username != username]
         if others:
             self._rooms.fanout(others, protocol.encode(event))
@@ -252,9 +259,11 @@ class Conversation:
         topic = protocol.check_topic(request.topic)
         await self._store.set_topic(room.id, topic)
         room.topic = topic
-        self._rooms.announce(
-            room, protocol.TopicChanged(room=room.name, topic=topic, by=peer.username)
-        )
+        event = protocol.TopicChanged(room=room.name, topic=topic, by=peer.username)
+        if self._service.cluster is not None:
+            self._service.cluster.broadcast(room, protocol.encode(event))
+        else:
+            self._rooms.announce(room, event)
         return protocol.Ok(id=request.id)
 
     async def kick(self, peer: Peer, request: protocol.Kick) -> protocol.Reply:

@@ -70,6 +70,10 @@ class Peer:
         """Close a connection whose session was ended by a logout on another connection."""
         self._close(protocol.CLOSE_LOGGED_OUT, "Logged out: this session was ended; log in again.")
 
+    def close_with(self, code: int, reason: str) -> None:
+        """Start closing with ``code`` (a cluster node draining or fenced), once."""
+        self._close(code, reason)
+
     def _close(self, code: int, reason: str) -> None:
         """Start closing with ``code`` (once) without awaiting the closing handshake."""
         if self._closing:
@@ -121,6 +125,11 @@ class PeerSet:
 
     def __iter__(self) -> Iterator[Peer]:
         return iter(self._peers)
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every connection with ``code`` (a cluster node draining or fenced)."""
+        for peer in list(self._peers):
+            peer.close_with(code, reason)
 
     def sweep(self) -> None:
         """Close every connection whose outgoing buffer passed its limit."""

@@ -31,6 +31,8 @@ class Subscriber(Hashable, Protocol):
 
 
 Fanout = Callable[[Iterable[Subscriber], bytes], None]
+# (room, username, user key): a member left *this node's* view of the room (cluster mode).
+MemberGone = Callable[["Room", str, str], None]
 
 
 @dataclass(eq=False)
@@ -67,11 +69,24 @@ class Room:
 class Rooms:
     """The registry of rooms and the rules of presence and automatic cleanup."""
 
-    def __init__(self, grace: float, fanout: Fanout, on_deleted: Callable[[Room], None]) -> None:
+    def __init__(
+        self,
+        grace: float,
+        fanout: Fanout,
+        on_deleted: Callable[[Room], None],
+        on_member_gone: MemberGone | None = None,
+    ) -> None:
+        """``on_member_gone`` set means a cluster node: this registry holds only the
+        node's own connections, so who joined, who left and whether the room is
+        empty are decided elsewhere (``presence``); then ``on_deleted`` means "no
+        member on this node any more", not "delete the room".
+        """
         self.grace = grace
         self._fanout = fanout
         self._on_deleted = on_deleted
+        self._on_member_gone = on_member_gone
         self._rooms: dict[str, Room] = {}
+        self._by_id: dict[int, Room] = {}
         # Told (room, user key) when a user stops being present in a room that
         # lives on (``conversation.Conversation`` hands ownership over).
         self.on_member_removed: Callable[[Room, str], None] | None = None
@@ -81,6 +96,10 @@ class Rooms:
 
     def get(self, key: str) -> Room | None:
         return self._rooms.get(key)
+
+    def by_id(self, room_id: int) -> Room | None:
+        """The live room with this id (a deleted and re-created room has a new id)."""
+        return self._by_id.get(room_id)
 
     def all(self) -> list[Room]:
         return list(self._rooms.values())
@@ -93,6 +112,7 @@ class Rooms:
         """Register a room; a room restored after a restart lives one grace period unjoined."""
         room = Room(record.id, record.name, record.key)
         self._rooms[room.key] = room
+        self._by_id[room.id] = room
         if expire_if_unjoined:
             room.expiry = _later(self.grace, self._expire_unjoined, room)
         return room
@@ -101,6 +121,8 @@ class Rooms:
         """Forget a room whose creation failed, without announcing anything."""
         if self._rooms.get(room.key) is room:
             del self._rooms[room.key]
+        if self._by_id.get(room.id) is room:
+            del self._by_id[room.id]
         room.deleted = True
 
     # ---------------------------------------------------------------- joining
@@ -118,7 +140,8 @@ class Rooms:
         member = room.members.get(subscriber.user_key)
         if member is None:
             member = room.members[subscriber.user_key] = Member(subscriber.username)
-            self._announce(room, protocol.MemberJoined(room=room.name, username=member.username))
+            if self._on_member_gone is None:
+                self.announce(room, protocol.MemberJoined(room=room.name, username=member.username))
         _cancel(member.grace)
         member.grace = None
         member.connections.add(subscriber)
@@ -177,8 +200,12 @@ class Rooms:
     def _remove_member(self, room: Room, user_key: str) -> None:
         member = room.members.pop(user_key)
         _cancel(member.grace)
-        if room.members:
-            self._announce(room, protocol.MemberLeft(room=room.name, username=member.username))
+        if self._on_member_gone is not None:
+            self._on_member_gone(room, member.username, user_key)
+            if not room.members:
+                self._delete(room)
+        elif room.members:
+            self.announce(room, protocol.MemberLeft(room=room.name, username=member.username))
             if self.on_member_removed is not None:
                 self.on_member_removed(room, user_key)
         else:
@@ -209,15 +236,15 @@ class Rooms:
         else:
             self._fanout(room.live, data)
 
-    def _announce(self, room: Room, event: protocol.Event) -> None:
+    def announce(self, room: Room, event: protocol.Event) -> None:
         """Member events go to live connections only: joiners learn members from ``joined``."""
         if room.live:
             self._fanout(room.live, protocol.encode(event))
 
-    def announce(self, room: Room, event: protocol.Event) -> None:
-        """Tell the room's live connections about a change (topic, owner, typing, removal)."""
-        if not room.deleted:
-            self._announce(room, event)
+    def forward(self, room: Room, data: bytes) -> None:
+        """An encoded member event from another node, for this node's live connections."""
+        if room.live and not room.deleted:
+            self._fanout(room.live, data)
 
     def close(self) -> None:
         """Cancel every timer (server shutdown): stored rooms get a new grace on restart."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -73,9 +73,15 @@ class ClubroomConnection(ServerConnection):
 class ClubroomServer:
     """Accepts connections, answers health checks and hands each socket to the session."""
 
-    def __init__(self, settings: Settings, handler: SessionHandler) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        handler: SessionHandler,
+        health: Callable[[], list[str]] = list,
+    ) -> None:
         self._settings = settings
         self._handler = handler
+        self._health = health
         self._server: Server | None = None
         self._addresses = AddressResolver(parse_networks(settings.trusted_proxies))
         self._origins = OriginPolicy(settings.allowed_origins)
@@ -181,7 +187,7 @@ class ClubroomServer:
         self._request_read(connection, request.headers)
         address = connection.client_address
         if request.path.split("?", 1)[0] == "/healthz":
-            return _plain(HTTPStatus.OK, "ok", head=request.method == "HEAD")
+            return _health_response(self._health(), head=request.method == "HEAD")
         if not self._origins.allows(request.headers):
             self._refusals.refused(address, "a web page from another site (Origin)")
             return _plain(HTTPStatus.FORBIDDEN, "This page may not connect to this server.\n")
@@ -206,6 +212,14 @@ def _select_subprotocol(
 ) -> Subprotocol | None:
     """Choose ``clubroom.v1`` when offered; also accept plain tools that offer none."""
     return CLUBROOM_V1 if CLUBROOM_V1 in offered else None
+
+
+def _health_response(problems: list[str], *, head: bool) -> Response:
+    """200 ``ok``, or 503 naming what is down (a balancer then sends clients elsewhere)."""
+    if not problems:
+        return _plain(HTTPStatus.OK, "ok", head=head)
+    body = "".join(f"{problem}\n" for problem in problems)
+    return _plain(HTTPStatus.SERVICE_UNAVAILABLE, body, head=head)
 
 
 def _plain(status: HTTPStatus, body: str, *, head: bool = False) -> Response:

@@ -26,6 +26,8 @@ from clubroom_server.auth import (
     new_token,
     token_hash,
 )
+from clubroom_server.bus import BusUnavailable
+from clubroom_server.cluster import ClusterNode, RoomGone
 from clubroom_server.config import Settings
 from clubroom_server.peer import Peer, PeerSet, fanout
 from clubroom_server.rooms import Room, Rooms
@@ -68,6 +70,7 @@ class ConversationHooks(Protocol):
 NonceKey = tuple[int, int, str]
 
 NOT_SAVED = "The server could not save that just now; please try again in a moment."
+BUS_UNAVAILABLE = "The server lost touch with the rest of the cluster for a moment; please retry."
 UNAVAILABLE = "The server's database is out of reach for a moment; nothing was done. Please retry."
 DELETE_RETRY_FIRST = 0.5  # seconds before retrying a room deletion the database could not take
 DELETE_RETRY_MAX = 10.0
@@ -92,13 +95,26 @@ class ChatService:
     """Accounts, rooms and messages: one method per request type."""
 
     def __init__(
-        self, settings: Settings, store: Store, hasher: PasswordHasher, peers: PeerSet
+        self,
+        settings: Settings,
+        store: Store,
+        hasher: PasswordHasher,
+        peers: PeerSet,
+        cluster: ClusterNode | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._hasher = hasher
         self._peers = peers
-        self.rooms = Rooms(settings.grace, fanout, self._room_deleted)  # type: ignore[arg-type]
+        self.cluster = cluster
+        self.rooms = Rooms(
+            settings.grace,
+            fanout,  # type: ignore[arg-type]
+            self._room_deleted,
+            on_member_gone=cluster.member_gone if cluster is not None else None,
+        )
+        if cluster is not None:
+            cluster.bind(self.rooms, _message_event, self._session_ended_elsewhere)
         self._failed_by_user = AttemptWindow(
             settings.login_failures_per_user, settings.login_window
         )
@@ -134,9 +150,13 @@ class ChatService:
     async def start(self) -> None:
         """Restore stored rooms (each gets one grace period) and drop expired tokens."""
         await self._store.purge_expired_tokens(now_ms())
-        for record in await self._store.all_rooms():
-            self._restore_room(record)
-        log.info("restored %d room(s) from the database", len(self.rooms))
+        if self.cluster is not None:
+            # A node serves rooms on demand; presence in the database says who is in them.
+            await self.cluster.start()
+        else:
+            for record in await self._store.all_rooms():
+                self._restore_room(record)
+            log.info("restored %d room(s) from the database", len(self.rooms))
         self._prune_throttles()
 
     def _restore_room(self, record: RoomRecord) -> None:
@@ -208,6 +228,12 @@ class ChatService:
             return await self._handlers[type(request)](peer, request)
         except UnavailableError:
             raise ProtocolError(ErrorCode.UNAVAILABLE, UNAVAILABLE) from None
+        except BusUnavailable:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, BUS_UNAVAILABLE) from None
+        except RoomGone as gone:
+            raise ProtocolError(
+                ErrorCode.NO_SUCH_ROOM, f"There is no room called {gone.args[0]!r}."
+            ) from None
         except StoreError:
             raise ProtocolError(ErrorCode.INTERNAL_ERROR, NOT_SAVED) from None
 
@@ -217,6 +243,7 @@ class ChatService:
             self.conversation.disconnected(peer)
         for room in peer.rooms.values():
             self.rooms.detach(room, peer, grace=True)
+            self._cluster_connection_gone(room)
         peer.rooms.clear()
 
     # --------------------------------------------------------------- accounts
@@ -329,7 +356,15 @@ class ChatService:
                 other.close_logged_out()
             if hashed:
                 await self._store.revoke_token(hashed)
+                if self.cluster is not None:
+                    self.cluster.end_session(hashed)
         return protocol.Ok(id=request.id)
+
+    def _session_ended_elsewhere(self, token_hash: str) -> None:
+        """A logout on another node of the cluster ends this token's connections here too."""
+        for peer in self._peers.using_token(token_hash):
+            self._sign_out(peer)
+            peer.close_logged_out()
 
     def _sign_out(self, peer: Peer) -> None:
         """Leave every room at once (no grace) and forget who the connection was."""
@@ -401,21 +436,30 @@ class ChatService:
         room = self.rooms.add(record)
         self._enter(peer, room)
         extras = None
-        if self.conversation is not None:
-            try:
+        try:
+            members = await self._cluster_enter(peer, room)
+            if self.conversation is not None:
                 await self.conversation.created(peer, room)
                 extras = await self.conversation.entered(peer, room)
-            except StoreError:
-                self._leave(peer, room)
-                raise
+        except BaseException:
+            self._leave(peer, room)
+            raise
         self._reply_joined(
-            peer, room, request_id, [], more=False, last_id=0, live=True, extras=extras
+            peer,
+            room,
+            request_id,
+            [],
+            more=False,
+            last_id=0,
+            live=True,
+            members=members,
+            extras=extras,
         )
         return None
 
     async def join_room(self, peer: Peer, request: protocol.JoinRoom) -> protocol.Reply | None:
         name = protocol.check_room_name(request.room)
-        room = self.rooms.get(protocol.room_key(name))
+        room = self.rooms.get(protocol.room_key(name)) or await self._cluster_room(name)
         was_member = room is not None and room.key in peer.rooms
         if (
             protocol.is_private_room(name)
@@ -437,6 +481,7 @@ class ChatService:
         self._enter(peer, room)
         extras = None
         try:
+            members = await self._cluster_enter(peer, room)
             if request.after is None:
                 records, more = await self._store.latest_messages(room.id, protocol.JOIN_LATEST)
             else:
@@ -445,7 +490,7 @@ class ChatService:
                 )
             if self.conversation is not None:
                 extras = await self.conversation.entered(peer, room)
-        except StoreError:
+        except (StoreError, BusUnavailable, RoomGone):
             if not was_member:
                 self._leave(peer, room)
             raise
@@ -467,6 +512,7 @@ class ChatService:
             more=more,
             last_id=last_id,
             live=not catching_up,
+            members=members,
             extras=extras,
         )
         return None
@@ -474,6 +520,8 @@ class ChatService:
     async def leave_room(self, peer: Peer, request: protocol.LeaveRoom) -> protocol.Reply:
         room = self._joined_room(peer, request.room)
         self._leave(peer, room)
+        if self.cluster is not None:
+            await self.cluster.settled(room, peer)
         if self.conversation is not None:
             await self.conversation.left(peer, room)
         return protocol.Ok(id=request.id)
@@ -485,6 +533,7 @@ class ChatService:
     def _leave(self, peer: Peer, room: Room) -> None:
         peer.rooms.pop(room.key, None)
         self.rooms.detach(room, peer, grace=False)
+        self._cluster_connection_gone(room)
 
     def _reply_joined(
         self,
@@ -496,13 +545,14 @@ class ChatService:
         more: bool,
         last_id: int,
         live: bool,
+        members: list[str] | None = None,
         extras: Any = None,
     ) -> None:
         """Send ``joined`` first, then let the room's buffered events follow it."""
         joined = protocol.Joined(
             id=request_id,
             room=room.name,
-            members=room.member_names(),
+            members=room.member_names() if members is None else members,
             messages=messages,
             more=more,
         )
@@ -530,6 +580,9 @@ class ChatService:
 
     def _room_deleted(self, room: Room) -> None:
         """The registry dropped an empty room: delete its row, and let a re-creation wait."""
+        if self.cluster is not None:
+            self.cluster.room_unused(room)
+            return
         log.info("room %r is empty; deleting it and its messages", room.name)
         if self.conversation is not None:
             self.conversation.room_gone(room)
@@ -639,10 +692,15 @@ class ChatService:
         assert peer.user is not None
         self._take(self._send_bucket, peer)
         started = time.perf_counter()
+        if self.cluster is not None:  # the same budget across every node
+            _raise_if_limited(await self.cluster.send_wait(peer.user_key))
 
         def announce(record: MessageRecord) -> None:
-            event = protocol.MessageEvent(message=to_wire(room, record))
-            self.rooms.publish_message(room, record.id, protocol.encode(event))
+            event = _message_event(room, record)
+            if self.cluster is None:
+                self.rooms.publish_message(room, record.id, event)
+            else:
+                self.cluster.stored(record, event)
 
         record = await self._store.append_message(
             room.id, peer.user.id, peer.user.username, text, self._now(), nonce, announce
@@ -667,13 +725,44 @@ class ChatService:
         return self._last_at_ms
 
     def _take(self, bucket: TokenBucket, peer: Peer) -> None:
-        wait = bucket.take(peer.user_key)
-        if wait is not None:
-            raise ProtocolError(
-                ErrorCode.RATE_LIMITED,
-                f"Slow down: try again in {wait:.1f} seconds.",
-                retry_after=round(wait, 3),
-            )
+        _raise_if_limited(bucket.take(peer.user_key))
+
+    # ---------------------------------------------------------------- cluster
+    # Only with ``--bus`` (see cluster.py): one process never runs any of this.
+
+    async def close_cluster(self) -> None:
+        if self.cluster is not None:
+            await self.cluster.close()
+
+    async def _cluster_enter(self, peer: Peer, room: Room) -> list[str] | None:
+        """In a cluster: serve the room, record the membership; the members to reply with."""
+        if self.cluster is None:
+            return None
+        return await self.cluster.enter(room, peer)
+
+    def _cluster_connection_gone(self, room: Room) -> None:
+        if self.cluster is not None:
+            self.cluster.connection_gone(room)
+
+    async def _cluster_room(self, name: str) -> Room | None:
+        """In a cluster, a room another node created is found in the database."""
+        if self.cluster is None:
+            return None
+        return await self.cluster.find_room(protocol.room_key(name))
+
+
+def _raise_if_limited(wait: float | None) -> None:
+    if wait is not None:
+        raise ProtocolError(
+            ErrorCode.RATE_LIMITED,
+            f"Slow down: try again in {wait:.1f} seconds.",
+            retry_after=round(wait, 3),
+        )
+
+
+def _message_event(room: Room, record: MessageRecord) -> bytes:
+    """The ``message`` event of a stored message, encoded once for every recipient."""
+    return protocol.encode(protocol.MessageEvent(message=to_wire(room, record)))
 
 
 _COUNTED = frozenset(

@@ -51,7 +51,7 @@ CAFILE_OPTION = click.option(
 
 
 @main.command(epilog=KEYS_HELP)
-@click.argument("url", default=DEFAULT_URL, metavar="[URL]")
+@click.argument("urls", nargs=-1, metavar="[URL]...")
 @CAFILE_OPTION
 @click.option(
     "--config-dir",
@@ -66,10 +66,14 @@ CAFILE_OPTION = click.option(
     help="Never read or write a saved session (shared machines, `clubroom web`); "
     "hides 'Remember me'.",
 )
-def connect(url: str, cafile: Path | None, config_dir: Path | None, no_remember: bool) -> None:
+def connect(
+    urls: tuple[str, ...], cafile: Path | None, config_dir: Path | None, no_remember: bool
+) -> None:
     """Open the chat client on the server at URL (default ws://127.0.0.1:8765).
 
-    URL is ws://HOST:PORT or wss://HOST:PORT. If the server cannot be reached,
+    URL is ws://HOST:PORT or wss://HOST:PORT. Give the URLs of several nodes
+    of a cluster to ride through a node restart: the client starts at a
+    random one and moves to the next when one fails. If the server cannot be reached,
     the client says so and keeps retrying; once connected it reconnects by
     itself after an outage, catching up on missed messages and sending what
     you typed meanwhile exactly once.
@@ -77,7 +81,11 @@ def connect(url: str, cafile: Path | None, config_dir: Path | None, no_remember:
     Log in or register ("Remember me" skips the password next time), then
     create or join rooms from the dashboard.
     """
-    client = ClubroomClient(url, ssl=tls_context(url, cafile))
+    urls = urls or (DEFAULT_URL,)
+    contexts = {tls_context(url, cafile) is None for url in urls}
+    if len(contexts) > 1:
+        raise click.BadParameter("use ws:// for all URLs or wss:// for all", param_hint="URL")
+    client = ClubroomClient(list(urls), ssl=tls_context(urls[0], cafile))
     sessions = None if no_remember else SessionStore(config_dir or default_config_dir())
     ClubroomApp(client, sessions).run()
 

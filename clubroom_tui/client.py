@@ -19,7 +19,7 @@ import ssl as ssl_module
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -395,7 +395,7 @@ class ClubroomClient:
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: str | Sequence[str] = DEFAULT_URL,
         *,
         ssl: ssl_module.SSLContext | None = None,
         request_timeout: float = 10.0,
@@ -403,7 +403,12 @@ class ClubroomClient:
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.url = url
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise ValueError("give at least one server URL")
+        # The first URL names the deployment (saved sessions are kept under it);
+        # connections go to the nodes in turn, starting at a random one.
+        self.url = self.urls[0]
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
         self.backoff = backoff or Backoff()
@@ -414,6 +419,7 @@ class ClubroomClient:
         self.rooms: dict[str, RoomState] = {}
         self._ssl = ssl
         self._rng = rng or random.Random()
+        self._turn = self._rng.randrange(len(self.urls))
         self._ws: ClientConnection | None = None
         self.server_restarting = False
         self._ready = asyncio.Event()
@@ -607,6 +613,8 @@ class ClubroomClient:
             state.owner = frame.owner
             self._emit(RoomInfoChanged(state.name, state.owner, state.topic))
         elif isinstance(frame, protocol.TypingEvent):
+            if frame.username == self.username:
+                return  # our own typing, on another device
             typing = set(state.typing) - {frame.username}
             if frame.state is not protocol.TypingState.DONE:
                 typing.add(frame.username)
@@ -668,6 +676,7 @@ class ClubroomClient:
         """Connect, serve the connection until it drops, wait, and again, until closed."""
         attempt = 0
         ever_connected = False
+        unreachable = 0  # servers that failed in a row: the next one is tried at once
         while not self._closed:
             if ever_connected:
                 lost = (
@@ -677,25 +686,34 @@ class ClubroomClient:
                 )
                 self._set_state(ConnectionState.RECONNECTING, lost)
             else:
-                self._set_state(ConnectionState.CONNECTING, f"Connecting to {self.url}…")
+                self._set_state(ConnectionState.CONNECTING, f"Connecting to {self.current_url}…")
             try:
                 ws = await self._open()
             except (OSError, InvalidHandshake, TimeoutError, InvalidURI) as exc:
+                failed_url = self.current_url
+                self._next_server()
+                unreachable += 1
+                if unreachable < len(self.urls):
+                    continue
+                unreachable = 0
                 attempt += 1
                 delay = self.backoff.delay(attempt, self._rng)
                 reason = "the server is restarting" if self.server_restarting else None
                 self._set_state(
                     ConnectionState.OFFLINE,
-                    f"Cannot reach {self.url} ({reason or describe_failure(exc)}); "
+                    f"Cannot reach {failed_url} ({reason or describe_failure(exc)}); "
                     f"retrying in {delay:.1f} s.",
                     retry_in=delay,
                 )
                 await asyncio.sleep(delay)
                 continue
             ever_connected = True
+            unreachable = 0
             opened = asyncio.get_running_loop().time()
             restored = await self._serve(ws)
             lasted = asyncio.get_running_loop().time() - opened
+            dropped_url = self.current_url
+            self._next_server()  # e.g. that node is restarting (1012): try another
             if restored and lasted >= STABLE_CONNECTION_SECONDS:
                 attempt = 0  # a good connection: come back at once, then back off
                 continue
@@ -703,14 +721,22 @@ class ClubroomClient:
             delay = self.backoff.delay(attempt, self._rng)
             self._set_state(
                 ConnectionState.OFFLINE,
-                f"The connection to {self.url} keeps dropping; retrying in {delay:.1f} s.",
+                f"The connection to {dropped_url} keeps dropping; retrying in {delay:.1f} s.",
                 retry_in=delay,
             )
             await asyncio.sleep(delay)
 
+    @property
+    def current_url(self) -> str:
+        """The server this client connects (or is connected) to now."""
+        return self.urls[self._turn]
+
+    def _next_server(self) -> None:
+        self._turn = (self._turn + 1) % len(self.urls)
+
     async def _open(self) -> ClientConnection:
         return await connect(
-            self.url,
+            self.current_url,
             subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
             compression=None,
             ssl=self._ssl,
@@ -733,7 +759,7 @@ class ClubroomClient:
             await self._restore()
             restored = True
             self.server_restarting = False
-            self._set_state(ConnectionState.CONNECTED, f"Connected to {self.url}.")
+            self._set_state(ConnectionState.CONNECTED, f"Connected to {self.current_url}.")
             self._ready.set()
             await reader
         except ClientError as exc:

@@ -1,7 +1,9 @@
 """Shared fixtures: a real Clubroom server on a free loopback port with a fresh database.
 
 Servers use SQLite by default; the server tests (tests/server/conftest.py)
-run each test that makes servers on SQLite and on PostgreSQL.
+run each test that makes servers on SQLite, on PostgreSQL, and on a
+three-node cluster (PostgreSQL + Redis) whose ``url`` hands out its nodes in
+turn, so the clients of one test are spread over the nodes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import pytest
 from clubroom_server.app import Clubroom
 from clubroom_server.config import Settings
 from clubroom_server.store import sqlite_path
+from tests.cluster.harness import CLUSTER_DEFAULTS, InProcessCluster, bus_prefix
 from tests.databases import database_url, query
+from tests.services import redis_url
 
 # Tests hash with the cheapest argon2 profile (except the tests about hashing),
 # keep the grace period short and leave every other default as shipped.
@@ -99,10 +103,14 @@ async def make_server(tmp_path: Path, db_backend: str) -> AsyncIterator[MakeServ
         async def make(**overrides: Any) -> RunningServer:
             if "db_path" in overrides:  # the older spelling: a SQLite file
                 overrides["db"] = str(overrides.pop("db_path"))
+            backend = "postgres" if db_backend == "cluster" else db_backend
             if "db" not in overrides:
-                fresh = database_url(db_backend, tmp_path, f"clubroom{len(servers)}")
+                fresh = database_url(backend, tmp_path, f"clubroom{len(servers)}")
                 overrides["db"] = await databases.enter_async_context(fresh)
-            server = RunningServer(Settings(**{**TEST_DEFAULTS, **overrides}))
+            if db_backend == "cluster":
+                server: RunningServer = cluster_of_nodes(overrides)  # type: ignore[assignment]
+            else:
+                server = RunningServer(Settings(**{**TEST_DEFAULTS, **overrides}))
             servers.append(server)
             await server.start()
             return server
@@ -112,6 +120,12 @@ async def make_server(tmp_path: Path, db_backend: str) -> AsyncIterator[MakeServ
         finally:
             for server in servers:
                 await server.stop()
+
+
+def cluster_of_nodes(overrides: dict[str, Any]) -> InProcessCluster:
+    """Three nodes on one fresh PostgreSQL database and the test Redis (own channels)."""
+    settings = {**TEST_DEFAULTS, **CLUSTER_DEFAULTS, "bus": redis_url(), "bus_prefix": bus_prefix()}
+    return InProcessCluster(Settings(**{**settings, **overrides}))
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ before answering.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import protocol
 from clubroom_server.manage.live import AdminFollower
@@ -26,10 +27,18 @@ log = logging.getLogger(__name__)
 class AdminRequests:
     """Handlers for the admin request types, plugged into ``ChatService``."""
 
-    def __init__(self, store: AdminStore, follower: AdminFollower, rooms: Rooms) -> None:
+    def __init__(
+        self,
+        store: AdminStore,
+        follower: AdminFollower,
+        rooms: Rooms,
+        count_members: Callable[[int], Awaitable[int]] | None = None,
+    ) -> None:
         self._store = store
         self._follower = follower
         self._rooms = rooms
+        # In a cluster the members of a room live in the database, not here.
+        self._count_members = count_members
 
     @property
     def handlers(self) -> dict[type, Handler]:
@@ -43,10 +52,15 @@ class AdminRequests:
         await self._require_admin(peer)
         listed = []
         for room in await self._store.rooms():
-            live = self._rooms.get(protocol.room_key(room.name))
-            members = len(live.members) if live is not None and live.id == room.id else 0
+            members = await self._members(room.id, room.name)
             listed.append(protocol.AdminRoomInfo(room.name, members, room.messages))
         return protocol.AdminRoomList(id=request.id, rooms=listed)
+
+    async def _members(self, room_id: int, name: str) -> int:
+        if self._count_members is not None:
+            return await self._count_members(room_id)
+        live = self._rooms.get(protocol.room_key(name))
+        return len(live.members) if live is not None and live.id == room_id else 0
 
     async def delete_room(self, peer: Peer, request: protocol.AdminDeleteRoom) -> protocol.Reply:
         await self._require_admin(peer)

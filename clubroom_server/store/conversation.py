@@ -156,10 +156,13 @@ class ConversationStore:
 
     # ---------------------------------------------------------- owner, topic
 
-    async def room_meta(self) -> list[RoomMeta]:
+    async def room_meta(self, room_id: int | None = None) -> list[RoomMeta]:
+        """Owner and topic of every room (or of one: a room another node made)."""
+        where, params = ("WHERE r.id = ?", (room_id,)) if room_id is not None else ("", ())
         rows = await self._db.fetch(
             "SELECT r.id, COALESCE(u.key, ''), COALESCE(u.username, ''), r.topic "
-            "FROM rooms r LEFT JOIN users u ON u.id = r.owner_id"
+            f"FROM rooms r LEFT JOIN users u ON u.id = r.owner_id {where}",
+            params,
         )
         return [RoomMeta(int(a), b, c, d) for a, b, c, d in rows]
 

@@ -1,9 +1,11 @@
 """Fixtures for server tests: every test runs on each backend; wire clients closed at the end.
 
-A test that makes a server runs twice, on SQLite and on PostgreSQL (a fresh
-database from ``CLUBROOM_TEST_POSTGRES``; skipped with the reason where it is
-not set, failed where ``CLUBROOM_REQUIRE_SERVICES=1``). A test about the
-SQLite file itself is marked ``sqlite_only``.
+A test that makes a server runs three times: on SQLite, on PostgreSQL (a
+fresh database from ``CLUBROOM_TEST_POSTGRES``; skipped with the reason where
+it is not set, failed where ``CLUBROOM_REQUIRE_SERVICES=1``) and on a
+three-node cluster (PostgreSQL + ``CLUBROOM_TEST_REDIS``). A test about the
+SQLite file itself is marked ``sqlite_only``; one about a single process's
+own workings (restarting it, its in-memory limits) ``single_process``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "db_backend" not in metafunc.fixturenames:
         return
     only_sqlite = metafunc.definition.get_closest_marker("sqlite_only") is not None
+    one_process = any(
+        metafunc.definition.get_closest_marker(name) is not None
+        for name in ("single_process", "cluster_todo")
+    )
     backends = ["sqlite"] if only_sqlite else list(BACKENDS)
+    if not only_sqlite and not one_process:
+        backends.append("cluster")
     metafunc.parametrize("db_backend", backends, indirect=True)
 
 

@@ -71,6 +71,7 @@ async def test_slow_consumer_is_closed_and_others_are_unaffected(
         await client.close()
 
 
+@pytest.mark.single_process  # the cap is per node: each node protects itself
 async def test_connections_per_address_are_capped(make_server: MakeServer) -> None:
     """Past the cap, a new connection from the same address is refused with HTTP 429."""
     server = await make_server(max_connections_per_address=3)

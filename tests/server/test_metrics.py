@@ -15,6 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import MakeServer, RunningServer
 from tests.wsclient import WireClient, in_room, user
 
+# Metrics describe one process; a cluster's nodes are scraped one by one and
+# summed by Prometheus, so these tests run against one process.
+pytestmark = pytest.mark.single_process
+
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 

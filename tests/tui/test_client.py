@@ -380,3 +380,14 @@ def test_a_room_state_forgets_its_oldest_messages_beyond_the_cap() -> None:
     assert len(state.messages) == KEEP_MESSAGES
     assert state.messages[-1].id == batch[-1].id
     assert state.has_older
+
+
+async def test_of_several_urls_the_one_that_answers_is_used(
+    server: RunningServer, make_client: MakeClient
+) -> None:
+    """Given dead servers and a live one, the client tries them in turn and connects."""
+    dead = [f"ws://127.0.0.1:{free_port()}" for _ in range(2)]
+    client = await make_client(url=[dead[0], server.url, dead[1]])
+    await wait_ready(client)
+    assert client.current_url == server.url and client.url == dead[0]
+    assert (await client.register("ann", PASSWORD)).username == "ann"

@@ -1,0 +1,228 @@
+"""A cluster node: the same chat, with delivery and presence shared through Redis and PostgreSQL.
+
+Single process (no ``--bus``): nothing here exists; a commit goes straight to
+the room registry and presence lives in ``rooms.py``, as fast as before.
+
+A cluster node (``ClusterNode``) plugs three things into the chat:
+
+* **Delivery.** Every message this node stores is published on the bus right
+  after its commit (the store calls ``stored`` in commit order) and offered
+  to this node's ``OrderedDelivery`` at once, so local members do not wait
+  for Redis. Other nodes' messages arrive from the bus and go through the
+  same ``OrderedDelivery``: the first copy is delivered, in the room's
+  ``seq`` order, gaps are read from the database, duplicates dropped. The
+  registry (``rooms.py``) then does what it does on one process: buffer for
+  joiners, floors against the snapshot, fan-out.
+* **Serving a room.** A node serves a room while one of its connections is
+  in it: subscribed to the room's channel, and anchored at the message the
+  room had reached once the subscription was active — so a joiner's
+  snapshot (read after that) and the events that follow it meet exactly.
+* **Presence.** ``rooms.py`` keeps only this node's connections and grace
+  timers; who is a member cluster-wide, who is new, who left and whether the
+  room is now empty is decided in the database (``presence.py``), and the
+  resulting ``member_joined`` / ``member_left`` travel on the bus as
+  unsequenced events.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import protocol
+from clubroom_server.bus import NODE_WIDE, Bus, BusEvent
+from clubroom_server.limits import SharedTokenBucket
+from clubroom_server.ordering import Clock, OrderedDelivery, Sequenced
+from clubroom_server.presence import ClusterMembers
+from clubroom_server.rooms import Room, Rooms, Subscriber
+from clubroom_server.store import MessageRecord, Store
+
+log = logging.getLogger(__name__)
+
+FILL_PAGE = 500  # messages read per round trip when filling a gap
+
+EncodeMessage = Callable[[Room, MessageRecord], bytes]
+SESSION_ENDED = b"session-ended "
+
+
+class RoomGone(Exception):
+    """The room was deleted (its last member left on another node) before this join took."""
+
+
+class ClusterNode:
+    """Glue between the store, the bus, cluster presence and this node's registry."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        store: Store,
+        members: ClusterMembers,
+        node_id: str,
+        send_limit: SharedTokenBucket | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._bus = bus
+        self._store = store
+        self.members = members
+        self.node_id = node_id
+        self._send_limit = send_limit
+        self.order = OrderedDelivery(self._in_order, self._fetch_after, clock)
+        self._rooms: Rooms | None = None
+        self._encode: EncodeMessage | None = None
+        self._session_ended: Callable[[str], None] = lambda token_hash: None
+
+    def bind(
+        self, rooms: Rooms, encode: EncodeMessage, session_ended: Callable[[str], None]
+    ) -> None:
+        """Attach the registry this node delivers to, and what to do when another node
+        ends a session (built by the service)."""
+        self._rooms, self._encode, self._session_ended = rooms, encode, session_ended
+
+    async def start(self) -> None:
+        await self.members.start()
+        try:
+            await self._bus.start(self._heard, self.order.resync)
+        except BaseException:
+            await self.members.close()
+            raise
+
+    async def close(self) -> None:
+        """After the clients are gone: stop delivery, hand memberships to the grace."""
+        self.order.close()
+        await self.order.wait_idle()
+        await self._bus.close()
+        await self.members.close()
+        if self._send_limit is not None:
+            await self._send_limit.close()
+
+    def problems(self) -> list[str]:
+        """What keeps this node from serving fully (``/healthz`` answers 503 while any)."""
+        found = []
+        if not self.members.healthy:
+            found.append("database: the cluster lease cannot be renewed")
+        if not self._bus.healthy:
+            found.append("bus: Redis is out of reach")
+        return found
+
+    @property
+    def registry(self) -> Rooms:
+        assert self._rooms is not None, "bind() first"
+        return self._rooms
+
+    # ----------------------------------------------------------------- rooms
+
+    async def find_room(self, key: str) -> Room | None:
+        """A room another node created (this node's registry holds only rooms it serves)."""
+        record = await self.members.find_room(key)
+        if record is None:
+            return None
+        return self.registry.get(key) or self.registry.add(record)
+
+    async def enter(self, room: Room, subscriber: Subscriber) -> list[str]:
+        """After ``attach``: serve the room, record the membership, announce a new member.
+
+        Returns the room's members cluster-wide for the ``joined`` reply.
+        Raises ``RoomGone`` if the room was deleted meanwhile, ``BusUnavailable``
+        or a ``StoreError`` if a shared part is down (nothing is recorded then).
+        """
+        await self._serve(room.id)
+        joined = await self.members.join(room.id, subscriber.user_key, subscriber.username)
+        if joined is None:
+            raise RoomGone(room.name)
+        if joined.new_member:
+            event = protocol.MemberJoined(room=room.name, username=subscriber.username)
+            data = protocol.encode(event)
+            self.registry.forward(room, data)  # the joiner is not live yet
+            self._bus.publish(BusEvent(room.id, 0, 0, data, self.node_id))
+        return joined.members
+
+    def broadcast(self, room: Room, data: bytes) -> None:
+        """A room event that is not a message (topic, typing): this node's and every node's."""
+        self.registry.forward(room, data)
+        self._bus.publish(BusEvent(room.id, 0, 0, data, self.node_id))
+
+    def connection_gone(self, room: Room) -> None:
+        """A connection left the room: stop hearing it if none of ours is in it any more."""
+        if not room.live and not room.joining:
+            self._release(room.id)
+
+    async def settled(self, room: Room, subscriber: Subscriber) -> None:
+        """Wait for this node's pending leave of the user from the room to be recorded."""
+        await self.members.settled(room.id, subscriber.user_key)
+
+    def member_gone(self, room: Room, username: str, user_key: str) -> None:
+        """``rooms.py``: no connection or grace of the user is left here (hook)."""
+        self.members.leave(room.id, room.name, user_key, username)
+
+    def room_unused(self, room: Room) -> None:
+        """``rooms.py``: no member of the room is left on this node (hook)."""
+        self._release(room.id)
+
+    def members_left(self, room_id: int, room_name: str, usernames: list[str]) -> None:
+        """The database says these users left the room cluster-wide: tell every node."""
+        room = self.registry.by_id(room_id)
+        for username in usernames:
+            data = protocol.encode(protocol.MemberLeft(room=room_name, username=username))
+            if room is not None:
+                self.registry.forward(room, data)
+            self._bus.publish(BusEvent(room_id, 0, 0, data, self.node_id))
+
+    async def _serve(self, room_id: int) -> None:
+        """Subscription active first, then the anchor read (see the module docstring)."""
+        if self.order.last_delivered(room_id) is not None:
+            return
+        self.order.track(room_id)
+        try:
+            await self._bus.subscribe(room_id)
+            latest, _ = await self._store.latest_messages(room_id, 1)
+        except BaseException:
+            self._release(room_id)
+            raise
+        last = latest[-1] if latest else None
+        self.order.anchor(room_id, last.seq if last else 0, last.id if last else 0)
+
+    def _release(self, room_id: int) -> None:
+        self.order.forget(room_id)
+        self._bus.unsubscribe(room_id)
+
+    # -------------------------------------------------------------- messages
+
+    async def send_wait(self, user_key: str) -> float | None:
+        """The per-user message rate, cluster-wide: None, or seconds until a send is allowed."""
+        if self._send_limit is None:
+            return None
+        return await self._send_limit.take(user_key)
+
+    def stored(self, record: MessageRecord, data: bytes) -> None:
+        """This node committed a message (called in commit order): publish, deliver locally."""
+        self._bus.publish(BusEvent(record.room_id, record.seq, record.id, data, self.node_id))
+        self.order.offer(record.room_id, Sequenced(record.seq, record.id, data))
+
+    def end_session(self, token_hash: str) -> None:
+        """A logout here: every node signs out its connections using that token."""
+        data = SESSION_ENDED + token_hash.encode("ascii")
+        self._bus.publish(BusEvent(NODE_WIDE, 0, 0, data, self.node_id))
+
+    def _heard(self, event: BusEvent) -> None:
+        if event.room_id == NODE_WIDE:
+            if event.data.startswith(SESSION_ENDED):
+                self._session_ended(event.data[len(SESSION_ENDED) :].decode("ascii", "replace"))
+            return
+        if event.seq != 0:
+            self.order.offer(event.room_id, Sequenced(event.seq, event.message_id, event.data))
+            return
+        room = self.registry.by_id(event.room_id)
+        if room is not None:
+            self.registry.forward(room, event.data)
+
+    def _in_order(self, room_id: int, item: Sequenced) -> None:
+        room = self.registry.by_id(room_id)
+        if room is not None:
+            self.registry.publish_message(room, item.message_id, item.data)
+
+    async def _fetch_after(self, room_id: int, after_id: int) -> tuple[Sequence[Sequenced], bool]:
+        room = self.registry.by_id(room_id)
+        if room is None or self._encode is None:
+            return [], False  # not served here any more
+        records, more = await self._store.messages_after(room_id, after_id, FILL_PAGE)
+        return [Sequenced(r.seq, r.id, self._encode(room, r)) for r in records], more
