@@ -34,7 +34,10 @@ Keys (also listed in the footer; ctrl+p opens the command palette):
                (arrows + enter open a room)
                ctrl+o log out (asks first if that deletes rooms)
   room         enter sends; a paste keeps all its lines
-               tab completes a member's name (al or @al → alice)
+               tab completes a member's name (al or @al → alice) or a /command
+               /help lists the commands (/join /leave /me /topic /kick /ban
+               /unban /invite /msg /who /help /quit); //text sends "/text"
+               f6 opens the next room where someone mentioned you
                escape back to the dashboard (stay in the room)
                ctrl+t show/hide members   ctrl+end jump to the newest
                pageup/pagedown scroll; scrolling to the top loads older messages
@@ -66,8 +69,19 @@ CAFILE_OPTION = click.option(
     help="Never read or write a saved session (shared machines, `clubroom web`); "
     "hides 'Remember me'.",
 )
+@click.option(
+    "--no-bell",
+    is_flag=True,
+    envvar="CLUBROOM_NO_BELL",
+    show_envvar=True,
+    help="Do not ring the terminal bell when someone mentions you.",
+)
 def connect(
-    urls: tuple[str, ...], cafile: Path | None, config_dir: Path | None, no_remember: bool
+    urls: tuple[str, ...],
+    cafile: Path | None,
+    config_dir: Path | None,
+    no_remember: bool,
+    no_bell: bool,
 ) -> None:
     """Open the chat client on the server at URL (default ws://127.0.0.1:8765).
 
@@ -87,7 +101,7 @@ def connect(
         raise click.BadParameter("use ws:// for all URLs or wss:// for all", param_hint="URL")
     client = ClubroomClient(list(urls), ssl=tls_context(urls[0], cafile))
     sessions = None if no_remember else SessionStore(config_dir or default_config_dir())
-    ClubroomApp(client, sessions).run()
+    ClubroomApp(client, sessions, bell_on_mention=not no_bell).run()
 
 
 def tls_context(url: str, cafile: Path | None) -> ssl.SSLContext | None:
