@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clubroom_tui.app import ClubroomApp
+from clubroom_tui.sessions import SessionStore
 from clubroom_tui.widgets.composer import Composer
 from protocol import TypingState
 from tests.conftest import RunningServer
@@ -11,6 +13,7 @@ from tests.tui.conftest import (
     MakeClient,
     ann_in_lobby,
     enter_room,
+    fast_client,
     log_in,
     make_app,
     say,
@@ -145,3 +148,21 @@ async def test_a_mention_elsewhere_rings_notifies_and_f6_jumps_there(
         assert notes == ["bob mentioned you in garden (F6 jumps there)."], notes
         await pilot.press("f6")
         await wait_for_text(pilot, "# garden", "bob: @ann the roses!")
+
+
+async def test_no_bell_keeps_the_notification_but_not_the_bell(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """With the bell turned off (--no-bell), a mention elsewhere still notifies, silently."""
+    bob = await make_client("bob")
+    await bob.create_room("garden")
+    app = ClubroomApp(fast_client(server.url), SessionStore(config_dir), bell_on_mention=False)
+    bells: list[int] = []
+    app.bell = lambda: bells.append(1)  # type: ignore[method-assign]
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "garden", create=False)
+        await pilot.press("escape")
+        await bob.send("garden", "@ann psst")
+        await wait_for(lambda: len(app._notifications) == 1, "the notification")
+        assert bells == []
