@@ -32,6 +32,13 @@ PASSWORD_MIN, PASSWORD_MAX = 8, 1024
 JOIN_LATEST: Final = 50
 JOIN_AFTER_MAX: Final = 500
 HISTORY_DEFAULT, HISTORY_MAX = 50, 100
+MAX_TOPIC_LENGTH: Final = 300
+MAX_REASON_LENGTH: Final = 300
+# Typing: a client renews ``active`` at most every TYPING_RELAY_SECONDS; the
+# server relays at most one typing event a user a room in that time, and an
+# ``active`` (or ``paused``) state not renewed within TYPING_EXPIRY_SECONDS ends.
+TYPING_RELAY_SECONDS: Final = 2.5
+TYPING_EXPIRY_SECONDS: Final = 6.0
 TOKEN_LIFETIME_SECONDS: Final = 30 * 24 * 3600
 # Living messages (extensions): search pages, reply excerpts, reactions.
 SEARCH_DEFAULT, SEARCH_MAX, SEARCH_OFFSET_MAX = 20, 50, 10_000
@@ -93,6 +100,10 @@ class ErrorCode(StrEnum):
     INVALID_REACTION = "invalid_reaction"
     TOO_MANY_REACTIONS = "too_many_reactions"
     INVALID_QUERY = "invalid_query"
+    # Extensions for conversations (docs/protocol.md, "Conversation").
+    NOT_OWNER = "not_owner"  # only the room's owner may do that
+    BANNED = "banned"  # the room's owner banned this user from it
+    INVALID_TOPIC = "invalid_topic"
 
 
 class ProtocolError(Exception):
@@ -165,6 +176,8 @@ class Logout(_Request, tag="logout", kw_only=True):
 
 class CreateRoom(_Request, tag="create_room", kw_only=True):
     room: str
+    # Extension: a private room, named ``~creator/room`` (docs/protocol.md).
+    private: bool = False
 
 
 class JoinRoom(_Request, tag="join_room", kw_only=True):
@@ -239,6 +252,63 @@ class AdminDisableUser(_Request, tag="admin_disable_user", kw_only=True):
     username: str
 
 
+class MarkRead(_Request, tag="mark_read", kw_only=True):
+    """Move this user's read marker in a joined room forward to ``up_to``."""
+
+    room: str
+    up_to: MessageId
+
+
+class MyRooms(_Request, tag="my_rooms", kw_only=True):
+    """The rooms this user is a member of, with unread and mention counts."""
+
+
+class TypingState(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    DONE = "done"
+
+
+class Typing(_Request, tag="typing", kw_only=True):
+    room: str
+    state: TypingState
+
+
+class SetTopic(_Request, tag="set_topic", kw_only=True):
+    room: str
+    topic: str
+
+
+class Kick(_Request, tag="kick", kw_only=True):
+    room: str
+    username: str
+    reason: str = ""
+
+
+class Ban(_Request, tag="ban", kw_only=True):
+    room: str
+    username: str
+    reason: str = ""
+
+
+class Unban(_Request, tag="unban", kw_only=True):
+    room: str
+    username: str
+
+
+class Invite(_Request, tag="invite", kw_only=True):
+    """The owner of a private room lets a user join it."""
+
+    room: str
+    username: str
+
+
+class Direct(_Request, tag="direct", kw_only=True):
+    """Open (creating if need be) the private two-person room with ``username``."""
+
+    username: str
+
+
 Request: TypeAlias = (
     Register
     | Login
@@ -256,6 +326,15 @@ Request: TypeAlias = (
     | Delete
     | React
     | Search
+    | MarkRead
+    | MyRooms
+    | Typing
+    | SetTopic
+    | Kick
+    | Ban
+    | Unban
+    | Invite
+    | Direct
 )
 REQUEST_TYPES: Final[dict[str, type[_Request]]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
@@ -276,6 +355,15 @@ REQUEST_TYPES: Final[dict[str, type[_Request]]] = {
         Delete,
         React,
         Search,
+        MarkRead,
+        MyRooms,
+        Typing,
+        SetTopic,
+        Kick,
+        Ban,
+        Unban,
+        Invite,
+        Direct,
     )
 }
 AUTH_FREE_TYPES: Final = frozenset({"register", "login", "resume", "logout"})
@@ -344,6 +432,10 @@ class Joined(_Request, tag="joined", kw_only=True):
     # changed since ``after``, and the position to resume from next time.
     changes: list[Message] | None = None
     cursor: int | None = None
+    # Extensions (docs/protocol.md, "Conversation"): absent from older servers.
+    owner: str | None = None
+    topic: str = ""
+    read_up_to: int | None = None
 
 
 class Sent(_Request, tag="sent", kw_only=True):
@@ -437,10 +529,100 @@ class RoomDeleted(_Frame, tag="room_deleted", kw_only=True):
     room: str
 
 
+class RoomState(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One room in a ``my_rooms`` reply: the badges a client shows before joining."""
+
+    room: str
+    unread: int
+    mentions: int
+    last_id: int
+    read_up_to: int
+
+
+class Invitation(msgspec.Struct, frozen=True):
+    room: str
+    by: str
+
+
+class MyRoomList(_Request, tag="my_rooms", kw_only=True):
+    rooms: list[RoomState]
+    invitations: list[Invitation] = []
+
+
+class Invited(_Frame, tag="invited", kw_only=True):
+    """To every connection of a user invited into a private room (or a direct message)."""
+
+    room: str
+    by: str
+
+
+class ReadMarker(_Request, tag="read", kw_only=True):
+    """Reply to ``mark_read`` (with ``id``) and event to the user's other connections."""
+
+    room: str
+    up_to: int
+
+
+class MentionEvent(_Frame, tag="mention", kw_only=True):
+    """To a mentioned member's connections in the room: message ``message_id`` names them."""
+
+    room: str
+    message_id: int
+    author: str
+
+
+class TypingEvent(_Frame, tag="typing", kw_only=True):
+    room: str
+    username: str
+    state: TypingState
+
+
+class TopicChanged(_Frame, tag="topic", kw_only=True):
+    room: str
+    topic: str
+    by: str
+
+
+class OwnerChanged(_Frame, tag="owner", kw_only=True):
+    room: str
+    owner: str
+
+
+class Kicked(_Frame, tag="kicked", kw_only=True):
+    """To every connection of a removed member (and ``member_left`` to the others)."""
+
+    room: str
+    by: str
+    reason: str = ""
+    banned: bool = False
+
+
 Reply: TypeAlias = (
-    Welcome | Ok | Joined | Sent | HistoryPage | Error | AdminRoomList | Changed | SearchPage
+    Welcome
+    | Ok
+    | Joined
+    | Sent
+    | HistoryPage
+    | Error
+    | AdminRoomList
+    | Changed
+    | SearchPage
+    | MyRoomList
+    | ReadMarker
 )
-Event: TypeAlias = MessageEvent | MemberJoined | MemberLeft | RoomDeleted | MessageChanged
+Event: TypeAlias = (
+    MessageEvent
+    | MemberJoined
+    | MemberLeft
+    | RoomDeleted
+    | MessageChanged
+    | MentionEvent
+    | TypingEvent
+    | TopicChanged
+    | OwnerChanged
+    | Kicked
+    | Invited
+)
 ServerFrame: TypeAlias = Reply | Event
 
 _encoder = msgspec.json.Encoder()
@@ -632,7 +814,68 @@ def password_problem(password: str, username: str) -> str | None:
 
 
 def check_room_name(room: str) -> str:
-    """Return the trimmed (NFC-composed) room name, or raise ``invalid_room_name``.
+    """Return the trimmed room name (public or private), or raise ``invalid_room_name``.
+
+    A private room is named ``~owner/name`` and a direct message ``@a+b``
+    (see ``private_room_name`` and ``direct_room_name``); no public name can
+    look like either, so the two namespaces never meet.
+    """
+    stripped = room.strip(" ")
+    if stripped.startswith(PRIVATE_PREFIX) and "/" in stripped:
+        owner, name = stripped[1:].split("/", 1)
+        return private_room_name(_room_username(owner), check_public_room_name(name))
+    if stripped.startswith(DIRECT_PREFIX) and "+" in stripped:
+        first, second = stripped[1:].split("+", 1)
+        return direct_room_name(_room_username(first), _room_username(second))
+    return check_public_room_name(room)
+
+
+PRIVATE_PREFIX: Final = "~"
+DIRECT_PREFIX: Final = "@"
+
+
+def private_room_name(owner: str, name: str) -> str:
+    """A private room lives in its creator's namespace: ``~ann/Plans``."""
+    return f"{PRIVATE_PREFIX}{owner}/{name}"
+
+
+def direct_room_name(first: str, second: str) -> str:
+    """The one room two users talk in privately: ``@ann+bob``, whoever opened it."""
+    a, b = sorted((first, second), key=username_key)
+    return f"{DIRECT_PREFIX}{a}+{b}"
+
+
+def is_private_room(name: str) -> bool:
+    return name.startswith((PRIVATE_PREFIX, DIRECT_PREFIX))
+
+
+def direct_room_users(name: str) -> tuple[str, str] | None:
+    """The two usernames of a direct-message room's name, or None for any other room."""
+    if not name.startswith(DIRECT_PREFIX):
+        return None
+    first, second = name[1:].split("+", 1)
+    return first, second
+
+
+def private_room_creator(name: str) -> str | None:
+    """Whose namespace a private room's name is in, or None for any other room."""
+    if not name.startswith(PRIVATE_PREFIX):
+        return None
+    return name[1:].split("/", 1)[0]
+
+
+def _room_username(name: str) -> str:
+    try:
+        return check_username(name)
+    except ProtocolError:
+        raise ProtocolError(
+            ErrorCode.INVALID_ROOM_NAME,
+            "A private room is named ~owner/name, and a direct message @user+user.",
+        ) from None
+
+
+def check_public_room_name(room: str) -> str:
+    """Return the trimmed (NFC-composed) public room name, or raise ``invalid_room_name``.
 
     Composing first lets ``e`` + combining accent count as the letter it shows.
     Invisible characters (Unicode's default-ignorable code points, such as
@@ -659,9 +902,18 @@ def room_key(room: str) -> str:
     """The identity of a room name: trimmed, then as ``name_skeleton`` says.
 
     ``Café``, ``CAFÉ`` and ``ｃａｆé`` are one room, and so are ``pay`` spelled
-    in Latin, Cyrillic (``рау``) or Greek (``ραy``) letters.
+    in Latin, Cyrillic (``рау``) or Greek (``ραy``) letters. A private
+    room's key is its creator's username key and its name's key; a direct
+    message's, the two username keys in order.
     """
-    return name_skeleton(room.strip(" "))
+    stripped = room.strip(" ")
+    if stripped.startswith(PRIVATE_PREFIX) and "/" in stripped:
+        owner, name = stripped[1:].split("/", 1)
+        return f"{PRIVATE_PREFIX}{username_key(owner)}/{name_skeleton(name.strip(' '))}"
+    if stripped.startswith(DIRECT_PREFIX) and "+" in stripped:
+        keys = sorted(username_key(user) for user in stripped[1:].split("+", 1))
+        return f"{DIRECT_PREFIX}{keys[0]}+{keys[1]}"
+    return name_skeleton(stripped)
 
 
 def legacy_room_key(room: str) -> str:
@@ -733,6 +985,40 @@ def check_text(text: str) -> str:
             "A message cannot contain control characters other than newline and tab.",
         )
     return text
+
+
+_MENTION_RE = re.compile(rf"(?<![\w@])@([A-Za-z0-9_.\-]{{{USERNAME_MIN},{USERNAME_MAX}}})")
+
+
+def mentioned_keys(text: str) -> set[str]:
+    """The username keys ``@name`` tokens in ``text`` name (``@Ann``, ``@ann`` alike).
+
+    A trailing ``.`` or ``-`` ends a sentence, not a name, so ``@ann.`` names ann.
+    """
+    keys = set()
+    for match in _MENTION_RE.finditer(text):
+        name = match.group(1).rstrip(".-")
+        if len(name) >= USERNAME_MIN:
+            keys.add(username_key(name))
+    return keys
+
+
+def check_topic(topic: str) -> str:
+    """A topic is one line of plain text, at most MAX_TOPIC_LENGTH characters (may be empty)."""
+    topic = topic.strip()
+    if len(topic) > MAX_TOPIC_LENGTH or "\n" in topic or _TEXT_FORBIDDEN_RE.search(topic):
+        raise ProtocolError(
+            ErrorCode.INVALID_TOPIC,
+            f"A topic is one line of at most {MAX_TOPIC_LENGTH} characters, "
+            "without control characters.",
+        )
+    return topic
+
+
+def check_reason(reason: str) -> str:
+    """A kick or ban reason: like a topic, clipped instead of refused."""
+    reason = " ".join(_TEXT_FORBIDDEN_RE.sub(" ", reason).split())
+    return reason[:MAX_REASON_LENGTH]
 
 
 # --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from clubroom_server.auth import PasswordHasher
 from clubroom_server.bus import RedisBus
 from clubroom_server.cluster import ClusterNode
 from clubroom_server.config import RESTART_ONLY, Settings
+from clubroom_server.conversation import Conversation
 from clubroom_server.limits import SharedTokenBucket
 from clubroom_server.manage.live import AdminFollower
 from clubroom_server.manage.requests import AdminRequests
@@ -22,6 +23,7 @@ from clubroom_server.service import ChatService
 from clubroom_server.session import SessionHandler
 from clubroom_server.store import Store, describe_url, make_store
 from clubroom_server.store.admin import open_admin_store
+from clubroom_server.store.conversation import open_conversation_store
 from clubroom_server.store.presence import ClusterPresence
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class Clubroom:
         metrics_address = metrics.parse_address(settings.metrics_address)
         self.metrics = MetricsEndpoint(self.registry, *metrics_address) if metrics_address else None
         self.follower: AdminFollower | None = None
+        self.conversation: Conversation | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -71,6 +74,11 @@ class Clubroom:
                 count_members=cluster.members.member_count if cluster else None,
             )
             app.service.add_handlers(admin.handlers)
+            conversation = Conversation(await open_conversation_store(settings.db), app.service)
+            app.conversation = conversation
+            await conversation.start()
+            app.service.conversation = conversation
+            app.service.add_handlers(conversation.handlers)
             await app.server.start()
             if app.metrics is not None:
                 await app.metrics.start()
@@ -79,6 +87,8 @@ class Clubroom:
             await app.server.close(0)
             if app.follower is not None:
                 await app.follower.close()
+            if app.conversation is not None:
+                await app.conversation.close()
             await app.service.close_cluster()
             await app.store.close()
             app.hasher.close()
@@ -158,6 +168,8 @@ class Clubroom:
         if self.follower is not None:
             await self.follower.close()
         await self.service.finish_deletions()
+        if self.conversation is not None:
+            await self.conversation.close()
         await self.service.close_cluster()
         await self.store.close()
         self.hasher.close()

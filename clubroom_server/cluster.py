@@ -135,6 +135,11 @@ class ClusterNode:
             self._bus.publish(BusEvent(room.id, 0, 0, data, self.node_id))
         return joined.members
 
+    def broadcast(self, room: Room, data: bytes) -> None:
+        """A room event that is not a message (topic, typing): this node's and every node's."""
+        self.registry.forward(room, data)
+        self._bus.publish(BusEvent(room.id, 0, 0, data, self.node_id))
+
     def connection_gone(self, room: Room) -> None:
         """A connection left the room: stop hearing it if none of ours is in it any more."""
         if not room.live and not room.joining:

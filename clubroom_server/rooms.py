@@ -57,6 +57,9 @@ class Room:
     floors: dict[Subscriber, int] = field(default_factory=dict)
     expiry: asyncio.TimerHandle | None = None
     deleted: bool = False
+    owner_key: str = ""
+    owner: str = ""
+    topic: str = ""
 
     def member_names(self) -> list[str]:
         """Members in alphabetical order (keys are look-alike skeletons, not for sorting)."""
@@ -84,6 +87,9 @@ class Rooms:
         self._on_member_gone = on_member_gone
         self._rooms: dict[str, Room] = {}
         self._by_id: dict[int, Room] = {}
+        # Told (room, user key) when a user stops being present in a room that
+        # lives on (``conversation.Conversation`` hands ownership over).
+        self.on_member_removed: Callable[[Room, str], None] | None = None
 
     def __len__(self) -> int:
         return len(self._rooms)
@@ -94,6 +100,13 @@ class Rooms:
     def by_id(self, room_id: int) -> Room | None:
         """The live room with this id (a deleted and re-created room has a new id)."""
         return self._by_id.get(room_id)
+
+    def all(self) -> list[Room]:
+        return list(self._rooms.values())
+
+    def fanout(self, subscribers: Iterable[Subscriber], data: bytes) -> None:
+        """Deliver one encoded frame to some of a room's connections (typing, mentions)."""
+        self._fanout(subscribers, data)
 
     def add(self, record: RoomRecord, *, expire_if_unjoined: bool = False) -> Room:
         """Register a room; a room restored after a restart lives one grace period unjoined."""
@@ -174,6 +187,11 @@ class Rooms:
         else:
             self._remove_member(room, subscriber.user_key)
 
+    def remove_member(self, room: Room, user_key: str) -> None:
+        """Remove a user now, grace or not (a kick); cleanup applies as after a leave."""
+        if user_key in room.members and not room.deleted:
+            self._remove_member(room, user_key)
+
     def _grace_expired(self, room: Room, user_key: str) -> None:
         member = room.members.get(user_key)
         if member is not None and not member.connections and not room.deleted:
@@ -188,6 +206,8 @@ class Rooms:
                 self._delete(room)
         elif room.members:
             self.announce(room, protocol.MemberLeft(room=room.name, username=member.username))
+            if self.on_member_removed is not None:
+                self.on_member_removed(room, user_key)
         else:
             self._delete(room)
 
@@ -216,7 +236,7 @@ class Rooms:
         else:
             self._fanout(room.live, data)
 
-    def announce(self, room: Room, event: protocol.MemberJoined | protocol.MemberLeft) -> None:
+    def announce(self, room: Room, event: protocol.Event) -> None:
         """Member events go to live connections only: joiners learn members from ``joined``."""
         if room.live:
             self._fanout(room.live, protocol.encode(event))

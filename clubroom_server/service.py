@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import protocol
 from clubroom_server import life, metrics
@@ -46,6 +46,28 @@ from protocol import ErrorCode, ProtocolError
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Peer, Any], Awaitable[protocol.Reply | None]]
+
+
+class ConversationHooks(Protocol):
+    """What the conversation features (``conversation.Conversation``) are told, and when."""
+
+    async def admit(self, peer: Peer, room: Room) -> None: ...
+
+    async def created(self, peer: Peer, room: Room) -> None: ...
+
+    async def entered(self, peer: Peer, room: Room) -> Any: ...
+
+    async def may_enter(self, peer: Peer, room: Room | None) -> bool: ...
+
+    async def left(self, peer: Peer, room: Room) -> None: ...
+
+    def disconnected(self, peer: Peer) -> None: ...
+
+    async def sent(self, peer: Peer, room: Room, message: protocol.Message) -> None: ...
+
+    def room_gone(self, room: Room) -> None: ...
+
+
 NonceKey = tuple[int, int, str]
 
 NOT_SAVED = "The server could not save that just now; please try again in a moment."
@@ -110,6 +132,7 @@ class ChatService:
         self._deleting: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._last_at_ms = 0
+        self.conversation: ConversationHooks | None = None
         self._handlers: dict[type, Handler] = {
             protocol.Register: self.register,
             protocol.Login: self.login,
@@ -173,6 +196,13 @@ class ChatService:
         interval = min(self._settings.login_window, self._settings.registration_window)
         self._pruner = asyncio.get_running_loop().call_later(interval, self._prune_throttles)
 
+    def connections_of(self, user_key: str) -> list[Peer]:
+        """Every connection signed in as this user (a scan: used for rare events only)."""
+        return [peer for peer in self._peers if peer.user is not None and peer.user_key == user_key]
+
+    def all_rooms(self) -> list[Room]:
+        return self.rooms.all()
+
     def add_handlers(self, handlers: dict[type, Handler]) -> None:
         """Serve more request types (the admin requests live in ``manage/requests.py``)."""
         self._handlers.update(handlers)
@@ -210,6 +240,8 @@ class ChatService:
 
     def disconnect(self, peer: Peer) -> None:
         """A connection dropped: its memberships enter the grace period."""
+        if self.conversation is not None:
+            self.conversation.disconnected(peer)
         for room in peer.rooms.values():
             self.rooms.detach(room, peer, grace=True)
             self._cluster_connection_gone(room)
@@ -363,13 +395,32 @@ class ChatService:
     # ------------------------------------------------------------------ rooms
 
     async def create_room(self, peer: Peer, request: protocol.CreateRoom) -> protocol.Reply | None:
+        """Create a public room, or a private one in the creator's namespace (``~you/name``)."""
+        name = protocol.check_room_name(request.room)
+        if protocol.direct_room_users(name) is not None:
+            raise ProtocolError(
+                ErrorCode.INVALID_ROOM_NAME, "Open a direct-message room with direct."
+            )
+        creator = protocol.private_room_creator(name)
+        if creator is not None and protocol.username_key(creator) != peer.user_key:
+            raise ProtocolError(
+                ErrorCode.INVALID_ROOM_NAME,
+                f"Private rooms you create are named ~{peer.username}/name.",
+            )
+        if creator is not None or request.private:
+            public = name.split("/", 1)[1] if creator is not None else name
+            name = protocol.private_room_name(peer.username, public)
+        return await self.create_named(peer, name, request.id)
+
+    async def create_named(
+        self, peer: Peer, name: str, request_id: protocol.RequestId | None
+    ) -> protocol.Reply | None:
         """Store the room first; only then does it exist for anyone (a failure leaves no trace).
 
         While the row is being written the name is reserved: another creation
         gets ``room_exists`` and a join ``no_such_room``, as if it did not
         exist yet, which it does not.
         """
-        name = protocol.check_room_name(request.room)
         key = protocol.room_key(name)
         exists = ProtocolError(ErrorCode.ROOM_EXISTS, f"A room called {name!r} already exists.")
         if self.rooms.get(key) is not None or key in self._creating:
@@ -385,35 +436,63 @@ class ChatService:
             self._creating.discard(key)
         room = self.rooms.add(record)
         self._enter(peer, room)
+        extras = None
         try:
             members = await self._cluster_enter(peer, room)
+            if self.conversation is not None:
+                await self.conversation.created(peer, room)
+                extras = await self.conversation.entered(peer, room)
         except BaseException:
             self._leave(peer, room)
             raise
         self._reply_joined(
-            peer, room, request.id, [], more=False, last_id=0, live=True, members=members
+            peer,
+            room,
+            request_id,
+            [],
+            more=False,
+            last_id=0,
+            live=True,
+            members=members,
+            extras=extras,
         )
         return None
 
     async def join_room(self, peer: Peer, request: protocol.JoinRoom) -> protocol.Reply | None:
         name = protocol.check_room_name(request.room)
         room = self.rooms.get(protocol.room_key(name)) or await self._cluster_room(name)
-        if room is None:
-            raise ProtocolError(ErrorCode.NO_SUCH_ROOM, f"There is no room called {name!r}.")
-        was_member = room.key in peer.rooms
+        was_member = room is not None and room.key in peer.rooms
+        if (
+            protocol.is_private_room(name)
+            and not was_member
+            and self.conversation is not None
+            and not await self.conversation.may_enter(peer, room)
+        ):
+            raise _no_such_room(name)  # the very answer a missing room gets
+        if room is None or room.deleted:
+            raise _no_such_room(name)
         if not was_member:
             self._take(self._room_bucket, peer)
+            if self.conversation is not None:
+                await self.conversation.admit(peer, room)
+                if room.deleted:  # deleted while the ban list was read
+                    raise ProtocolError(
+                        ErrorCode.NO_SUCH_ROOM, f"There is no room called {name!r}."
+                    )
         self._enter(peer, room)
         assert peer.user is not None
+        extras = None
         try:
             members = await self._cluster_enter(peer, room)
+            if self.conversation is not None:
+                extras = await self.conversation.entered(peer, room)
             if request.after is not None:
                 page = await self.life.catch_up(room, request.after, peer.user.id)
                 # Only a catch-up page with more to come keeps the connection silent.
                 self._reply_joined(
                     peer, room, request.id, page.messages, more=page.more,
                     last_id=page.cursor, live=not page.more, members=members,
-                    changes=page.changes or None, cursor=page.cursor,
+                    changes=page.changes or None, cursor=page.cursor, extras=extras,
                 )  # fmt: skip
                 return None
             records, more = await self._store.latest_messages(room.id, protocol.JOIN_LATEST)
@@ -435,6 +514,7 @@ class ChatService:
             last_id=last_id,
             live=True,
             members=members,
+            extras=extras,
         )
         return None
 
@@ -443,6 +523,8 @@ class ChatService:
         self._leave(peer, room)
         if self.cluster is not None:
             await self.cluster.settled(room, peer)
+        if self.conversation is not None:
+            await self.conversation.left(peer, room)
         return protocol.Ok(id=request.id)
 
     def _enter(self, peer: Peer, room: Room) -> None:
@@ -467,6 +549,7 @@ class ChatService:
         members: list[str] | None = None,
         changes: list[protocol.Message] | None = None,
         cursor: int | None = None,
+        extras: Any = None,
     ) -> None:
         """Send ``joined`` first, then let the room's buffered events follow it."""
         joined = protocol.Joined(
@@ -478,6 +561,12 @@ class ChatService:
             changes=changes,
             cursor=cursor,
         )
+        if extras is not None:
+            joined.owner, joined.topic, joined.read_up_to = (
+                extras.owner,
+                extras.topic,
+                extras.read_up_to,
+            )
         peer.send(protocol.encode(joined))
         self.rooms.go_live(room, peer, last_id, live=live)
 
@@ -500,6 +589,8 @@ class ChatService:
             self.cluster.room_unused(room)
             return
         log.info("room %r is empty; deleting it and its messages", room.name)
+        if self.conversation is not None:
+            self.conversation.room_gone(room)
         metrics.ROOMS_DELETED_BY_CLEANUP.inc()
         task = asyncio.create_task(self._delete_room(room), name=f"delete-room-{room.id}")
         self._deleting[room.key] = task
@@ -556,6 +647,8 @@ class ChatService:
             message = await self._store_message(peer, room, text, None, reply)
         else:
             message = await self._send_once(peer, room, text, request.nonce, reply)
+        if self.conversation is not None:
+            await self.conversation.sent(peer, room, message)
         return protocol.Sent(id=request.id, room=room.name, message=message)
 
     async def _send_once(
@@ -766,6 +859,10 @@ def _login_key(username: str) -> str | None:
         return protocol.username_key(protocol.check_username(username))
     except ProtocolError:
         return None
+
+
+def _no_such_room(name: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.NO_SUCH_ROOM, f"There is no room called {name!r}.")
 
 
 def _name_taken(username: str) -> ProtocolError:

@@ -14,11 +14,15 @@ from textual.screen import ModalScreen, Screen
 
 from clubroom_tui.client import (
     SERVER_RESTARTING,
+    ClientError,
     ClubroomClient,
     ConnectionState,
     EventStream,
+    InvitedTo,
     MembersChanged,
+    Mentioned,
     MessagesAdded,
+    ReadMoved,
     RoomLost,
     SessionEnded,
     StateChanged,
@@ -46,16 +50,25 @@ class ClubroomApp(InOrderKeys):
     TITLE = "Clubroom"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("f6", "next_mention", "Next mention"),
     ]
 
     connection_state: reactive[ConnectionState] = reactive(ConnectionState.CONNECTING)
     connection_detail: reactive[str] = reactive("")
 
-    def __init__(self, client: ClubroomClient, sessions: SessionStore | None = None) -> None:
+    def __init__(
+        self,
+        client: ClubroomClient,
+        sessions: SessionStore | None = None,
+        *,
+        bell_on_mention: bool = True,
+    ) -> None:
         super().__init__()
         self.client = client
         self.sessions = sessions
+        self.bell_on_mention = bell_on_mention
         self.unread: dict[str, int] = {}
+        self.mentions: dict[str, int] = {}  # unread mentions per room key
         self.notices: dict[str, list[Notice]] = {}  # per room, for when it is shown again
         self.remember = False
         self._events: EventStream | None = None
@@ -116,6 +129,12 @@ class ClubroomApp(InOrderKeys):
             self._count_unread(event)
         elif isinstance(event, MembersChanged):
             self._keep_notice(event)
+        elif isinstance(event, Mentioned):
+            self._mentioned(event)
+        elif isinstance(event, ReadMoved):
+            self._read_elsewhere(event)
+        elif isinstance(event, InvitedTo):
+            self.notify(f"{event.by} invited you to {event.room}.", markup=False)
         elif isinstance(event, RoomLost):
             self._forget_room(event.room)
             self._save_session()
@@ -148,6 +167,69 @@ class ClubroomApp(InOrderKeys):
         fresh = sum(1 for m in event.messages if m.author.lower() != me)
         self.unread[key] = self.unread.get(key, 0) + fresh
 
+    # -- badges and mentions (issue 15) -----------------------------------------
+
+    def _viewing(self, room: str) -> bool:
+        main = self._main_screen()
+        return isinstance(main, RoomScreen) and main.key == room_key(room)
+
+    def _mentioned(self, event: Mentioned) -> None:
+        """Ring (if wanted); a mention elsewhere also counts on the dashboard and pops up."""
+        if self.bell_on_mention:
+            self.bell()
+        if self._viewing(event.room):
+            return
+        key = room_key(event.room)
+        self.mentions[key] = self.mentions.get(key, 0) + 1
+        self.notify(
+            f"{event.author} mentioned you in {event.room} (F6 jumps there).",
+            title="Mention",
+            markup=False,
+        )
+
+    def _read_elsewhere(self, event: ReadMoved) -> None:
+        """Read on another device up to the newest message: the badges go."""
+        state = self.client.rooms.get(room_key(event.room))
+        if state is not None and (state.last_id is None or event.up_to >= state.last_id):
+            self.unread[room_key(event.room)] = 0
+            self.mentions[room_key(event.room)] = 0
+
+    def room_read(self, room: str) -> None:
+        """The user saw the bottom of the room: no more badges for it."""
+        self.unread[room_key(room)] = 0
+        self.mentions[room_key(room)] = 0
+
+    @work(group="badges", exclusive=True)
+    async def load_badges(self) -> None:
+        """Take the server's unread and mention counts (right across restarts and devices)."""
+        try:
+            listed = await self.client.my_rooms()
+        except ClientError:
+            return  # the counts of this session still show; nothing is lost
+        for entry in listed.rooms:
+            key = room_key(entry.room)
+            if not self._viewing(entry.room):
+                self.unread[key], self.mentions[key] = entry.unread, entry.mentions
+        for invitation in listed.invitations:
+            self.notify(f"{invitation.by} invited you to {invitation.room}.", markup=False)
+        for screen in self.screen_stack:
+            if isinstance(screen, DashboardScreen):
+                screen.refresh_rooms()
+
+    def action_next_mention(self) -> None:
+        """Open the next room (in name order) with unread mentions."""
+        rooms = sorted(self.client.rooms.values(), key=lambda state: state.name.casefold())
+        waiting = [s.name for s in rooms if self.mentions.get(room_key(s.name), 0)]
+        if not waiting:
+            self.notify("No unread mentions.", markup=False)
+            return
+        main = self._main_screen()
+        current = main.room if isinstance(main, RoomScreen) else None
+        later = [
+            name for name in waiting if current is None or name.casefold() > current.casefold()
+        ]
+        self.open_room((later or waiting)[0])
+
     def _keep_notice(self, event: MembersChanged) -> None:
         notice = Notice.member_change(event.joined, event.left)
         if notice is not None:
@@ -157,6 +239,7 @@ class ClubroomApp(InOrderKeys):
 
     def _forget_room(self, room: str) -> None:
         self.unread.pop(room_key(room), None)
+        self.mentions.pop(room_key(room), None)
         self.notices.pop(room_key(room), None)
 
     # -- moving between screens ------------------------------------------------------
@@ -169,6 +252,7 @@ class ClubroomApp(InOrderKeys):
             self._forget_session()
         notice = rooms_gone_while_away(event.lost_rooms) if event.lost_rooms else ""
         self.switch_screen(DashboardScreen(self.client, self.unread, notice=notice))
+        self.load_badges()
 
     def on_login_screen_saved_session_rejected(self) -> None:
         self._forget_session()
@@ -180,6 +264,7 @@ class ClubroomApp(InOrderKeys):
     def on_dashboard_screen_logged_out(self) -> None:
         self._forget_session()
         self.unread.clear()
+        self.mentions.clear()
         self.notices.clear()
         self._show_login("You have logged out.")
 
@@ -192,7 +277,6 @@ class ClubroomApp(InOrderKeys):
     def open_room(self, room: str) -> None:
         """Show a room the client is in, from the dashboard or from another room."""
         key = room_key(room)
-        self.unread[key] = 0
         screen = RoomScreen(self.client, room, self.notices.setdefault(key, []))
         if isinstance(self._main_screen(), RoomScreen):
             self.switch_screen(screen)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import ssl
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
 import click
 
+from clubroom_tui import scripting
 from clubroom_tui.app import ClubroomApp
 from clubroom_tui.client import ClubroomClient
+from clubroom_tui.scripting import Target
 from clubroom_tui.sessions import SessionStore, default_config_dir
 from protocol import DEFAULT_URL
 
@@ -30,7 +34,10 @@ Keys (also listed in the footer; ctrl+p opens the command palette):
                (arrows + enter open a room)
                ctrl+o log out (asks first if that deletes rooms)
   room         enter sends; a paste keeps all its lines
-               tab completes a member's name (al or @al → alice)
+               tab completes a member's name (al or @al → alice) or a /command
+               /help lists the commands (/join /leave /me /topic /kick /ban
+               /unban /invite /msg /who /help /quit); //text sends "/text"
+               f6 opens the next room where someone mentioned you
                escape back to the dashboard (stay in the room)
                ctrl+t show/hide members   ctrl+end jump to the newest
                pageup/pagedown scroll; scrolling to the top loads older messages
@@ -62,8 +69,19 @@ CAFILE_OPTION = click.option(
     help="Never read or write a saved session (shared machines, `clubroom web`); "
     "hides 'Remember me'.",
 )
+@click.option(
+    "--no-bell",
+    is_flag=True,
+    envvar="CLUBROOM_NO_BELL",
+    show_envvar=True,
+    help="Do not ring the terminal bell when someone mentions you.",
+)
 def connect(
-    urls: tuple[str, ...], cafile: Path | None, config_dir: Path | None, no_remember: bool
+    urls: tuple[str, ...],
+    cafile: Path | None,
+    config_dir: Path | None,
+    no_remember: bool,
+    no_bell: bool,
 ) -> None:
     """Open the chat client on the server at URL (default ws://127.0.0.1:8765).
 
@@ -83,7 +101,7 @@ def connect(
         raise click.BadParameter("use ws:// for all URLs or wss:// for all", param_hint="URL")
     client = ClubroomClient(list(urls), ssl=tls_context(urls[0], cafile))
     sessions = None if no_remember else SessionStore(config_dir or default_config_dir())
-    ClubroomApp(client, sessions).run()
+    ClubroomApp(client, sessions, bell_on_mention=not no_bell).run()
 
 
 def tls_context(url: str, cafile: Path | None) -> ssl.SSLContext | None:
@@ -96,6 +114,94 @@ def tls_context(url: str, cafile: Path | None) -> ssl.SSLContext | None:
             raise click.BadParameter("--cafile only applies to wss:// addresses")
         return None
     return ssl.create_default_context(cafile=str(cafile) if cafile else None)
+
+
+SCRIPT_OPTIONS = [
+    click.option(
+        "--server",
+        "url",
+        default=DEFAULT_URL,
+        show_default=True,
+        envvar="CLUBROOM_SERVER",
+        show_envvar=True,
+        help="The server; its session must have been saved by 'clubroom connect' (Remember me).",
+    ),
+    CAFILE_OPTION,
+    click.option(
+        "--config-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="CLUBROOM_CONFIG_DIR",
+        show_envvar=True,
+        help="Where the saved session is (as for 'clubroom connect').",
+    ),
+    click.option(
+        "--timeout",
+        default=10.0,
+        show_default=True,
+        type=click.FloatRange(0.1, 3600),
+        help="Seconds to wait for the server before giving up (exit 4).",
+    ),
+]
+
+
+def script_options(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(SCRIPT_OPTIONS):
+        command = option(command)
+    return command
+
+
+def script_target(url: str, cafile: Path | None, config_dir: Path | None, timeout: float) -> Target:
+    return Target(url, config_dir or default_config_dir(), timeout, tls_context(url, cafile))
+
+
+@main.command(epilog=scripting.__doc__.split("\n\n", 1)[1] if scripting.__doc__ else None)
+@click.argument("room")
+@click.argument("text", required=False)
+@script_options
+def send(
+    room: str,
+    text: str | None,
+    url: str,
+    cafile: Path | None,
+    config_dir: Path | None,
+    timeout: float,
+) -> None:
+    """Send TEXT (or, without it or with '-', all of stdin) to ROOM, then exit.
+
+    Joins ROOM as the saved session's user (the others see you join and,
+    after the server's grace period, leave). The message is sent exactly
+    once, even if the connection drops meanwhile.
+    """
+    target = script_target(url, cafile, config_dir, timeout)
+    try:
+        message = scripting.read_text(text, sys.stdin)
+    except scripting.ScriptExit as stop:
+        click.echo(f"clubroom: {stop.message}", err=True)
+        sys.exit(stop.code)
+    sys.exit(scripting.run(scripting.sender(room, message), target))
+
+
+@main.command(epilog=scripting.__doc__.split("\n\n", 1)[1] if scripting.__doc__ else None)
+@click.argument("room")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, per event.")
+@script_options
+def tail(
+    room: str,
+    as_json: bool,
+    url: str,
+    cafile: Path | None,
+    config_dir: Path | None,
+    timeout: float,
+) -> None:
+    """Print ROOM's latest messages, then every new one, until Ctrl-C.
+
+    Lines are terminal-safe text (control characters shown as symbols), or
+    with --json one object per event: {"type": "message", "room", "id",
+    "author", "text", "at"}, "member_joined"/"member_left" with "username",
+    "topic" with "topic" and "by".
+    """
+    target = script_target(url, cafile, config_dir, timeout)
+    sys.exit(scripting.run(scripting.tailer(room, as_json, sys.stdout), target))
 
 
 @main.command()

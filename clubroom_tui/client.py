@@ -29,6 +29,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.frames import CloseCode
 
+import protocol
 from clubroom_tui.web_forwarding import forwarded_for_headers
 from protocol import (
     DEFAULT_URL,
@@ -204,6 +205,52 @@ class MessagesChanged:
     messages: tuple[Message, ...]
 
 
+# -- conversation events (issue 15) -----------------------------------------
+
+
+@dataclass(frozen=True)
+class RoomInfoChanged:
+    """A room's owner or topic changed (``by`` set the topic; None for an owner change)."""
+
+    room: str
+    owner: str | None
+    topic: str
+    by: str | None = None
+
+
+@dataclass(frozen=True)
+class TypingChanged:
+    """Who is typing in a room now (never us), in alphabetical order."""
+
+    room: str
+    typing: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Mentioned:
+    """A message in ``room`` mentions us."""
+
+    room: str
+    message_id: int
+    author: str
+
+
+@dataclass(frozen=True)
+class ReadMoved:
+    """Our read marker in a room moved (on this device or another)."""
+
+    room: str
+    up_to: int
+
+
+@dataclass(frozen=True)
+class InvitedTo:
+    """Someone invited us into a private room (or opened a direct message with us)."""
+
+    room: str
+    by: str
+
+
 ClientEvent = (
     StateChanged
     | MessagesAdded
@@ -212,6 +259,11 @@ ClientEvent = (
     | RoomLost
     | SessionEnded
     | MessagesChanged
+    | RoomInfoChanged
+    | TypingChanged
+    | Mentioned
+    | ReadMoved
+    | InvitedTo
 )
 
 
@@ -230,6 +282,10 @@ class RoomState:
     # The room's position we have seen up to: message ids and change positions
     # (``Joined.cursor``, ``MessageChanged.position``): where a resume starts.
     cursor: int = 0
+    owner: str | None = None
+    topic: str = ""
+    read_up_to: int = 0
+    typing: tuple[str, ...] = ()
 
     def expect_back(self, before: tuple[str, ...], me: str, until: float) -> None:
         """Remember who was here before the outage and is missing from the new snapshot."""
@@ -533,6 +589,82 @@ class ClubroomClient:
         key = room_key(room)
         return [item for item in self._outbox if room_key(item.room) == key]
 
+    # -- conversation (issue 15) --------------------------------------------
+
+    async def mark_read(self, room: str, up_to: int) -> int:
+        """Move our read marker forward; returns where it now stands."""
+        reply = await self._request(protocol.MarkRead(room=room, up_to=up_to), protocol.ReadMarker)
+        self._note_read(reply.room, reply.up_to)
+        return reply.up_to
+
+    async def my_rooms(self) -> protocol.MyRoomList:
+        """Our rooms with unread and mention counts, and open invitations."""
+        return await self._request(protocol.MyRooms(), protocol.MyRoomList)
+
+    async def typing(self, room: str, state: protocol.TypingState) -> None:
+        await self._request(protocol.Typing(room=room, state=state), Ok)
+
+    async def set_topic(self, room: str, topic: str) -> None:
+        await self._request(protocol.SetTopic(room=room, topic=topic), Ok)
+
+    async def kick(self, room: str, username: str, reason: str = "") -> None:
+        await self._request(protocol.Kick(room=room, username=username, reason=reason), Ok)
+
+    async def ban(self, room: str, username: str, reason: str = "") -> None:
+        await self._request(protocol.Ban(room=room, username=username, reason=reason), Ok)
+
+    async def unban(self, room: str, username: str) -> None:
+        await self._request(protocol.Unban(room=room, username=username), Ok)
+
+    async def invite(self, room: str, username: str) -> None:
+        await self._request(protocol.Invite(room=room, username=username), Ok)
+
+    async def direct(self, username: str) -> Joined:
+        """Open the direct-message room with ``username`` (created if need be)."""
+        return await self._request(protocol.Direct(username=username), Joined)
+
+    async def create_private_room(self, room: str) -> Joined:
+        return await self._request(CreateRoom(room=room, private=True), Joined)
+
+    def _on_conversation(self, frame: Any) -> None:
+        """Apply a conversation event to the room it names, then tell the subscribers."""
+        state = self._room(frame.room)
+        if isinstance(frame, protocol.Invited):
+            self._emit(InvitedTo(frame.room, frame.by))
+            return
+        if state is None:
+            return
+        if isinstance(frame, protocol.Kicked):
+            verb = "banned you from" if frame.banned else "removed you from"
+            why = f": {frame.reason}" if frame.reason else "."
+            reason = f"{frame.by} {verb} {state.name}{why}"
+            self._forget_room(state.name, reason)
+            self._emit(RoomLost(state.name, reason))
+        elif isinstance(frame, protocol.TopicChanged):
+            state.topic = frame.topic
+            self._emit(RoomInfoChanged(state.name, state.owner, state.topic, by=frame.by))
+        elif isinstance(frame, protocol.OwnerChanged):
+            state.owner = frame.owner
+            self._emit(RoomInfoChanged(state.name, state.owner, state.topic))
+        elif isinstance(frame, protocol.TypingEvent):
+            if frame.username == self.username:
+                return  # our own typing, on another device
+            typing = set(state.typing) - {frame.username}
+            if frame.state is not protocol.TypingState.DONE:
+                typing.add(frame.username)
+            state.typing = tuple(sorted(typing, key=str.casefold))
+            self._emit(TypingChanged(state.name, state.typing))
+        elif isinstance(frame, protocol.MentionEvent):
+            self._emit(Mentioned(state.name, frame.message_id, frame.author))
+        elif isinstance(frame, protocol.ReadMarker):
+            self._note_read(state.name, frame.up_to)
+
+    def _note_read(self, room: str, up_to: int) -> None:
+        state = self._room(room)
+        if state is not None and up_to > state.read_up_to:
+            state.read_up_to = up_to
+            self._emit(ReadMoved(state.name, up_to))
+
     # -- requests ----------------------------------------------------------
 
     async def _request(self, request: Any, expected: type[ReplyT]) -> ReplyT:
@@ -750,6 +882,10 @@ class ClubroomClient:
         elif isinstance(frame, RoomDeleted):
             self._forget_room(frame.room, ROOM_DELETED)
             self._emit(RoomLost(frame.room, ROOM_DELETED))
+        elif isinstance(frame, CONVERSATION_EVENTS) or (
+            isinstance(frame, protocol.ReadMarker) and frame.id is None
+        ):
+            self._on_conversation(frame)
         else:
             self._on_reply(frame)
 
@@ -792,6 +928,10 @@ class ClubroomClient:
             state.has_older = fresh_join and joined.more
         before = state.members
         state.members = tuple(sorted(joined.members, key=str.lower))
+        state.owner, state.topic = joined.owner, joined.topic
+        state.read_up_to = max(state.read_up_to, joined.read_up_to or 0)
+        state.typing = tuple(t for t in state.typing if t in state.members)
+        self._emit(RoomInfoChanged(state.name, state.owner, state.topic))
         if not fresh_join:
             until = time.monotonic() + RETURN_WINDOW_SECONDS
             state.expect_back(before, self.username or "", until)
@@ -968,6 +1108,16 @@ class ClubroomClient:
     def _emit(self, event: ClientEvent) -> None:
         for stream in self._subscribers:
             stream.put(event)
+
+
+CONVERSATION_EVENTS = (
+    protocol.Invited,
+    protocol.Kicked,
+    protocol.TopicChanged,
+    protocol.OwnerChanged,
+    protocol.TypingEvent,
+    protocol.MentionEvent,
+)
 
 
 def describe_failure(exc: BaseException) -> str:

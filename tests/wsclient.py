@@ -19,7 +19,11 @@ PASSWORD = "correct-horse-1!"
 TIMEOUT = 5.0
 
 
-EVENT_TYPES = frozenset({"message", "member_joined", "member_left", "message_changed"})
+EVENT_TYPES = frozenset(
+    {"message", "member_joined", "member_left", "message_changed"}
+    # conversation events (docs/protocol.md, "Conversation")
+    | {"read", "mention", "typing", "topic", "owner", "kicked", "invited"}
+)
 
 
 class WireClient:

@@ -82,8 +82,14 @@ class DashboardScreen(Screen[None]):
     def refresh_rooms(self) -> None:
         """Show the rooms the client is in, with their unread counts."""
         rooms = sorted(self.client.rooms.values(), key=lambda state: state.name.lower())
+        mentions: dict[str, int] = getattr(self.app, "mentions", {})
         self.query_one(RoomList).show(
-            (state.name, self.unread.get(room_key(state.name), 0)) for state in rooms
+            (
+                state.name,
+                self.unread.get(room_key(state.name), 0),
+                mentions.get(room_key(state.name), 0),
+            )
+            for state in rooms
         )
 
     def show_error(self, text: str) -> None:

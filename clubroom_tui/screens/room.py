@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from typing import ClassVar
 
 from rich.text import Text
@@ -14,6 +16,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Static
 
+from clubroom_tui import commands
 from clubroom_tui.client import (
     ClientError,
     ClubroomClient,
@@ -22,9 +25,11 @@ from clubroom_tui.client import (
     MessagesChanged,
     PendingSend,
     RequestFailed,
+    RoomInfoChanged,
     RoomLost,
     SendDelayed,
     StateChanged,
+    TypingChanged,
 )
 from clubroom_tui.doomed import is_last_member, what_goes
 from clubroom_tui.news import ClientNews
@@ -36,7 +41,7 @@ from clubroom_tui.widgets.member_list import MemberList
 from clubroom_tui.widgets.message_log import MessageLog, Notice
 from clubroom_tui.widgets.outbox import Outbox
 from clubroom_tui.widgets.status_bar import StatusBar
-from protocol import HISTORY_MAX, MAX_TEXT_LENGTH, room_key
+from protocol import HISTORY_MAX, MAX_TEXT_LENGTH, TYPING_RELAY_SECONDS, TypingState, room_key
 
 SENDING = "sending…"
 QUEUED = "queued until the connection is back"
@@ -75,13 +80,17 @@ class RoomScreen(MessageActions, Screen[None]):
         self._loading_older = False
         self._stored: dict[int, str] = {}  # message id → nonce, until the id is shown
         self._said_too_long = False
+        self._typing_state = TypingState.DONE
+        self._typing_at = 0.0
+        self._marked = 0
 
     def compose(self) -> ComposeResult:
-        yield StatusBar(f"# {self.room}", user=self.me)
+        yield StatusBar(self._place(), user=self.me)
         with Horizontal(id="room-body"):
             with Vertical(id="conversation"):
                 yield MessageLog(self.me, id="log")
                 yield Static(id="new-below")
+                yield Static(id="typing-line")
                 yield Outbox(id="outbox")
             yield MemberList(self.me, id="members")
         yield Static(id="connection-notice")
@@ -103,6 +112,9 @@ class RoomScreen(MessageActions, Screen[None]):
         for item in self.client.pending_sends(self.room):
             self._track(item)
         self.watch(log, "unseen", self._show_unseen)
+        if state is not None:
+            self._show_typing(state.typing)
+        self.call_after_refresh(self._mark_read_if_seen)
         self.watch(self.app, "connection_detail", self._show_connection)
         self.query_one("#action-notice", Static).display = False
         self.set_focus(self.query_one(Composer))
@@ -115,6 +127,8 @@ class RoomScreen(MessageActions, Screen[None]):
         return [m for m in state.members if m.casefold() != self.me.casefold()] if state else []
 
     def _show_unseen(self, count: int) -> None:
+        if count == 0:
+            self.call_after_refresh(self._mark_read_if_seen)
         hint = self.query_one("#new-below", Static)
         hint.display = count > 0
         if count:
@@ -130,7 +144,33 @@ class RoomScreen(MessageActions, Screen[None]):
             self._show_member_list(state.members)
 
     def _show_member_list(self, members: tuple[str, ...]) -> None:
-        self.query_one(MemberList).show(members, online=self.client.ready)
+        state = self.client.rooms.get(self.key)
+        self.query_one(MemberList).show(
+            members,
+            online=self.client.ready,
+            owner=state.owner if state else None,
+            typing=state.typing if state else (),
+        )
+
+    def _place(self) -> str:
+        """The header: the room, its topic and its owner."""
+        state = self.client.rooms.get(self.key)
+        place = f"# {self.room}"
+        if state is not None and state.topic:
+            place += f" — {state.topic}"
+        if state is not None and state.owner:
+            place += f" (owner {state.owner})"
+        return place
+
+    def _show_info(self) -> None:
+        self.query_one(StatusBar).place = self._place()
+        state = self.client.rooms.get(self.key)
+        if state is not None:
+            self._show_member_list(state.members)
+
+    def _show_typing(self, typing: tuple[str, ...]) -> None:
+        show_line(self.query_one("#typing-line", Static), typing_line(typing))
+        self._show_info()
 
     # -- news from the connection ---------------------------------------------------
 
@@ -152,9 +192,16 @@ class RoomScreen(MessageActions, Screen[None]):
             self._restatus(SLOWED)
         elif isinstance(event, RoomLost):
             self.notice(f"This room is gone: {event.reason}")
+        elif isinstance(event, RoomInfoChanged):
+            self._show_info()
+            if event.by is not None:
+                self.notice(f"{event.by} set the topic: {event.topic or '(none)'}")
+        elif isinstance(event, TypingChanged):
+            self._show_typing(event.typing)
 
     def _show_messages(self, event: MessagesAdded) -> None:
         self.query_one(MessageLog).add_messages(event.messages)
+        self.call_after_refresh(self._mark_read_if_seen)
         outbox = self.query_one(Outbox)
         for message in event.messages:
             nonce = self._stored.pop(message.id, None)
@@ -181,18 +228,152 @@ class RoomScreen(MessageActions, Screen[None]):
     def _send(self, event: Composer.Ready) -> None:
         if self.take_composed(event.text):  # an edit, or /search
             return
+        parsed = commands.parse(event.text)
+        if isinstance(parsed, commands.Unknown):
+            self.query_one(Composer).restore(event.text)
+            self.notice(parsed.hint)
+            return
+        if isinstance(parsed, commands.Command):
+            self.run_command(parsed, event.text)
+            return
+        self._typing_state = TypingState.DONE  # the server ends it when the message arrives
+        self._queue_text(parsed)
+
+    def _queue_text(self, text: str) -> None:
         target = self.reply_target()
         try:
-            item = self.client.queue_send(
-                self.room, event.text, reply_to=target.id if target else None
-            )
+            item = self.client.queue_send(self.room, text, reply_to=target.id if target else None)
         except RequestFailed as exc:
             self.resume_reply(target)
-            self.query_one(Composer).restore(event.text)
+            self.query_one(Composer).restore(text)
             self.notice(exc.message)
             return
         self.notice("")
         self._track(item)
+
+    # -- commands (issue 15) -----------------------------------------------------
+
+    @work(group="commands")
+    async def run_command(self, command: commands.Command, line: str) -> None:
+        """Do a slash command; on failure the line goes back into the box with the reason."""
+        try:
+            await self._do(command)
+        except ClientError as exc:
+            self.query_one(Composer).restore(line)
+            self.notice(f"/{command.name}: {exc}")
+
+    async def _do(self, command: commands.Command) -> None:
+        name, args = command.name, command.args
+        if name == "help":
+            self.notice(commands.help_text())
+        elif name == "who":
+            self.notice(self._who())
+        elif name == "quit":
+            await self.app.action_quit()
+        elif name == "leave":
+            self.action_leave()
+        elif name == "me":
+            if not args:
+                raise ClientError("say what you are doing: /me waves")
+            self._queue_text(f"* {self.me} {args}")
+        elif name == "join":
+            if not args:
+                raise ClientError("name a room: /join ROOM")
+            joined = await self.client.join_room(args)
+            self.app.open_room(joined.room)  # type: ignore[attr-defined]
+        elif name == "msg":
+            await self._direct(command)
+        elif name == "topic":
+            await self._topic(args)
+        else:
+            await self._moderate(command)
+
+    async def _topic(self, args: str) -> None:
+        if not args:
+            state = self.client.rooms.get(self.key)
+            self.notice(f"Topic: {state.topic}" if state and state.topic else "No topic set.")
+            return
+        await self.client.set_topic(self.room, "" if args == "-" else args)
+        self.notice("")
+
+    async def _direct(self, command: commands.Command) -> None:
+        words = command.words(2)
+        if not words:
+            raise ClientError("name someone: /msg USER [TEXT]")
+        joined = await self.client.direct(words[0])
+        if len(words) > 1:
+            self.client.queue_send(joined.room, words[1])
+        self.app.open_room(joined.room)  # type: ignore[attr-defined]
+
+    async def _moderate(self, command: commands.Command) -> None:
+        """/kick, /ban, /unban, /invite USER [REASON]: the server checks who may."""
+        words = command.words(2)
+        if not words:
+            raise ClientError(f"name someone: /{command.name} USER")
+        user, reason = words[0].removeprefix("@"), words[1] if len(words) > 1 else ""
+        if command.name == "kick":
+            await self.client.kick(self.room, user, reason)
+            done = f"{user} was removed from the room."
+        elif command.name == "ban":
+            await self.client.ban(self.room, user, reason)
+            done = f"{user} is banned from the room."
+        elif command.name == "unban":
+            await self.client.unban(self.room, user)
+            done = f"{user} may join again."
+        else:
+            await self.client.invite(self.room, user)
+            done = f"{user} is invited."
+        self.notice(done)
+
+    def _who(self) -> str:
+        state = self.client.rooms.get(self.key)
+        if state is None:
+            return "You are not in this room."
+        names = ", ".join(
+            name + (" (owner)" if state.owner and name.casefold() == state.owner.casefold() else "")
+            for name in state.members
+        )
+        typing = typing_line(state.typing)
+        return f"Members: {names}." + (f" {typing}" if typing else "")
+
+    # -- reading and typing (issue 15) ------------------------------------------------
+
+    def _mark_read_if_seen(self) -> None:
+        """The reader sees the newest message: move the read marker there (once per message)."""
+        log = self.query_one(MessageLog)
+        state = self.client.rooms.get(self.key)
+        if state is None or state.last_id is None or log.unseen or not log.following:
+            return
+        if state.last_id <= max(state.read_up_to, self._marked):
+            return
+        self._marked = state.last_id
+        self.app.room_read(self.room)  # type: ignore[attr-defined]
+        self.mark_read(state.last_id)
+
+    @work(group="read-marker")
+    async def mark_read(self, up_to: int) -> None:
+        with contextlib.suppress(ClientError):  # the next message seen tries again
+            await self.client.mark_read(self.room, up_to)
+
+    def _typing_changed(self, value: str) -> None:
+        """Tell the room we are typing, renewed at the protocol's pace; done when emptied."""
+        now = time.monotonic()
+        if value.strip() and not value.startswith("/"):
+            if (
+                self._typing_state is TypingState.ACTIVE
+                and now - self._typing_at < TYPING_RELAY_SECONDS
+            ):
+                return
+            self._typing_state, self._typing_at = TypingState.ACTIVE, now
+            self.send_typing(TypingState.ACTIVE)
+        elif self._typing_state is TypingState.ACTIVE:
+            self._typing_state = TypingState.DONE
+            self.send_typing(TypingState.DONE)
+
+    @work(group="typing")
+    async def send_typing(self, state: TypingState) -> None:
+        with contextlib.suppress(ClientError):  # typing is a courtesy: never an error
+            await self.client.typing(self.room, state)
 
     def _track(self, item: PendingSend) -> None:
         status = SENDING if self.client.ready else QUEUED
@@ -306,6 +487,7 @@ class RoomScreen(MessageActions, Screen[None]):
     @on(Input.Changed, "#composer")
     def _draft_changed(self, event: Input.Changed) -> None:
         """Say at once when the draft passes the limit (a big paste), and by how much."""
+        self._typing_changed(event.value)
         length = len(event.value)
         if length > MAX_TEXT_LENGTH:
             self.notice(too_long(length))
@@ -313,6 +495,18 @@ class RoomScreen(MessageActions, Screen[None]):
         elif self._said_too_long:
             self._said_too_long = False
             self.notice("")
+
+
+def typing_line(typing: tuple[str, ...]) -> str:
+    """``bob is typing…``, ``bob and carol are typing…``, ``4 people are typing…``."""
+    names = [printable(name) for name in typing]
+    if not names:
+        return ""
+    if len(names) == 1:
+        return f"{names[0]} is typing…"
+    if len(names) <= 3:
+        return f"{', '.join(names[:-1])} and {names[-1]} are typing…"
+    return f"{len(names)} people are typing…"
 
 
 def too_long(length: int) -> str:

@@ -22,6 +22,7 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import Input
 
+from clubroom_tui.commands import complete_command
 from clubroom_tui.plain import visible_in_place
 from protocol import MAX_TEXT_LENGTH
 
@@ -54,7 +55,10 @@ class Composer(Input):
         *,
         id: str | None = None,
     ) -> None:
-        super().__init__(placeholder=f"Message {room} — Enter sends, Tab completes names", id=id)
+        super().__init__(
+            placeholder=f"Message {room} — Enter sends, Tab completes, /help",
+            id=id,
+        )
         self.names = names
 
     @property
@@ -102,6 +106,13 @@ class Composer(Input):
     def action_complete(self) -> None:
         """Complete the name being typed (``al`` or ``@al`` → ``alice``); never moves the focus."""
         before = self.value[: self.cursor_position]
+        if before.startswith("/") and " " not in before and not before.startswith("//"):
+            command = complete_command(before[1:])
+            if command is None:
+                self.app.bell()
+            else:
+                self.replace(command, 0, self.cursor_position)
+            return
         word = before.rsplit(" ", 1)[-1]
         stem = word.removeprefix("@")
         if not stem:

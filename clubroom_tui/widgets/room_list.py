@@ -20,11 +20,11 @@ class RoomList(OptionList):
             super().__init__()
             self.room = room
 
-    def show(self, rooms: Iterable[tuple[str, int]]) -> None:
-        """Replace the list with (room, unread count) pairs, keeping the highlight."""
+    def show(self, rooms: Iterable[tuple[str, int] | tuple[str, int, int]]) -> None:
+        """Replace the list with (room, unread[, mentions]) tuples, keeping the highlight."""
         highlighted = self.highlighted
         self.clear_options()
-        options = [Option(self._prompt(name, unread), id=name) for name, unread in rooms]
+        options = [Option(self._prompt(*room), id=room[0]) for room in rooms]
         if not options:
             options = [Option(Text("You are in no rooms yet.", style="italic"), disabled=True)]
         self.add_options(options)
@@ -34,10 +34,13 @@ class RoomList(OptionList):
         self.highlighted = highlighted if keep else 0
 
     @staticmethod
-    def _prompt(name: str, unread: int) -> Text:
+    def _prompt(name: str, unread: int, mentions: int = 0) -> Text:
         prompt = Text.assemble("# ", plain(name, "bold"))
         if unread:
             prompt.append(f"  ({unread} unread)", style="reverse")
+        if mentions:
+            plural = "s" if mentions != 1 else ""
+            prompt.append(f"  @ {mentions} mention{plural}", style="bold reverse")
         return prompt
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:

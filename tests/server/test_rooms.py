@@ -19,6 +19,8 @@ async def test_create_room_joins_it(connect: Connect) -> None:
         "members": ["ann"],
         "messages": [],
         "more": False,
+        "owner": "ann",
+        "read_up_to": 0,
     }
 
 

@@ -1,0 +1,164 @@
+"""Who is typing where: relayed at a bounded pace, expired, never stored.
+
+A client says ``active`` while the user types (renewed every couple of
+seconds), ``paused`` when they stop for a while and ``done`` when the draft
+is gone. This tracker relays a user's state in a room to the room's other
+connections at most once per ``relay_every`` seconds (a state that changes
+meanwhile is relayed when the window opens, latest wins), ends an
+``active``/``paused`` state that is not renewed within ``expiry`` seconds,
+and ends it at once when the user sends a message or leaves the room.
+
+Time comes from an injected ``Clock`` so tests move it by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from protocol import TYPING_EXPIRY_SECONDS, TYPING_RELAY_SECONDS, TypingState
+
+Relay = Callable[[int, str, TypingState], None]
+"""Deliver (room id, username, state) to the room's other connections."""
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer: ...
+
+
+class LoopClock:
+    """The real clock: monotonic time and the running loop's timers."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        return asyncio.get_running_loop().call_later(delay, callback)
+
+
+@dataclass
+class _Typist:
+    username: str
+    relayed: TypingState = TypingState.DONE
+    relayed_at: float = float("-inf")
+    wanted: TypingState = TypingState.DONE
+    pending: Timer | None = None
+    expiry: Timer | None = None
+
+
+class TypingTracker:
+    """Typing state per (room id, user key), and the timers that relay and expire it."""
+
+    def __init__(
+        self,
+        relay: Relay,
+        clock: Clock | None = None,
+        relay_every: float = TYPING_RELAY_SECONDS,
+        expiry: float = TYPING_EXPIRY_SECONDS,
+    ) -> None:
+        self._relay = relay
+        self.clock: Clock = clock or LoopClock()
+        self.relay_every = relay_every
+        self.expiry = expiry
+        self._typists: dict[tuple[int, str], _Typist] = {}
+        # When a state last ended with a relayed ``done``: a new ``active``
+        # waits for the window too, so toggling cannot flood the room.
+        self._ended: dict[tuple[int, str], float] = {}
+
+    def __len__(self) -> int:
+        return len(self._typists)
+
+    def update(self, room_id: int, user_key: str, username: str, state: TypingState) -> None:
+        """A client's typing state; relayed now or when this user's window opens."""
+        key = (room_id, user_key)
+        typist = self._typists.get(key)
+        if typist is None:
+            if state is TypingState.DONE:
+                return
+            typist = self._typists[key] = _Typist(username)
+            typist.relayed_at = self._ended.pop(key, typist.relayed_at)
+        typist.wanted = state
+        _cancel(typist.expiry)
+        typist.expiry = None
+        if state is not TypingState.DONE:
+            typist.expiry = self.clock.call_later(self.expiry, lambda: self.end(*key))
+        self._flush(key, typist)
+
+    def end(self, room_id: int, user_key: str) -> None:
+        """The user sent a message, left, disconnected or went quiet: relay ``done`` now."""
+        typist = self._typists.pop((room_id, user_key), None)
+        if typist is None:
+            return
+        _cancel(typist.expiry)
+        _cancel(typist.pending)
+        if typist.relayed is not TypingState.DONE:
+            self._relay(room_id, typist.username, TypingState.DONE)
+            self._note_ended((room_id, user_key))
+
+    def _note_ended(self, key: tuple[int, str]) -> None:
+        now = self.clock.now()
+        if len(self._ended) > 1000:
+            self._ended = {k: t for k, t in self._ended.items() if t + self.relay_every > now}
+        self._ended[key] = now
+
+    def forget_room(self, room_id: int) -> None:
+        """The room is gone: drop its states without relaying anything."""
+        self._ended = {k: t for k, t in self._ended.items() if k[0] != room_id}
+        for key in [k for k in self._typists if k[0] == room_id]:
+            typist = self._typists.pop(key)
+            _cancel(typist.expiry)
+            _cancel(typist.pending)
+
+    def typing_in(self, room_id: int) -> list[str]:
+        """Who is shown as typing in the room now (for a joiner's first view)."""
+        return sorted(
+            (
+                t.username
+                for (r, _), t in self._typists.items()
+                if r == room_id and t.relayed is TypingState.ACTIVE
+            ),
+            key=str.casefold,
+        )
+
+    def _flush(self, key: tuple[int, str], typist: _Typist) -> None:
+        if typist.wanted is typist.relayed:
+            if typist.wanted is TypingState.DONE:
+                self._typists.pop(key, None)
+            return
+        if typist.wanted is TypingState.DONE:
+            self.end(*key)
+            return
+        wait = typist.relayed_at + self.relay_every - self.clock.now()
+        if wait > 0:
+            if typist.pending is None:
+                typist.pending = self.clock.call_later(wait, lambda: self._window_open(key))
+            return
+        typist.relayed, typist.relayed_at = typist.wanted, self.clock.now()
+        self._relay(key[0], typist.username, typist.wanted)
+
+    def _window_open(self, key: tuple[int, str]) -> None:
+        typist = self._typists.get(key)
+        if typist is not None:
+            typist.pending = None
+            self._flush(key, typist)
+
+    def close(self) -> None:
+        for typist in self._typists.values():
+            _cancel(typist.expiry)
+            _cancel(typist.pending)
+        self._typists.clear()
+        self._ended.clear()
+
+
+def _cancel(timer: Timer | None) -> None:
+    if timer is not None:
+        timer.cancel()
