@@ -143,7 +143,7 @@ class MessageLife:
         reply = await self._reply_of(room, target)
         change = MessageChange(
             kind, room.id, request.message, peer.user.id, peer.user.username,
-            self._service.now(), text, emoji,
+            self._service.now(), text, emoji, by_owner=room.owner_key == peer.user_key,
         )  # fmt: skip
 
         def announce(result: ChangeRecord) -> None:

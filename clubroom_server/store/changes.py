@@ -55,6 +55,8 @@ class MessageChange:
     at_ms: int
     text: str = ""
     emoji: str = ""
+    # The asker owns the room: a room owner may delete anyone's message there.
+    by_owner: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +88,9 @@ def refusal(change: MessageChange, target: MessageRecord | None) -> str | None:
         return NOT_FOUND
     if target.deleted_ms is not None:
         return DELETED
-    if change.kind in (ChangeKind.EDIT, ChangeKind.DELETE) and target.author_id != change.user_id:
+    if target.author_id != change.user_id and (
+        change.kind == ChangeKind.EDIT or (change.kind == ChangeKind.DELETE and not change.by_owner)
+    ):
         return NOT_AUTHOR
     return None
 

@@ -81,18 +81,30 @@ class MessageActions:
             self.notice("That message was deleted.")
         elif event.action == "reply":
             self._start(replying=message)
-        elif message.author.casefold() != self.me.casefold():
+        elif not self._may_change(event.action, message):
             self.notice(f"Only {printable(message.author)} can {event.action} that message.")
         elif event.action == "edit":
             self._start(editing=message)
         else:
+            whose = "your" if self._is_mine(message) else f"{printable(message.author)}'s"
             question = (
-                f"Delete your message “{excerpt(message.text)}”? Everyone will see "
+                f"Delete {whose} message “{excerpt(message.text)}”? Everyone will see "
                 "“message deleted” instead; the text cannot be brought back."
             )
             self.app.push_screen(
                 Confirm(question, "Delete"), lambda yes: yes and self.delete_message(message)
             )
+
+    def _is_mine(self, message: Message) -> bool:
+        return message.author.casefold() == self.me.casefold()
+
+    def _may_change(self, action: str, message: Message) -> bool:
+        """The author edits and deletes; the room's owner may delete anyone's message too."""
+        if self._is_mine(message):
+            return True
+        state = self.client.rooms.get(self.room)
+        owner = state.owner if state is not None else None
+        return action == "delete" and owner is not None and owner.casefold() == self.me.casefold()
 
     def _start(self, *, editing: Message | None = None, replying: Message | None = None) -> None:
         """Open the composer to edit (with the text in it) or to reply; Escape cancels."""

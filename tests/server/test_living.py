@@ -108,6 +108,20 @@ async def test_delete_leaves_a_tombstone_and_tells_the_room(connect: Connect) ->
     )
 
 
+async def test_the_room_owner_deletes_anyones_message_but_edits_none(connect: Connect) -> None:
+    """The owner (ann made Lobby) may delete bob's message there, yet not edit it."""
+    ann, bob = await pair(connect)
+    message = await said(bob, "spam spam spam")
+    await ann.event("message")
+    assert await error_code(ann, "edit", room="Lobby", message=message["id"], text="x") == (
+        "forbidden"
+    )
+    reply = await ann.ok("delete", room="Lobby", message=message["id"])
+    assert reply["message"]["deleted"] is True and reply["message"]["author"] == "bob"
+    event = await bob.event("message_changed")
+    assert event["change"] == "deleted" and event["by"] == "ann"
+
+
 @pytest.mark.sqlite_only
 async def test_deleted_text_leaves_the_database_file_wal_and_index(
     connect: Connect, server: Any

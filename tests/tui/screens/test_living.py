@@ -77,6 +77,24 @@ async def test_delete_asks_first_then_shows_message_deleted(
         assert "4321" not in screen_text(pilot.app)
 
 
+async def test_the_room_owner_deletes_a_members_message_after_asking(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """ann made the room, so d on bob's message asks, naming bob, and deletes it."""
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        bob = await make_client("bob")
+        await bob.join_room("lobby")
+        await bob.send("lobby", "buy cheap pills")
+        await wait_for_text(pilot, "bob: buy cheap pills")
+        await choose_newest(pilot)
+        await pilot.press("e")
+        await wait_for_text(pilot, "Only bob can edit that message.")
+        await pilot.press("d")
+        await answer(pilot, "Delete bob's message “buy cheap pills”?", yes=True)
+        await wait_for_text(pilot, "bob: message deleted")
+        await wait_for(lambda: bob.rooms["lobby"].messages[-1].deleted, "bob to see it")
+
+
 async def test_react_from_the_picker_and_by_typing(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
