@@ -1,5 +1,8 @@
 """The box under the conversation: Enter sends, Tab completes names, a paste is kept whole.
 
+Shift+Enter, Alt+Enter or Ctrl+J start a new line; Up in an empty box
+recalls the last message sent.
+
 Nothing typed or pasted is ever dropped without a word:
 - a paste keeps all its lines (the message is sent with its newlines, which
   the protocol allows; they show as ``↵`` while composing);
@@ -32,6 +35,11 @@ class Composer(Input):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("tab", "complete", "Complete name", show=False),
+        # Terminals differ: Shift+Enter arrives only with the kitty keyboard
+        # protocol, Alt+Enter as "alt+enter" there (elsewhere as a bare Enter,
+        # which we cannot tell apart), Ctrl+J as a line feed: "ctrl+j".
+        Binding("shift+enter,alt+enter,ctrl+j", "newline", "New line", show=False),
+        Binding("up", "recall", "Last sent", show=False),
     ]
 
     class Ready(Message):
@@ -60,6 +68,7 @@ class Composer(Input):
             id=id,
         )
         self.names = names
+        self.last_sent = ""  # what Up brings back into an empty box
 
     @property
     def _value(self) -> Text:
@@ -79,6 +88,17 @@ class Composer(Input):
             return
         self.value = ""
         self.post_message(self.Ready(text))
+
+    def action_newline(self) -> None:
+        """Start a new line in the same message (shown as ``↵`` while composing)."""
+        self._insert("\n")
+
+    def action_recall(self) -> None:
+        """Up in an empty box brings back the last message sent from it, to fix or resend."""
+        if self.value or not self.last_sent:
+            return
+        self.value = self.last_sent
+        self.cursor_position = len(self.value)
 
     def _on_key(self, event: events.Key) -> None:
         """Keep format characters (zero-width joiner, variation selectors) that arrive as keys."""
