@@ -166,3 +166,27 @@ async def test_no_bell_keeps_the_notification_but_not_the_bell(
         await bob.send("garden", "@ann psst")
         await wait_for(lambda: len(app._notifications) == 1, "the notification")
         assert bells == []
+
+
+def rows_after(shown: str, first: str, count: int) -> list[str]:
+    """The screen row holding ``first`` and the ``count`` rows under it."""
+    rows = shown.splitlines()
+    start = next(n for n, row in enumerate(rows) if first in row)
+    return rows[start : start + count + 1]
+
+
+async def test_multi_line_messages_hang_under_their_text(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """Second lines and wrapped lines start under the message text, not under the time."""
+    bob = await make_client("bob")
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        await bob.join_room("lobby")
+        await bob.send("lobby", "first line\nsecond line\n" + "word " * 40 + "END")
+        shown = await wait_for_text(pilot, "bob: first line", "second line", "END")
+        first, second, *wrapped = rows_after(shown, "bob: first line", 3)
+        column = first.index("first line")
+        assert second[:column].strip(" │▏▎▕") == "" and second[column:].startswith("second line")
+        for row in wrapped:
+            assert row[column:].startswith("word")
+            assert row[:column].strip(" │▏▎▕") == ""
