@@ -27,6 +27,7 @@ from clubroom_tui.client import (
     RequestFailed,
     RoomInfoChanged,
     RoomLost,
+    RoomState,
     SendDelayed,
     StateChanged,
     TypingChanged,
@@ -113,6 +114,7 @@ class RoomScreen(MessageActions, Screen[None]):
         state = self.client.rooms.get(self.key)
         log = self.query_one(MessageLog)
         if state is not None:
+            log.read_up_to = unread_from(state)
             log.load(state.messages, self.notices)
             self._show_member_list(state.members)
         for item in self.client.pending_sends(self.room):
@@ -518,6 +520,13 @@ class RoomScreen(MessageActions, Screen[None]):
         elif self._said_too_long:
             self._said_too_long = False
             self.notice("")
+
+
+def unread_from(state: RoomState) -> int | None:
+    """The read marker to draw "new messages" at, if anything arrived after it."""
+    if state.last_id is None or state.last_id <= state.read_up_to:
+        return None
+    return state.read_up_to
 
 
 def typing_line(typing: tuple[str, ...]) -> str:

@@ -81,6 +81,7 @@ class MessageLog(RichLog):
         "message-log--day",
         "message-log--selected",
         "message-log--dim",
+        "message-log--divider",
     }
     # While the log has the focus, up/down choose a message and a letter acts on it.
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -130,6 +131,8 @@ class MessageLog(RichLog):
         self.selected: int | None = None  # the id of the chosen message
         self._line_of: dict[int, int] = {}  # message id → its first line in the log
         self._line_count: dict[int, int] = {}  # message id → how many lines it takes
+        self.read_up_to: int | None = None  # where "new messages" starts (None: no divider)
+        self._divider_drawn = False
 
     def on_mount(self) -> None:
         self.watch(self, "scroll_y", self._scrolled, init=False)
@@ -330,6 +333,7 @@ class MessageLog(RichLog):
         try:
             self.clear()
             self._last_day = None
+            self._divider_drawn = False
             self._line_of, self._line_count = {}, {}
             for entry in self._entries:
                 self._write_entry(entry)
@@ -363,6 +367,9 @@ class MessageLog(RichLog):
             self._last_day = moment.date()
             self._write_line(self._day_line(moment.date()))
         if isinstance(entry, Message):
+            if self._starts_new(entry):
+                self._divider_drawn = True
+                self._write_line(self._divider_line())
             start = self._line_of[entry.id] = len(self.lines)
             self._write_message(entry, moment)
             self._line_count[entry.id] = len(self.lines) - start
@@ -386,6 +393,18 @@ class MessageLog(RichLog):
         """The theme or CSS changed: forget the looked-up styles."""
         self._styles = {}
         super().notify_style_update()
+
+    def _starts_new(self, message: Message) -> bool:
+        """Is this the first message (by someone else) past the read marker the room opened at?"""
+        return (
+            self.read_up_to is not None
+            and not self._divider_drawn
+            and message.id > self.read_up_to
+            and message.author.lower() != self.me
+        )
+
+    def _divider_line(self) -> Text:
+        return Text("── new messages ──", style=self._style("divider"), justify="center")
 
     def _day_line(self, day: date) -> Text:
         return Text(f"── {day_label(day)} ──", style=self._style("day"), justify="center")
