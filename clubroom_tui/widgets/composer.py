@@ -29,16 +29,19 @@ from clubroom_tui.commands import complete_command
 from clubroom_tui.plain import visible_in_place
 from protocol import MAX_TEXT_LENGTH
 
+# What a "new line" key reaches us as, terminal by terminal (Textual 8's parser):
+# the kitty keyboard protocol gives "shift+enter", "alt+enter", "ctrl+enter";
+# xterm's modifyOtherKeys gives "shift+\r" for Shift+Enter and a bare "\r" for
+# Alt+Enter; Ctrl+J is a line feed, "ctrl+j", everywhere. Without either
+# protocol Shift+Enter and Alt+Enter arrive as plain "enter" (they send).
+NEWLINE_KEYS = frozenset({"shift+enter", "alt+enter", "ctrl+enter", "ctrl+j", "shift+\r", "\r"})
+
 
 class Composer(Input):
     """The message being written; announces it with ``Composer.Ready``."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("tab", "complete", "Complete name", show=False),
-        # Terminals differ: Shift+Enter arrives only with the kitty keyboard
-        # protocol, Alt+Enter as "alt+enter" there (elsewhere as a bare Enter,
-        # which we cannot tell apart), Ctrl+J as a line feed: "ctrl+j".
-        Binding("shift+enter,alt+enter,ctrl+j", "newline", "New line", show=False),
         Binding("up", "recall", "Last sent", show=False),
     ]
 
@@ -102,6 +105,11 @@ class Composer(Input):
 
     def _on_key(self, event: events.Key) -> None:
         """Keep format characters (zero-width joiner, variation selectors) that arrive as keys."""
+        if event.key in NEWLINE_KEYS:
+            event.stop()
+            event.prevent_default()
+            self.action_newline()
+            return
         char = event.character
         if char and len(char) == 1 and not event.is_printable and _is_format(char):
             event.stop()

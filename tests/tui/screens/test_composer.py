@@ -97,10 +97,12 @@ async def test_shift_alt_enter_and_ctrl_j_start_new_lines_and_enter_sends(
             ("c", "c"),
             ("ctrl+j", "\n"),  # a bare line feed
             ("d", "d"),
+            ("shift+\r", "\r"),  # xterm modifyOtherKeys
+            ("e", "e"),
             ("enter", "\r"),
         )
         await wait_for(lambda: bob.rooms["lobby"].messages, "the message")
-        assert bob.rooms["lobby"].messages[-1].text == "a\nb\nc\nd"
+        assert bob.rooms["lobby"].messages[-1].text == "a\nb\nc\nd\ne"
         assert pilot.app.screen.query_one(Composer).value == ""
         assert len(bob.rooms["lobby"].messages) == 1
 
