@@ -454,6 +454,16 @@ class RoomScreen(MessageActions, Screen[None]):
 
     # -- keys ------------------------------------------------------------------------
 
+    def cancel_action(self) -> bool:
+        """End editing or replying; after an edit the draft written before it comes back."""
+        was_editing = self.editing is not None
+        done = super().cancel_action()
+        if was_editing and self.draft.text:
+            composer = self.query_one(Composer)
+            composer.value = self.draft.text
+            composer.cursor_position = len(composer.value)
+        return done
+
     def action_back(self) -> None:
         if self.cancel_action():  # Escape first ends editing or replying
             return
@@ -511,7 +521,8 @@ class RoomScreen(MessageActions, Screen[None]):
     @on(Input.Changed, "#composer")
     def _draft_changed(self, event: Input.Changed) -> None:
         """Say at once when the draft passes the limit (a big paste), and by how much."""
-        self.draft.text = event.value
+        if self.editing is None:  # an edit's text is not a draft to bring back elsewhere
+            self.draft.text = event.value
         self._typing_changed(event.value)
         length = len(event.value)
         if length > MAX_TEXT_LENGTH:

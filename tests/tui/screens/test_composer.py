@@ -147,3 +147,18 @@ async def test_drafts_and_recall_are_kept_per_room_while_switching(
         await pilot.press("escape")
         await enter_room(pilot, "den", create=False)
         assert pilot.app.screen.query_one(Composer).value == "den draft"
+
+
+async def test_editing_a_message_keeps_the_draft_for_afterwards(
+    server: RunningServer, config_dir: Path
+) -> None:
+    """Editing borrows the box; Escape gives the half-written draft back, never loses it."""
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        await say(pilot, "mine")
+        await wait_for_text(pilot, "ann: mine")
+        await type_into(pilot, "#composer", "half written")
+        await pilot.press("ctrl+up", "e")
+        composer = pilot.app.screen.query_one(Composer)
+        await wait_for(lambda: composer.value == "mine", "the edit in the box")
+        await pilot.press("escape")
+        await wait_for(lambda: composer.value == "half written", "the draft back")
