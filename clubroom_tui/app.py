@@ -28,6 +28,7 @@ from clubroom_tui.client import (
     StateChanged,
 )
 from clubroom_tui.doomed import describe_rooms, rooms_deleted_by_leaving
+from clubroom_tui.drafts import Draft
 from clubroom_tui.keys import InOrderKeys
 from clubroom_tui.news import ClientNews
 from clubroom_tui.plain import printable
@@ -70,6 +71,7 @@ class ClubroomApp(InOrderKeys):
         self.unread: dict[str, int] = {}
         self.mentions: dict[str, int] = {}  # unread mentions per room key
         self.notices: dict[str, list[Notice]] = {}  # per room, for when it is shown again
+        self.drafts: dict[str, Draft] = {}  # per room: unsent text and the last line sent
         self.remember = False
         self._events: EventStream | None = None
 
@@ -241,6 +243,7 @@ class ClubroomApp(InOrderKeys):
         self.unread.pop(room_key(room), None)
         self.mentions.pop(room_key(room), None)
         self.notices.pop(room_key(room), None)
+        self.drafts.pop(room_key(room), None)
 
     # -- moving between screens ------------------------------------------------------
 
@@ -266,6 +269,7 @@ class ClubroomApp(InOrderKeys):
         self.unread.clear()
         self.mentions.clear()
         self.notices.clear()
+        self.drafts.clear()
         self._show_login("You have logged out.")
 
     def on_room_screen_left(self, event: RoomScreen.Left) -> None:
@@ -277,7 +281,8 @@ class ClubroomApp(InOrderKeys):
     def open_room(self, room: str) -> None:
         """Show a room the client is in, from the dashboard or from another room."""
         key = room_key(room)
-        screen = RoomScreen(self.client, room, self.notices.setdefault(key, []))
+        notices, draft = self.notices.setdefault(key, []), self.drafts.setdefault(key, Draft())
+        screen = RoomScreen(self.client, room, notices, draft)
         if isinstance(self._main_screen(), RoomScreen):
             self.switch_screen(screen)
         else:

@@ -27,11 +27,13 @@ from clubroom_tui.client import (
     RequestFailed,
     RoomInfoChanged,
     RoomLost,
+    RoomState,
     SendDelayed,
     StateChanged,
     TypingChanged,
 )
 from clubroom_tui.doomed import is_last_member, what_goes
+from clubroom_tui.drafts import Draft
 from clubroom_tui.news import ClientNews
 from clubroom_tui.plain import printable
 from clubroom_tui.screens.confirm import Confirm
@@ -69,12 +71,17 @@ class RoomScreen(MessageActions, Screen[None]):
             self.room = room
 
     def __init__(
-        self, client: ClubroomClient, room: str, notices: list[Notice] | None = None
+        self,
+        client: ClubroomClient,
+        room: str,
+        notices: list[Notice] | None = None,
+        draft: Draft | None = None,
     ) -> None:
         super().__init__()
         self.client = client
         self.room = room
         self.notices = notices or []  # earlier comings and goings, kept by the app
+        self.draft = draft or Draft()  # the unsent text, kept by the app across rooms
         self.key = room_key(room)
         self.me = client.username or ""
         self._loading_older = False
@@ -107,6 +114,7 @@ class RoomScreen(MessageActions, Screen[None]):
         state = self.client.rooms.get(self.key)
         log = self.query_one(MessageLog)
         if state is not None:
+            log.read_up_to = unread_from(state)
             log.load(state.messages, self.notices)
             self._show_member_list(state.members)
         for item in self.client.pending_sends(self.room):
@@ -117,7 +125,17 @@ class RoomScreen(MessageActions, Screen[None]):
         self.call_after_refresh(self._mark_read_if_seen)
         self.watch(self.app, "connection_detail", self._show_connection)
         self.query_one("#action-notice", Static).display = False
+        self._restore_draft()
         self.set_focus(self.query_one(Composer))
+
+    def _restore_draft(self) -> None:
+        """Put back what was being written here, quietly (no typing event for an old draft)."""
+        composer = self.query_one(Composer)
+        composer.last_sent = self.draft.last_sent
+        if self.draft.text:
+            with composer.prevent(Input.Changed):
+                composer.value = self.draft.text
+            composer.cursor_position = len(composer.value)
 
     def notice(self, text: str) -> None:
         show_line(self.query_one("#room-notice", Static), text)
@@ -233,11 +251,17 @@ class RoomScreen(MessageActions, Screen[None]):
             self.query_one(Composer).restore(event.text)
             self.notice(parsed.hint)
             return
+        self._remember_sent(event.text)
         if isinstance(parsed, commands.Command):
             self.run_command(parsed, event.text)
             return
         self._typing_state = TypingState.DONE  # the server ends it when the message arrives
         self._queue_text(parsed)
+
+    def _remember_sent(self, line: str) -> None:
+        """Up in the empty box brings this line back, in this room, even after switching."""
+        self.draft.last_sent = line
+        self.query_one(Composer).last_sent = line
 
     def _queue_text(self, text: str) -> None:
         target = self.reply_target()
@@ -430,6 +454,16 @@ class RoomScreen(MessageActions, Screen[None]):
 
     # -- keys ------------------------------------------------------------------------
 
+    def cancel_action(self) -> bool:
+        """End editing or replying; after an edit the draft written before it comes back."""
+        was_editing = self.editing is not None
+        done = super().cancel_action()
+        if was_editing and self.draft.text:
+            composer = self.query_one(Composer)
+            composer.value = self.draft.text
+            composer.cursor_position = len(composer.value)
+        return done
+
     def action_back(self) -> None:
         if self.cancel_action():  # Escape first ends editing or replying
             return
@@ -487,6 +521,8 @@ class RoomScreen(MessageActions, Screen[None]):
     @on(Input.Changed, "#composer")
     def _draft_changed(self, event: Input.Changed) -> None:
         """Say at once when the draft passes the limit (a big paste), and by how much."""
+        if self.editing is None:  # an edit's text is not a draft to bring back elsewhere
+            self.draft.text = event.value
         self._typing_changed(event.value)
         length = len(event.value)
         if length > MAX_TEXT_LENGTH:
@@ -495,6 +531,13 @@ class RoomScreen(MessageActions, Screen[None]):
         elif self._said_too_long:
             self._said_too_long = False
             self.notice("")
+
+
+def unread_from(state: RoomState) -> int | None:
+    """The read marker to draw "new messages" at, if anything arrived after it."""
+    if state.last_id is None or state.last_id <= state.read_up_to:
+        return None
+    return state.read_up_to
 
 
 def typing_line(typing: tuple[str, ...]) -> str:

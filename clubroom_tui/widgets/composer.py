@@ -1,5 +1,8 @@
 """The box under the conversation: Enter sends, Tab completes names, a paste is kept whole.
 
+Shift+Enter, Alt+Enter or Ctrl+J start a new line; Up in an empty box
+recalls the last message sent.
+
 Nothing typed or pasted is ever dropped without a word:
 - a paste keeps all its lines (the message is sent with its newlines, which
   the protocol allows; they show as ``↵`` while composing);
@@ -26,12 +29,20 @@ from clubroom_tui.commands import complete_command
 from clubroom_tui.plain import visible_in_place
 from protocol import MAX_TEXT_LENGTH
 
+# What a "new line" key reaches us as, terminal by terminal (Textual 8's parser):
+# the kitty keyboard protocol gives "shift+enter", "alt+enter", "ctrl+enter";
+# xterm's modifyOtherKeys gives "shift+\r" for Shift+Enter and a bare "\r" for
+# Alt+Enter; Ctrl+J is a line feed, "ctrl+j", everywhere. Without either
+# protocol Shift+Enter and Alt+Enter arrive as plain "enter" (they send).
+NEWLINE_KEYS = frozenset({"shift+enter", "alt+enter", "ctrl+enter", "ctrl+j", "shift+\r", "\r"})
+
 
 class Composer(Input):
     """The message being written; announces it with ``Composer.Ready``."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("tab", "complete", "Complete name", show=False),
+        Binding("up", "recall", "Last sent", show=False),
     ]
 
     class Ready(Message):
@@ -60,6 +71,7 @@ class Composer(Input):
             id=id,
         )
         self.names = names
+        self.last_sent = ""  # what Up brings back into an empty box
 
     @property
     def _value(self) -> Text:
@@ -80,8 +92,24 @@ class Composer(Input):
         self.value = ""
         self.post_message(self.Ready(text))
 
+    def action_newline(self) -> None:
+        """Start a new line in the same message (shown as ``↵`` while composing)."""
+        self._insert("\n")
+
+    def action_recall(self) -> None:
+        """Up in an empty box brings back the last message sent from it, to fix or resend."""
+        if self.value or not self.last_sent:
+            return
+        self.value = self.last_sent
+        self.cursor_position = len(self.value)
+
     def _on_key(self, event: events.Key) -> None:
         """Keep format characters (zero-width joiner, variation selectors) that arrive as keys."""
+        if event.key in NEWLINE_KEYS:
+            event.stop()
+            event.prevent_default()
+            self.action_newline()
+            return
         char = event.character
         if char and len(char) == 1 and not event.is_printable and _is_format(char):
             event.stop()

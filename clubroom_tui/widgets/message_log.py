@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import ClassVar, Literal
 
+from rich.console import Console
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
@@ -80,6 +81,7 @@ class MessageLog(RichLog):
         "message-log--day",
         "message-log--selected",
         "message-log--dim",
+        "message-log--divider",
     }
     # While the log has the focus, up/down choose a message and a letter acts on it.
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -129,6 +131,8 @@ class MessageLog(RichLog):
         self.selected: int | None = None  # the id of the chosen message
         self._line_of: dict[int, int] = {}  # message id → its first line in the log
         self._line_count: dict[int, int] = {}  # message id → how many lines it takes
+        self.read_up_to: int | None = None  # where "new messages" starts (None: no divider)
+        self._divider_drawn = False
 
     def on_mount(self) -> None:
         self.watch(self, "scroll_y", self._scrolled, init=False)
@@ -329,6 +333,7 @@ class MessageLog(RichLog):
         try:
             self.clear()
             self._last_day = None
+            self._divider_drawn = False
             self._line_of, self._line_count = {}, {}
             for entry in self._entries:
                 self._write_entry(entry)
@@ -362,11 +367,14 @@ class MessageLog(RichLog):
             self._last_day = moment.date()
             self._write_line(self._day_line(moment.date()))
         if isinstance(entry, Message):
+            if self._starts_new(entry):
+                self._divider_drawn = True
+                self._write_line(self._divider_line())
             start = self._line_of[entry.id] = len(self.lines)
             self._write_message(entry, moment)
             self._line_count[entry.id] = len(self.lines) - start
         else:
-            self._write_line(self._entry_line(entry, moment))
+            self._write_line(self._notice_line(entry, moment))
 
     def _write_line(self, line: Text) -> None:
         """Write wrapped to exactly the visible width (the console's may differ)."""
@@ -385,6 +393,18 @@ class MessageLog(RichLog):
         """The theme or CSS changed: forget the looked-up styles."""
         self._styles = {}
         super().notify_style_update()
+
+    def _starts_new(self, message: Message) -> bool:
+        """Is this the first message (by someone else) past the read marker the room opened at?"""
+        return (
+            self.read_up_to is not None
+            and not self._divider_drawn
+            and message.id > self.read_up_to
+            and message.author.lower() != self.me
+        )
+
+    def _divider_line(self) -> Text:
+        return Text("── new messages ──", style=self._style("divider"), justify="center")
 
     def _day_line(self, day: date) -> Text:
         return Text(f"── {day_label(day)} ──", style=self._style("day"), justify="center")
@@ -410,28 +430,31 @@ class MessageLog(RichLog):
                 Text.assemble(clock, " ", plain(message.author, dim), (": message deleted", dim))
             )
         else:
-            line = self._entry_line(message, moment)
+            head, body = self._message_parts(message, moment)
             if message.edited_at is not None:
-                line.append(" (edited)", dim)
-            lines.append(line)
+                body.append(" (edited)", dim)
+            lines.extend(hanging_indent(head, body, self._text_width(), self.app.console))
         if message.reactions:
             lines.append(reaction_line(message.reactions, dim, self._style("mine")))
         return lines
 
-    def _entry_line(self, entry: Entry, moment: datetime) -> Text:
+    def _notice_line(self, notice: Notice, moment: datetime) -> Text:
         clock = (moment.strftime("%H:%M"), self._style("time"))
-        if isinstance(entry, Notice):
-            return Text.assemble(clock, " ", plain(entry.text, self._style("notice")))
-        mine = entry.author.lower() == self.me
+        return Text.assemble(clock, " ", plain(notice.text, self._style("notice")))
+
+    def _message_parts(self, message: Message, moment: datetime) -> tuple[Text, Text]:
+        """``HH:MM author: `` and the text, apart, so the text can hang under itself."""
+        mine = message.author.lower() == self.me
         text_style = self._style("mine") if mine else Style()
         author_style = self._style("mine") if mine else self._style("author")
-        return Text.assemble(
-            clock,
+        head = Text.assemble(
+            (moment.strftime("%H:%M"), self._style("time")),
             " ",
-            plain(entry.author, author_style),
+            plain(message.author, author_style),
             (": ", text_style),
-            plain(entry.text, text_style),
+            end="",
         )
+        return head, plain(message.text, text_style)
 
     # -- scrolling -----------------------------------------------------------
 
@@ -461,6 +484,22 @@ class MessageLog(RichLog):
     def action_scroll_up(self) -> None:
         super().action_scroll_up()
         self._check_top()
+
+
+def hanging_indent(head: Text, body: Text, width: int, console: Console) -> list[Text]:
+    """The head then the body wrapped beside it: every further line starts under the text.
+
+    Lines of a multi-line message (and wrapped long lines) line up under the
+    first character of the text, not under the time, as in IRC clients, so a
+    message reads as one block. A head wider than half the log (a very long
+    name on a narrow terminal) leaves the text to wrap under the time instead.
+    """
+    indent = head.cell_len
+    if width <= 0 or indent > width // 2:
+        return [Text.assemble(head, body, end="")]
+    pad = Text(" " * indent, end="")
+    wrapped = body.wrap(console, width - indent, overflow="fold") or [Text(end="")]
+    return [Text.assemble(head if n == 0 else pad, line, end="") for n, line in enumerate(wrapped)]
 
 
 def reaction_line(reactions: list[Reaction], style: Style, mine: Style) -> Text:

@@ -281,14 +281,20 @@ def type_at_machine_speed(app: App[Any], text: str) -> None:
     person reaches, so nothing is given time to settle between keys; ``\n``
     is Enter.
     """
-    driver = app._driver
-    assert driver is not None
+    keys: list[tuple[str, str | None]] = []
     for char in text:
         if char == "\n":
-            key, character = "enter", "\r"
+            keys.append(("enter", "\r"))
         else:
-            key = char if char.isalnum() else _character_to_key(char)
-            character = char
+            keys.append((char if char.isalnum() else _character_to_key(char), char))
+    press_at_machine_speed(app, *keys)
+
+
+def press_at_machine_speed(app: App[Any], *keys: tuple[str, str | None]) -> None:
+    """Deliver (key, character) events as the terminal driver would, all at once."""
+    driver = app._driver
+    assert driver is not None
+    for key, character in keys:
         event = events.Key(key, character)
         event.set_sender(app)
         driver.send_message(event)

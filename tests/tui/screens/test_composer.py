@@ -10,9 +10,13 @@ from tests.conftest import RunningServer
 from tests.tui.conftest import (
     MakeClient,
     ann_in_lobby,
+    enter_room,
     paste,
+    press_at_machine_speed,
+    say,
     screen_text,
     type_at_machine_speed,
+    type_into,
     wait_for,
     wait_for_text,
 )
@@ -75,3 +79,86 @@ async def test_tab_completes_a_member_name_and_keeps_the_focus(
         await wait_for(lambda: alice.rooms["lobby"].messages, "the message")
         assert alice.rooms["lobby"].messages[-1].text == "hi @alice "
         assert "lobby" in pilot.app.client.rooms
+
+
+async def test_shift_alt_enter_and_ctrl_j_start_new_lines_and_enter_sends(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """Each newline key, as Textual delivers it, adds a line; only Enter sends, once, in order."""
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        bob = await make_client("bob")
+        await bob.join_room("lobby")
+        press_at_machine_speed(
+            pilot.app,
+            ("a", "a"),
+            ("shift+enter", "\r"),  # kitty keyboard protocol
+            ("b", "b"),
+            ("alt+enter", "\r"),
+            ("c", "c"),
+            ("ctrl+j", "\n"),  # a bare line feed
+            ("d", "d"),
+            ("shift+\r", "\r"),  # xterm modifyOtherKeys
+            ("e", "e"),
+            ("enter", "\r"),
+        )
+        await wait_for(lambda: bob.rooms["lobby"].messages, "the message")
+        assert bob.rooms["lobby"].messages[-1].text == "a\nb\nc\nd\ne"
+        assert pilot.app.screen.query_one(Composer).value == ""
+        assert len(bob.rooms["lobby"].messages) == 1
+
+
+async def test_up_in_an_empty_box_recalls_the_last_message_sent(
+    server: RunningServer, config_dir: Path
+) -> None:
+    """Up brings back the last line sent here; in a box with text it changes nothing."""
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        composer = pilot.app.screen.query_one(Composer)
+        await say(pilot, "first try")
+        await wait_for(lambda: pilot.app.client.rooms["lobby"].messages, "the message")
+        await pilot.press("up")
+        await wait_for(lambda: composer.value == "first try", "the recalled line")
+        composer.value = "other"
+        await pilot.press("up")
+        assert composer.value == "other"
+
+
+async def test_drafts_and_recall_are_kept_per_room_while_switching(
+    server: RunningServer, config_dir: Path
+) -> None:
+    """A half-written message waits in its room; the other room has its own draft and history."""
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        await say(pilot, "sent in lobby")
+        await wait_for(lambda: pilot.app.client.rooms["lobby"].messages, "the message")
+        await type_into(pilot, "#composer", "half a thought")
+        await pilot.press("escape")
+        await enter_room(pilot, "den", create=True)
+        den = pilot.app.screen.query_one(Composer)
+        assert den.value == ""
+        await pilot.press("up")
+        assert den.value == ""  # nothing was sent from den
+        await type_into(pilot, "#composer", "den draft")
+        await pilot.press("escape")
+        await enter_room(pilot, "lobby", create=False)
+        lobby = pilot.app.screen.query_one(Composer)
+        assert lobby.value == "half a thought"
+        lobby.value = ""
+        await pilot.press("up")
+        await wait_for(lambda: lobby.value == "sent in lobby", "the lobby's last line")
+        await pilot.press("escape")
+        await enter_room(pilot, "den", create=False)
+        assert pilot.app.screen.query_one(Composer).value == "den draft"
+
+
+async def test_editing_a_message_keeps_the_draft_for_afterwards(
+    server: RunningServer, config_dir: Path
+) -> None:
+    """Editing borrows the box; Escape gives the half-written draft back, never loses it."""
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        await say(pilot, "mine")
+        await wait_for_text(pilot, "ann: mine")
+        await type_into(pilot, "#composer", "half written")
+        await pilot.press("ctrl+up", "e")
+        composer = pilot.app.screen.query_one(Composer)
+        await wait_for(lambda: composer.value == "mine", "the edit in the box")
+        await pilot.press("escape")
+        await wait_for(lambda: composer.value == "half written", "the draft back")

@@ -166,3 +166,64 @@ async def test_no_bell_keeps_the_notification_but_not_the_bell(
         await bob.send("garden", "@ann psst")
         await wait_for(lambda: len(app._notifications) == 1, "the notification")
         assert bells == []
+
+
+def rows_after(shown: str, first: str, count: int) -> list[str]:
+    """The screen row holding ``first`` and the ``count`` rows under it."""
+    rows = shown.splitlines()
+    start = next(n for n, row in enumerate(rows) if first in row)
+    return rows[start : start + count + 1]
+
+
+async def test_multi_line_messages_hang_under_their_text(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """Second lines and wrapped lines start under the message text, not under the time."""
+    bob = await make_client("bob")
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        await bob.join_room("lobby")
+        await bob.send("lobby", "first line\nsecond line\n" + "word " * 40 + "END")
+        shown = await wait_for_text(pilot, "bob: first line", "second line", "END")
+        first, second, *wrapped = rows_after(shown, "bob: first line", 3)
+        column = first.index("first line")
+        assert second[:column].strip(" │▏▎▕") == "" and second[column:].startswith("second line")
+        for row in wrapped:
+            assert row[column:].startswith("word")
+            assert row[:column].strip(" │▏▎▕") == ""
+
+
+async def test_entering_a_room_shows_new_messages_at_the_read_marker(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """The server's read marker puts "new messages" between what ann read and what came since."""
+    ann, bob = await make_client("ann"), await make_client("bob")
+    await ann.create_room("lobby")
+    seen = await ann.send("lobby", "seen before")
+    await ann.mark_read("lobby", seen.id)
+    await bob.join_room("lobby")
+    for text in ("unseen one", "unseen two"):
+        await bob.send("lobby", text)
+    async with make_app(server.url, config_dir).run_test() as pilot:
+        await log_in(pilot, "ann", register=False)
+        await enter_room(pilot, "lobby", create=False)
+        shown = await wait_for_text(pilot, "seen before", "unseen two", "new messages")
+        order = [shown.index(text) for text in ("seen before", "new messages", "unseen one")]
+        assert order == sorted(order)
+        assert shown.count("new messages") == 1
+
+
+async def test_no_divider_when_everything_was_read(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """A room read to the end opens without a "new messages" line, even as messages arrive."""
+    ann, bob = await make_client("ann"), await make_client("bob")
+    await ann.create_room("lobby")
+    await bob.join_room("lobby")
+    said = await bob.send("lobby", "old news")
+    await ann.mark_read("lobby", said.id)
+    async with make_app(server.url, config_dir).run_test() as pilot:
+        await log_in(pilot, "ann", register=False)
+        await enter_room(pilot, "lobby", create=False)
+        await bob.send("lobby", "live news")
+        shown = await wait_for_text(pilot, "old news", "live news")
+        assert "new messages" not in shown
