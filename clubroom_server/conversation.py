@@ -55,6 +55,8 @@ class Conversation:
         self._writes: set[asyncio.Task[None]] = set()
         self._closing = False
         self._rooms.on_member_removed = self._member_removed
+        if service.cluster is not None:
+            service.cluster.on_user_event = self._heard_user_event
 
     @property
     def handlers(self) -> dict[type, Handler]:
@@ -157,9 +159,7 @@ class Conversation:
             protocol.MentionEvent(room=room.name, message_id=message.id, author=peer.username)
         )
         for key in mentioned:
-            member = room.members.get(key)
-            for connection in member.connections if member else ():
-                connection.send(event)  # type: ignore[attr-defined]
+            self._to_user(key, room, event)
 
     def room_gone(self, room: Room) -> None:
         self.typing.forget_room(room.id)
@@ -212,11 +212,8 @@ class Conversation:
         up_to = await self._store.mark_read(room.id, peer.user.id, request.up_to)
         if up_to is None:
             raise ProtocolError(ErrorCode.NOT_IN_ROOM, f"Join the room {room.name!r} first.")
-        member = room.members.get(peer.user_key)
         event = protocol.encode(protocol.ReadMarker(room=room.name, up_to=up_to))
-        for connection in member.connections if member else ():
-            if connection is not peer:
-                connection.send(event)  # type: ignore[attr-defined]
+        self._to_user(peer.user_key, room, event, skip=peer)
         return protocol.ReadMarker(id=request.id, room=room.name, up_to=up_to)
 
     async def my_rooms(self, peer: Peer, request: protocol.MyRooms) -> protocol.Reply:
@@ -329,6 +326,8 @@ class Conversation:
             )
         name = protocol.direct_room_name(peer.username, username)
         existing = self._rooms.get(protocol.room_key(name))
+        if existing is None and self._service.cluster is not None:
+            existing = await self._service.cluster.find_room(protocol.room_key(name))
         if existing is not None and not existing.deleted:
             return await self._service.join_room(peer, protocol.JoinRoom(id=request.id, room=name))
         reply = await self._service.create_named(peer, name, request.id)
@@ -340,8 +339,39 @@ class Conversation:
 
     def _tell_invited(self, room: Room, user_key: str, by: str) -> None:
         event = protocol.encode(protocol.Invited(room=room.name, by=by))
-        for connection in self._service.connections_of(user_key):
-            connection.send(event)
+        self._to_user(user_key, None, event)
+
+    # ------------------------------------------------------- per-user events
+
+    def _to_user(
+        self, user_key: str, room: Room | None, data: bytes, skip: Peer | None = None
+    ) -> None:
+        """An event for one user's connections (in ``room`` if given), on every node."""
+        room_key = room.key if room is not None else ""
+        self._send_here(user_key, room_key, data, skip)
+        if self._service.cluster is not None:
+            self._service.cluster.to_user("send", user_key, room_key, data)
+
+    def _send_here(self, user_key: str, room_key: str, data: bytes, skip: Peer | None) -> None:
+        """This node's connections of the user: in the room (the member's, no scan), or all."""
+        if room_key:
+            room = self._rooms.get(room_key)
+            member = room.members.get(user_key) if room is not None else None
+            connections = list(member.connections) if member is not None else []
+        else:
+            connections = self._service.connections_of(user_key)
+        for connection in connections:
+            if connection is not skip:
+                connection.send(data)  # type: ignore[attr-defined]
+
+    def _heard_user_event(self, action: str, user_key: str, room_key: str, data: bytes) -> None:
+        """Another node's per-user event: send it, or take the user out of the room here."""
+        if action == "send":
+            self._send_here(user_key, room_key, data, None)
+        elif action == "remove":
+            room = self._rooms.get(room_key)
+            if room is not None and not room.deleted:
+                self._remove_here(room, user_key, data)
 
     def _remove(self, room: Room, key: str, by: str, reason: str, *, banned: bool) -> None:
         """Take a user out of the room on every connection at once, telling them why.
@@ -350,12 +380,18 @@ class Conversation:
         last one out announces ``member_left`` and an empty room is deleted
         exactly as after a leave.
         """
-        member = room.members.get(key)
-        if member is None:
-            return
         event = protocol.encode(
             protocol.Kicked(room=room.name, by=by, reason=reason, banned=banned)
         )
+        self._remove_here(room, key, event)
+        if self._service.cluster is not None:
+            self._service.cluster.to_user("remove", key, room.key, event)
+
+    def _remove_here(self, room: Room, key: str, event: bytes) -> None:
+        """This node's part of a kick: detach the user's connections here, told by ``event``."""
+        member = room.members.get(key)
+        if member is None:
+            return
         for connection in list(member.connections):
             connection.rooms.pop(room.key, None)  # type: ignore[attr-defined]
             connection.send(event)  # type: ignore[attr-defined]
