@@ -77,6 +77,7 @@ class ClusterNode:
         self._encode: EncodeRows | None = None
         self._session_ended: Callable[[str], None] = lambda token_hash: None
         self.on_user_event: UserEventHandler = lambda action, user, room, data: None
+        self.on_members_left: Callable[[int, str, list[str]], None] = lambda *left: None
 
     def bind(self, rooms: Rooms, encode: EncodeRows, session_ended: Callable[[str], None]) -> None:
         """Attach the registry this node delivers to, and what to do when another node
@@ -171,6 +172,7 @@ class ClusterNode:
             if room is not None:
                 self.registry.forward(room, data)
             self._bus.publish(BusEvent(room_id, 0, 0, data, self.node_id))
+        self.on_members_left(room_id, room_name, usernames)
 
     async def _serve(self, room_id: int) -> None:
         """Subscription active first, then the anchor read (see the module docstring)."""

@@ -16,6 +16,7 @@ bans and unbans.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ class Conversation:
         self._rooms.on_member_removed = self._member_removed
         if service.cluster is not None:
             service.cluster.on_user_event = self._heard_user_event
+            service.cluster.on_members_left = self._hand_over_in_cluster
 
     @property
     def handlers(self) -> dict[type, Handler]:
@@ -168,6 +170,8 @@ class Conversation:
     def _member_removed(self, room: Room, user_key: str) -> None:
         """A user is no longer present: their typing ends; an owner hands over."""
         self.typing.end(room.id, user_key)
+        if self._service.cluster is not None:
+            return  # the database decides, once the user left everywhere (below)
         if user_key != room.owner_key or not room.members:
             return
         heir_key, heir = next(iter(room.members.items()))
@@ -175,6 +179,32 @@ class Conversation:
         log.info("room %r is now owned by %s", room.name, heir.username)
         self._rooms.announce(room, protocol.OwnerChanged(room=room.name, owner=heir.username))
         self._in_background(lambda: self._store.set_owner(room.id, heir_key), "room owner")
+
+    def _hand_over_in_cluster(self, room_id: int, room_name: str, usernames: list[str]) -> None:
+        """Cluster: users left the room everywhere; if the owner was one, the database
+        names the heir and every node is told (its rooms' owner, and the members)."""
+        keys = [protocol.username_key(name) for name in usernames]
+
+        async def hand_over() -> None:
+            heir = await self._store.hand_over(room_id, keys)
+            if heir is None:
+                return
+            log.info("room %r is now owned by %s", room_name, heir[1])
+            event = protocol.encode(protocol.OwnerChanged(room=room_name, owner=heir[1]))
+            self._owner_changed(protocol.room_key(room_name), heir[0], event)
+            assert self._service.cluster is not None
+            self._service.cluster.to_user("owner", heir[0], protocol.room_key(room_name), event)
+
+        self._in_background(hand_over, "room owner")
+
+    def _owner_changed(self, room_key: str, owner_key: str, event: bytes) -> None:
+        """This node's copy of a room learns its new owner, and its members are told."""
+        room = self._rooms.get(room_key)
+        if room is None or room.deleted:
+            return
+        owner = json.loads(event).get("owner", "")
+        room.owner_key, room.owner = owner_key, str(owner)
+        self._rooms.forward(room, event)
 
     def _in_background(self, write: Callable[[], Awaitable[object]], what: str) -> None:
         """Store a change the user was already told about, retrying while the database is away.
@@ -368,6 +398,8 @@ class Conversation:
         """Another node's per-user event: send it, or take the user out of the room here."""
         if action == "send":
             self._send_here(user_key, room_key, data, None)
+        elif action == "owner":
+            self._owner_changed(room_key, user_key, data)
         elif action == "remove":
             room = self._rooms.get(room_key)
             if room is not None and not room.deleted:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.conftest import MakeServer, RunningServer
 from tests.server.conftest import Connect
 from tests.wsclient import in_room, resumed, user
@@ -122,7 +120,6 @@ async def test_topic_is_owner_only_limited_and_announced(connect: Connect) -> No
     assert (await carol.ok("join_room", room="Lobby"))["topic"] == "Books, <b>not</b> films"
 
 
-@pytest.mark.cluster_todo  # owner hand-over is not done on a cluster yet
 async def test_ownership_passes_to_the_earliest_joined_member(connect: Connect) -> None:
     """When the owner leaves, the earliest-joined remaining member owns the room (announced)."""
     ann, bob, carol = await connect("ann"), await connect("bob"), await connect("carol")
