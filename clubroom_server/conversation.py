@@ -136,8 +136,13 @@ class Conversation:
         """An explicit leave: once no connection of the user remains, not a member any more."""
         self.typing.end(room.id, peer.user_key)
         if peer.user_key not in room.members:
+            # Awaited, so that the user's next my_rooms (maybe on another node) no
+            # longer lists the room; with the database away, it follows when it can.
             key = peer.user_key
-            self._in_background(lambda: self._store.forget(room.id, key), "membership end")
+            try:
+                await self._store.forget(room.id, key)
+            except StoreError:
+                self._in_background(lambda: self._store.forget(room.id, key), "membership end")
 
     def disconnected(self, peer: Peer) -> None:
         """A dropped connection ends its user's typing in each of its rooms."""
