@@ -131,6 +131,20 @@ async def test_ownership_passes_to_the_earliest_joined_member(connect: Connect) 
     assert (await dave.ok("join_room", room="Lobby"))["owner"] == "bob"
 
 
+async def test_ownership_passes_when_the_owners_grace_ends(make_server: MakeServer) -> None:
+    """An owner whose connection drops keeps the room through the grace, then hands it over."""
+    server = await make_server(grace=0.2)
+    ann, bob, carol = [await user(server.url, name) for name in ("ann", "bob", "carol")]
+    try:
+        await in_room([ann, bob, carol])
+        await ann.close()
+        assert await carol.event("owner") == {"type": "owner", "room": "Lobby", "owner": "bob"}
+        await bob.ok("set_topic", room="Lobby", topic="bob's now")
+    finally:
+        for client in (bob, carol):
+            await client.close()
+
+
 async def test_kick_removes_every_connection_at_once_and_allows_rejoining(
     server: RunningServer, connect: Connect
 ) -> None:
