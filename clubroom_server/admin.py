@@ -20,6 +20,8 @@ from clubroom_server.store import (
 )
 
 COPY_BATCH = 2000
+# What the copy summary counts (a room's owner and topic travel with it, uncounted).
+SUMMARY = ("users", "tokens", "rooms", "messages", "memberships", "mentions", "bans", "invitations")
 
 
 async def migrate(url: str) -> str:
@@ -65,7 +67,7 @@ async def _copy_all(
             f"Copying into {describe_url(target)} failed ({exc}); the target now holds part "
             "of the data: empty it before trying again."
         ) from None
-    summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("users", "tokens", "rooms", "messages"))
+    summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in SUMMARY)
     return f"Copied {summary} into {describe_url(target)}."
 
 

@@ -26,6 +26,7 @@ A cluster node (``ClusterNode``) plugs three things into the chat:
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -44,6 +45,10 @@ FILL_PAGE = 500  # messages read per round trip when filling a gap
 # The events of stored rows (messages and change rows), read back to fill a gap.
 EncodeRows = Callable[[Room, Sequence[MessageRecord]], Awaitable[list[bytes]]]
 SESSION_ENDED = b"session-ended "
+TO_USER = b"to-user "  # + JSON [action, user key, room key or ""] + newline + event
+
+# A per-user event from another node: (action, user key, room key or "", event bytes).
+UserEventHandler = Callable[[str, str, str, bytes], None]
 
 
 class RoomGone(Exception):
@@ -71,6 +76,8 @@ class ClusterNode:
         self._rooms: Rooms | None = None
         self._encode: EncodeRows | None = None
         self._session_ended: Callable[[str], None] = lambda token_hash: None
+        self.on_user_event: UserEventHandler = lambda action, user, room, data: None
+        self.on_members_left: Callable[[int, str, list[str]], None] = lambda *left: None
 
     def bind(self, rooms: Rooms, encode: EncodeRows, session_ended: Callable[[str], None]) -> None:
         """Attach the registry this node delivers to, and what to do when another node
@@ -165,6 +172,7 @@ class ClusterNode:
             if room is not None:
                 self.registry.forward(room, data)
             self._bus.publish(BusEvent(room_id, 0, 0, data, self.node_id))
+        self.on_members_left(room_id, room_name, usernames)
 
     async def _serve(self, room_id: int) -> None:
         """Subscription active first, then the anchor read (see the module docstring)."""
@@ -201,10 +209,34 @@ class ClusterNode:
         data = SESSION_ENDED + token_hash.encode("ascii")
         self._bus.publish(BusEvent(NODE_WIDE, 0, 0, data, self.node_id))
 
+    def to_user(self, action: str, user_key: str, room_key: str, data: bytes) -> None:
+        """A per-user event (read, mention, invited; a kick) for the user's connections on
+        every other node, over the node-wide channel (a user's connections may be anywhere).
+
+        ``action`` says what the receiving node does with ``data`` (``send`` it,
+        or ``remove`` the user from the room, telling them with it); ``room_key``
+        limits it to the user's connections in that room ("" for all of them).
+        The caller handles this node's own connections.
+        """
+        header = json.dumps([action, user_key, room_key]).encode()
+        payload = TO_USER + header + b"\n" + data
+        self._bus.publish(BusEvent(NODE_WIDE, 0, 0, payload, self.node_id))
+
+    def _heard_to_user(self, payload: bytes) -> None:
+        header, _, data = payload[len(TO_USER) :].partition(b"\n")
+        try:
+            action, user_key, room_key = json.loads(header)
+        except (ValueError, TypeError):
+            log.warning("ignored a malformed per-user event from the bus")
+            return
+        self.on_user_event(str(action), str(user_key), str(room_key), data)
+
     def _heard(self, event: BusEvent) -> None:
         if event.room_id == NODE_WIDE:
             if event.data.startswith(SESSION_ENDED):
                 self._session_ended(event.data[len(SESSION_ENDED) :].decode("ascii", "replace"))
+            elif event.data.startswith(TO_USER):
+                self._heard_to_user(event.data)
             return
         if event.seq != 0:
             self.order.offer(event.room_id, Sequenced(event.seq, event.message_id, event.data))

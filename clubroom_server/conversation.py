@@ -16,6 +16,7 @@ bans and unbans.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ class Conversation:
         self._writes: set[asyncio.Task[None]] = set()
         self._closing = False
         self._rooms.on_member_removed = self._member_removed
+        if service.cluster is not None:
+            service.cluster.on_user_event = self._heard_user_event
+            service.cluster.on_members_left = self._hand_over_in_cluster
 
     @property
     def handlers(self) -> dict[type, Handler]:
@@ -132,8 +136,13 @@ class Conversation:
         """An explicit leave: once no connection of the user remains, not a member any more."""
         self.typing.end(room.id, peer.user_key)
         if peer.user_key not in room.members:
+            # Awaited, so that the user's next my_rooms (maybe on another node) no
+            # longer lists the room; with the database away, it follows when it can.
             key = peer.user_key
-            self._in_background(lambda: self._store.forget(room.id, key), "membership end")
+            try:
+                await self._store.forget(room.id, key)
+            except StoreError:
+                self._in_background(lambda: self._store.forget(room.id, key), "membership end")
 
     def disconnected(self, peer: Peer) -> None:
         """A dropped connection ends its user's typing in each of its rooms."""
@@ -157,9 +166,7 @@ class Conversation:
             protocol.MentionEvent(room=room.name, message_id=message.id, author=peer.username)
         )
         for key in mentioned:
-            member = room.members.get(key)
-            for connection in member.connections if member else ():
-                connection.send(event)  # type: ignore[attr-defined]
+            self._to_user(key, room, event)
 
     def room_gone(self, room: Room) -> None:
         self.typing.forget_room(room.id)
@@ -168,6 +175,8 @@ class Conversation:
     def _member_removed(self, room: Room, user_key: str) -> None:
         """A user is no longer present: their typing ends; an owner hands over."""
         self.typing.end(room.id, user_key)
+        if self._service.cluster is not None:
+            return  # the database decides, once the user left everywhere (below)
         if user_key != room.owner_key or not room.members:
             return
         heir_key, heir = next(iter(room.members.items()))
@@ -175,6 +184,32 @@ class Conversation:
         log.info("room %r is now owned by %s", room.name, heir.username)
         self._rooms.announce(room, protocol.OwnerChanged(room=room.name, owner=heir.username))
         self._in_background(lambda: self._store.set_owner(room.id, heir_key), "room owner")
+
+    def _hand_over_in_cluster(self, room_id: int, room_name: str, usernames: list[str]) -> None:
+        """Cluster: users left the room everywhere; if the owner was one, the database
+        names the heir and every node is told (its rooms' owner, and the members)."""
+        keys = [protocol.username_key(name) for name in usernames]
+
+        async def hand_over() -> None:
+            heir = await self._store.hand_over(room_id, keys)
+            if heir is None:
+                return
+            log.info("room %r is now owned by %s", room_name, heir[1])
+            event = protocol.encode(protocol.OwnerChanged(room=room_name, owner=heir[1]))
+            self._owner_changed(protocol.room_key(room_name), heir[0], event)
+            assert self._service.cluster is not None
+            self._service.cluster.to_user("owner", heir[0], protocol.room_key(room_name), event)
+
+        self._in_background(hand_over, "room owner")
+
+    def _owner_changed(self, room_key: str, owner_key: str, event: bytes) -> None:
+        """This node's copy of a room learns its new owner, and its members are told."""
+        room = self._rooms.get(room_key)
+        if room is None or room.deleted:
+            return
+        owner = json.loads(event).get("owner", "")
+        room.owner_key, room.owner = owner_key, str(owner)
+        self._rooms.forward(room, event)
 
     def _in_background(self, write: Callable[[], Awaitable[object]], what: str) -> None:
         """Store a change the user was already told about, retrying while the database is away.
@@ -212,11 +247,8 @@ class Conversation:
         up_to = await self._store.mark_read(room.id, peer.user.id, request.up_to)
         if up_to is None:
             raise ProtocolError(ErrorCode.NOT_IN_ROOM, f"Join the room {room.name!r} first.")
-        member = room.members.get(peer.user_key)
         event = protocol.encode(protocol.ReadMarker(room=room.name, up_to=up_to))
-        for connection in member.connections if member else ():
-            if connection is not peer:
-                connection.send(event)  # type: ignore[attr-defined]
+        self._to_user(peer.user_key, room, event, skip=peer)
         return protocol.ReadMarker(id=request.id, room=room.name, up_to=up_to)
 
     async def my_rooms(self, peer: Peer, request: protocol.MyRooms) -> protocol.Reply:
@@ -329,6 +361,8 @@ class Conversation:
             )
         name = protocol.direct_room_name(peer.username, username)
         existing = self._rooms.get(protocol.room_key(name))
+        if existing is None and self._service.cluster is not None:
+            existing = await self._service.cluster.find_room(protocol.room_key(name))
         if existing is not None and not existing.deleted:
             return await self._service.join_room(peer, protocol.JoinRoom(id=request.id, room=name))
         reply = await self._service.create_named(peer, name, request.id)
@@ -340,8 +374,41 @@ class Conversation:
 
     def _tell_invited(self, room: Room, user_key: str, by: str) -> None:
         event = protocol.encode(protocol.Invited(room=room.name, by=by))
-        for connection in self._service.connections_of(user_key):
-            connection.send(event)
+        self._to_user(user_key, None, event)
+
+    # ------------------------------------------------------- per-user events
+
+    def _to_user(
+        self, user_key: str, room: Room | None, data: bytes, skip: Peer | None = None
+    ) -> None:
+        """An event for one user's connections (in ``room`` if given), on every node."""
+        room_key = room.key if room is not None else ""
+        self._send_here(user_key, room_key, data, skip)
+        if self._service.cluster is not None:
+            self._service.cluster.to_user("send", user_key, room_key, data)
+
+    def _send_here(self, user_key: str, room_key: str, data: bytes, skip: Peer | None) -> None:
+        """This node's connections of the user: in the room (the member's, no scan), or all."""
+        if room_key:
+            room = self._rooms.get(room_key)
+            member = room.members.get(user_key) if room is not None else None
+            connections = list(member.connections) if member is not None else []
+        else:
+            connections = self._service.connections_of(user_key)
+        for connection in connections:
+            if connection is not skip:
+                connection.send(data)  # type: ignore[attr-defined]
+
+    def _heard_user_event(self, action: str, user_key: str, room_key: str, data: bytes) -> None:
+        """Another node's per-user event: send it, or take the user out of the room here."""
+        if action == "send":
+            self._send_here(user_key, room_key, data, None)
+        elif action == "owner":
+            self._owner_changed(room_key, user_key, data)
+        elif action == "remove":
+            room = self._rooms.get(room_key)
+            if room is not None and not room.deleted:
+                self._remove_here(room, user_key, data)
 
     def _remove(self, room: Room, key: str, by: str, reason: str, *, banned: bool) -> None:
         """Take a user out of the room on every connection at once, telling them why.
@@ -350,12 +417,18 @@ class Conversation:
         last one out announces ``member_left`` and an empty room is deleted
         exactly as after a leave.
         """
-        member = room.members.get(key)
-        if member is None:
-            return
         event = protocol.encode(
             protocol.Kicked(room=room.name, by=by, reason=reason, banned=banned)
         )
+        self._remove_here(room, key, event)
+        if self._service.cluster is not None:
+            self._service.cluster.to_user("remove", key, room.key, event)
+
+    def _remove_here(self, room: Room, key: str, event: bytes) -> None:
+        """This node's part of a kick: detach the user's connections here, told by ``event``."""
+        member = room.members.get(key)
+        if member is None:
+            return
         for connection in list(member.connections):
             connection.rooms.pop(room.key, None)  # type: ignore[attr-defined]
             connection.send(event)  # type: ignore[attr-defined]

@@ -172,6 +172,31 @@ class ConversationStore:
             (user_key, room_id),
         )
 
+    async def hand_over(self, room_id: int, leaver_keys: list[str]) -> tuple[str, str] | None:
+        """Cluster: if the owner is among the leavers, the earliest-joined member still
+        present anywhere (``presence``) owns the room; (key, username) of the heir, or None.
+
+        One conditional UPDATE, so the node that recorded the owner's leave
+        (exactly one does) decides, and a repeat finds nothing to change.
+        """
+        if not leaver_keys:
+            return None
+        marks = ", ".join("?" for _ in leaver_keys)
+        rows = await self._db.fetch(
+            "UPDATE rooms SET owner_id = ("
+            "  SELECT m.user_id FROM memberships m JOIN users u ON u.id = m.user_id"
+            "  WHERE m.room_id = rooms.id"
+            "  AND u.key IN (SELECT p.user_key FROM presence p WHERE p.room_id = rooms.id)"
+            f"  AND u.key NOT IN ({marks}) ORDER BY m.joined_ms, m.user_id LIMIT 1"
+            f") WHERE id = ? AND owner_id IN (SELECT id FROM users WHERE key IN ({marks})) "
+            "RETURNING (SELECT u.key FROM users u WHERE u.id = rooms.owner_id), "
+            "(SELECT u.username FROM users u WHERE u.id = rooms.owner_id)",
+            (*leaver_keys, room_id, *leaver_keys),
+        )
+        if not rows or rows[0][0] is None:
+            return None
+        return str(rows[0][0]), str(rows[0][1])
+
     async def set_topic(self, room_id: int, topic: str) -> None:
         await self._db.execute("UPDATE rooms SET topic = ? WHERE id = ?", (topic, room_id))
 

@@ -559,10 +559,11 @@ class PostgresStore:
 
     async def dump(self, batch_size: int = 1000) -> AsyncIterator[DumpBatch]:
         for table in TABLES:
-            sql, after = table.page("$1", "$2"), table.first_key
-            while rows := await self._fetch(sql, after, batch_size):
+            marks = [f"${n}" for n in range(1, table.key_size + 1)]
+            sql, after = table.page(marks, f"${table.key_size + 1}"), table.first_key
+            while rows := await self._fetch(sql, *after, batch_size):
                 yield [table.record(*row) for row in rows]
-                after = rows[-1][0]
+                after = table.key_of(rows[-1])
 
     async def high_water(self) -> HighWater:
         rows = await self._fetch(

@@ -6,6 +6,7 @@ see a database type.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
 from typing import Any
 
@@ -99,6 +100,52 @@ class AdminRecord:
     granted_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class RoomStateRecord:
+    """A room's owner and topic (schema 5): ``load`` sets them on the room already copied."""
+
+    id: int
+    owner_id: int | None
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipRecord:
+    """A user's membership of a room, with the read marker (schema 5)."""
+
+    room_id: int
+    user_id: int
+    joined_ms: int
+    read_up_to: int
+
+
+@dataclass(frozen=True, slots=True)
+class MentionRecord:
+    """One mention of a member in a message (schema 5)."""
+
+    user_id: int
+    room_id: int
+    message_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class BanRecord:
+    """A username banned from a room (schema 5)."""
+
+    room_id: int
+    user_key: str
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class InvitationRecord:
+    """An invitation into a private room not taken up yet (schema 5)."""
+
+    room_id: int
+    user_key: str
+    by_name: str
+
+
 DumpBatch = (
     list[UserRecord]
     | list[TokenRecord]
@@ -106,34 +153,64 @@ DumpBatch = (
     | list[MessageRecord]
     | list[AdminRecord]
     | list[ReactionRecord]
+    | list[RoomStateRecord]
+    | list[MembershipRecord]
+    | list[MentionRecord]
+    | list[BanRecord]
+    | list[InvitationRecord]
 )
 
 
 class Table:
-    """Where a record type is stored: its table, columns (= field names) and paging key."""
+    """Where a record type is stored: its table, columns (= field names) and paging key.
 
-    def __init__(self, record: type, name: str, key: str) -> None:
+    The paging key is the first ``key_size`` columns (a composite primary key
+    pages as a row value). ``update`` tables hold columns of rows another
+    table inserted (a room's owner and topic): ``load`` sets them instead.
+    """
+
+    def __init__(
+        self, record: type, name: str, key: str, key_size: int = 1, update: bool = False
+    ) -> None:
         self.record = record
         self.name = name
         self.key = key
+        self.key_size = key_size
+        self.update = update
         self.columns = tuple(f.name for f in fields(record))
+        assert self.columns[:key_size] == tuple(key.split(", ")), "the key comes first"
 
     def insert(self, placeholders: list[str]) -> str:
-        """``INSERT`` of every column, with the backend's placeholders."""
+        """``INSERT`` (or, for an ``update`` table, ``UPDATE``) of every column, with the
+        backend's numbered placeholders (``?1`` / ``$1``: the UPDATE takes them out of order)."""
+        if self.update:
+            pairs = zip(self.columns[self.key_size :], placeholders[self.key_size :], strict=True)
+            sets = ", ".join(f"{column} = {mark}" for column, mark in pairs)
+            keys = zip(self.columns[: self.key_size], placeholders, strict=False)
+            where = " AND ".join(f"{column} = {mark}" for column, mark in keys)
+            return f"UPDATE {self.name} SET {sets} WHERE {where}"
         columns, values = ", ".join(self.columns), ", ".join(placeholders)
         return f"INSERT INTO {self.name} ({columns}) VALUES ({values})"
 
-    def page(self, after: str, limit: str) -> str:
+    def page(self, after: list[str], limit: str) -> str:
         """``SELECT`` of up to ``limit`` rows past the key ``after`` (keyset paging)."""
+        key, marks = self.key, ", ".join(after)
+        if self.key_size > 1:
+            key, marks = f"({key})", f"({marks})"
         return (
             f"SELECT {', '.join(self.columns)} FROM {self.name} "
-            f"WHERE {self.key} > {after} ORDER BY {self.key} LIMIT {limit}"
+            f"WHERE {key} > {marks} ORDER BY {self.key} LIMIT {limit}"
         )
 
     @property
-    def first_key(self) -> Any:
+    def first_key(self) -> tuple[Any, ...]:
         """A key below every stored one."""
-        return "" if self.key == "hash" else 0
+        kinds = [f.type for f in fields(self.record)][: self.key_size]
+        return tuple("" if kind in (str, "str") else 0 for kind in kinds)
+
+    def key_of(self, row: Sequence[Any]) -> tuple[Any, ...]:
+        """The paging key of a fetched row."""
+        return tuple(row[: self.key_size])
 
     @staticmethod
     def row(record: Any) -> tuple[Any, ...]:
@@ -148,5 +225,10 @@ TABLES = (
     Table(MessageRecord, "messages", "id"),
     Table(AdminRecord, "admins", "user_id"),
     Table(ReactionRecord, "reactions", "id"),
+    Table(RoomStateRecord, "rooms", "id", update=True),
+    Table(MembershipRecord, "memberships", "room_id, user_id", 2),
+    Table(MentionRecord, "mentions", "user_id, room_id, message_id", 3),
+    Table(BanRecord, "bans", "room_id, user_key", 2),
+    Table(InvitationRecord, "invitations", "room_id, user_key", 2),
 )
 TABLE_OF = {table.record: table for table in TABLES}

@@ -549,10 +549,10 @@ class SQLiteStore:
 
     async def dump(self, batch_size: int = 1000) -> AsyncIterator[DumpBatch]:
         for table in TABLES:
-            sql, after = table.page("?", "?"), table.first_key
-            while rows := await self._read(sql, (after, batch_size)):
+            sql, after = table.page(["?"] * table.key_size, "?"), table.first_key
+            while rows := await self._read(sql, (*after, batch_size)):
                 yield [table.record(*row) for row in rows]
-                after = rows[-1][0]
+                after = table.key_of(rows[-1])
 
     async def high_water(self) -> HighWater:
         rows = await self._read(
@@ -583,7 +583,8 @@ def _insert_records(db: sqlite3.Connection, batch: Sequence[object]) -> None:
     """Insert dumped records with every id and seq as they were."""
     for kind, records in by_type(batch).items():
         table = TABLE_OF[kind]
-        db.executemany(table.insert(["?"] * len(table.columns)), map(table.row, records))
+        marks = [f"?{n}" for n in range(1, len(table.columns) + 1)]
+        db.executemany(table.insert(marks), map(table.row, records))
 
 
 # ---------------------------------------------------------------- start-up

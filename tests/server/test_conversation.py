@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.conftest import MakeServer, RunningServer
 from tests.server.conftest import Connect
 from tests.wsclient import in_room, resumed, user
@@ -21,7 +19,6 @@ async def test_joined_names_owner_and_a_new_member_has_read_everything(connect: 
     assert joined["read_up_to"] == sent["message"]["id"]
 
 
-@pytest.mark.cluster_todo  # the read event reaches the user's connections on the same node only
 async def test_read_marker_moves_forward_only_and_reaches_other_devices(
     server: RunningServer, connect: Connect
 ) -> None:
@@ -72,7 +69,6 @@ async def test_my_rooms_counts_unread_and_mentions_across_a_restart(
         await bob.close()
 
 
-@pytest.mark.cluster_todo  # the mention event reaches connections on the author's node only
 async def test_a_mention_reaches_the_member_and_ignores_outsiders(connect: Connect) -> None:
     """@name of a member sends them a mention event; a non-member's name does nothing."""
     ann, bob, carol = await connect("ann"), await connect("bob"), await connect("carol")
@@ -124,7 +120,6 @@ async def test_topic_is_owner_only_limited_and_announced(connect: Connect) -> No
     assert (await carol.ok("join_room", room="Lobby"))["topic"] == "Books, <b>not</b> films"
 
 
-@pytest.mark.cluster_todo  # owner hand-over is not done on a cluster yet
 async def test_ownership_passes_to_the_earliest_joined_member(connect: Connect) -> None:
     """When the owner leaves, the earliest-joined remaining member owns the room (announced)."""
     ann, bob, carol = await connect("ann"), await connect("bob"), await connect("carol")
@@ -136,7 +131,20 @@ async def test_ownership_passes_to_the_earliest_joined_member(connect: Connect) 
     assert (await dave.ok("join_room", room="Lobby"))["owner"] == "bob"
 
 
-@pytest.mark.cluster_todo  # a kick removes the member's connections on the owner's node only
+async def test_ownership_passes_when_the_owners_grace_ends(make_server: MakeServer) -> None:
+    """An owner whose connection drops keeps the room through the grace, then hands it over."""
+    server = await make_server(grace=0.2)
+    ann, bob, carol = [await user(server.url, name) for name in ("ann", "bob", "carol")]
+    try:
+        await in_room([ann, bob, carol])
+        await ann.close()
+        assert await carol.event("owner") == {"type": "owner", "room": "Lobby", "owner": "bob"}
+        await bob.ok("set_topic", room="Lobby", topic="bob's now")
+    finally:
+        for client in (bob, carol):
+            await client.close()
+
+
 async def test_kick_removes_every_connection_at_once_and_allows_rejoining(
     server: RunningServer, connect: Connect
 ) -> None:
@@ -167,7 +175,6 @@ async def test_kick_errors(connect: Connect) -> None:
     assert (await ann.call("kick", room="Other", username="bob"))["code"] == "not_in_room"
 
 
-@pytest.mark.cluster_todo  # a ban removes the member's connections on the owner's node only
 async def test_ban_refuses_joining_until_unbanned(connect: Connect) -> None:
     """A banned user is removed and refused with banned; unban lets them back in."""
     ann, bob = await connect("ann"), await connect("bob")
@@ -182,7 +189,6 @@ async def test_ban_refuses_joining_until_unbanned(connect: Connect) -> None:
     await bob.ok("join_room", room="Lobby")
 
 
-@pytest.mark.cluster_todo  # a ban removes the member's connections on the owner's node only
 async def test_the_ban_list_dies_with_the_room(connect: Connect) -> None:
     """A ban applies to that room only: a new room of the same name starts with no bans."""
     ann, bob = await connect("ann"), await connect("bob")
@@ -192,7 +198,6 @@ async def test_the_ban_list_dies_with_the_room(connect: Connect) -> None:
     await bob.ok("create_room", room="Lobby")
 
 
-@pytest.mark.cluster_todo  # a kick removes the member's connections on the owner's node only
 async def test_kicking_the_last_other_member_keeps_cleanup(connect: Connect) -> None:
     """After a kick, the owner leaving deletes the room as usual."""
     ann, bob = await connect("ann"), await connect("bob")

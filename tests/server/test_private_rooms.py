@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from tests.server.conftest import Connect
 from tests.wsclient import WireClient
 
@@ -62,8 +60,6 @@ async def test_outsiders_cannot_tell_a_private_room_exists(connect: Connect) -> 
     await ann.no_event()
 
 
-# the invited event reaches the invitee's connections on the inviter's node only
-@pytest.mark.cluster_todo
 async def test_an_invitation_lets_one_user_in_and_shows_on_their_dashboard(
     connect: Connect,
 ) -> None:
@@ -83,8 +79,6 @@ async def test_an_invitation_lets_one_user_in_and_shows_on_their_dashboard(
     assert bad["code"] == "bad_request" and "private" in bad["message"]
 
 
-# the invited event reaches the invitee's connections on the opener's node only
-@pytest.mark.cluster_todo
 async def test_direct_opens_one_room_for_two_and_reopens_it(connect: Connect) -> None:
     """direct makes @a+b (the other is invited); from either side it is the same room."""
     ann, bob, eve = await connect("ann"), await connect("bob"), await connect("eve")

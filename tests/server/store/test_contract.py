@@ -309,6 +309,52 @@ async def test_copy_keeps_everything_and_refuses_a_filled_target(
             await admin.copy(url, target, progress=lambda line: None)
 
 
+@pytest.mark.parametrize("target_backend", ["sqlite", "postgres"])
+async def test_copy_keeps_conversation_state(
+    store: Store, url: str, target_backend: str, tmp_path
+) -> None:
+    """copy carries owner, topic, memberships with read markers, mentions, bans, invitations."""
+    from clubroom_server.store.conversation import open_conversation_store
+    from tests.databases import database_url
+
+    ann, (room, secret) = await ann_in(store, "A", "Secret")
+    bob = await store.add_user("bob", "bob", "$argon2id$fake", NOW)
+    talk = await open_conversation_store(url)
+    try:
+        for user in (ann, bob):
+            await talk.remember(room.id, user.id, NOW)
+        first = await say(store, ann, room, "hello")
+        mention = await say(store, ann, room, "@bob look")
+        await talk.mark_read(room.id, bob.id, first.id)
+        await talk.record_mentions(room.id, mention.id, ann.id, {"bob"})
+        await talk.set_owner(room.id, "ann")
+        await talk.set_topic(room.id, "Plans for Friday")
+        await talk.ban(room.id, "mallory", "Mallory")
+        await talk.invite(secret.id, "bob", "ann")
+        badges = await talk.memberships(bob.id)
+    finally:
+        await talk.close()
+    before = await everything(store)
+    async with database_url(target_backend, tmp_path, "target") as target:
+        summary = await admin.copy(url, target, progress=lambda line: None)
+        assert "2 memberships, 1 mentions, 1 bans, 1 invitations" in summary
+        copied = await open_store(target)
+        try:
+            assert await everything(copied) == before
+        finally:
+            await copied.close()
+        talk = await open_conversation_store(target)
+        try:
+            assert await talk.memberships(bob.id) == badges
+            assert badges[0].unread == 1 and badges[0].mentions == 1
+            meta = {m.room_id: m for m in await talk.room_meta()}[room.id]
+            assert (meta.owner, meta.topic) == ("ann", "Plans for Friday")
+            assert await talk.is_banned(room.id, "mallory")
+            assert await talk.invitations("bob") == [("Secret", "ann")]
+        finally:
+            await talk.close()
+
+
 async def test_two_servers_appending_to_one_room_keep_seq_dense_and_in_id_order(
     store: Store, url: str
 ) -> None:
