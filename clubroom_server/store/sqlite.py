@@ -53,6 +53,7 @@ from clubroom_server.store.interface import (
     StoreError,
     UnavailableError,
 )
+from clubroom_server.store.purge import SearchPurger, count_deletion, pending
 from clubroom_server.store.records import (
     TABLE_OF,
     TABLES,
@@ -92,11 +93,14 @@ REACTION_COUNTS = (
     "SELECT message_id, emoji, COUNT(*), MAX(user_id = ?) FROM reactions "
     "WHERE message_id IN ({marks}) GROUP BY message_id, emoji ORDER BY message_id, MIN(id)"
 )
+# The index's delete markers already hide deleted and edited-away text; the
+# row is checked too, so that no state of the index can show a deleted message.
+LIVE = " AND m.kind = 0 AND m.deleted_ms IS NULL"
 # Newest first: FTS5 walks its matches by descending rowid and stops at the
 # page (ordering by m.id instead made the planner scan the whole room).
 SEARCH_NEWEST = (
     f"SELECT {M_COLUMNS} FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
-    "WHERE messages_fts MATCH ? AND m.room_id = ? ORDER BY messages_fts.rowid DESC "
+    f"WHERE messages_fts MATCH ? AND m.room_id = ?{LIVE} ORDER BY messages_fts.rowid DESC "
     "LIMIT ? OFFSET ?"
 )
 # Best first ranks (bm25) the room's BEST_CANDIDATES newest matches: scoring
@@ -105,7 +109,8 @@ SEARCH_NEWEST = (
 BEST_CANDIDATES = 2000
 SEARCH_BEST = (
     f"SELECT * FROM (SELECT {M_COLUMNS}, bm25(messages_fts) AS score FROM messages_fts "
-    "JOIN messages m ON m.id = messages_fts.rowid WHERE messages_fts MATCH ? AND m.room_id = ? "
+    "JOIN messages m ON m.id = messages_fts.rowid "
+    f"WHERE messages_fts MATCH ? AND m.room_id = ?{LIVE} "
     f"ORDER BY messages_fts.rowid DESC LIMIT {BEST_CANDIDATES}) "
     "ORDER BY score, id DESC LIMIT ? OFFSET ?"
 )
@@ -178,6 +183,7 @@ class SQLiteStore:
         self._commits_since_checkpoint = 0
         self._checkpoint_task: asyncio.Task[None] | None = None
         self._write_task: asyncio.Task[None] | None = None
+        self.search_purger = SearchPurger(self._write, self._truncate_wanted.set)
 
     @property
     def description(self) -> str:
@@ -213,6 +219,7 @@ class SQLiteStore:
         self._checkpoint_task = asyncio.create_task(
             self._checkpoint_loop(), name="store-checkpointer"
         )
+        self.search_purger.start(due=bool(await self._writer.run(pending)))
 
     def _make_folder(self) -> None:
         folder = self.path.parent
@@ -246,6 +253,7 @@ class SQLiteStore:
 
     async def close(self) -> None:
         """Finish every queued write, fold the WAL in, close every connection (idempotent)."""
+        await self.search_purger.stop()
         self._closing = True
         self._wakeup.set()
         if self._write_task is not None:
@@ -440,14 +448,14 @@ class SQLiteStore:
     ) -> ChangeRecord:
         """Apply an edit, deletion or reaction in one transaction (see ``changes``).
 
-        A deletion is not answered before its text has left the search index
-        as well (an FTS5 ``optimize`` drops the index's old copies of the
-        words) and the WAL is due to be truncated (a checkpoint right after).
+        A deletion is answered once its row no longer holds the text and the
+        search index no longer finds it; the index's old copy of the words is
+        erased in the background within about a second (``purge``), then
+        the WAL is truncated.
         """
         result: ChangeRecord = await self._write(lambda db: _apply_change(db, change), on_stored)
         if change.kind == ChangeKind.DELETE and result.row is not None:
-            await self._write(_optimize_search_index)
-            self._truncate_wanted.set()
+            self.search_purger.wanted()
         return result
 
     async def last_row(self, room_id: int) -> MessageRecord | None:
@@ -797,6 +805,7 @@ def _write_change(db: sqlite3.Connection, change: MessageChange) -> bool:
             (change.at_ms, change.message_id),
         )
         db.execute("DELETE FROM reactions WHERE message_id = ?", (change.message_id,))
+        count_deletion(db)
     elif change.kind == ChangeKind.REACT:
         return _add_reaction(db, change)
     else:
