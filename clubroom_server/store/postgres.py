@@ -138,9 +138,19 @@ MATCHES = (
     "FROM messages, websearch_to_tsquery('clubroom_search', $2) q{words} "
     "WHERE room_id = $1 AND kind = 0{prefilter} AND search @@ q"
 )
+# Searches run on connections of their own, which plan every query for the
+# words searched. After five runs PostgreSQL may switch a prepared statement
+# to a generic plan, made without knowing the words: it then reads the GIN
+# index's every match of a word found in most messages (140 ms in a room of
+# 100,000) where the custom plan walks the room backwards and stops at the
+# page (2 ms), and the reverse for a rare word. (``SET LOCAL`` in a
+# transaction around each search did the same at three more round trips.)
+# Their own pool also keeps a burst of searches from taking the connections
+# that sends and history need.
+SEARCH_SETTINGS = {"application_name": "clubroom-search", "plan_cache_mode": "force_custom_plan"}
 # Best first ranks (ts_rank) the room's BEST_CANDIDATES newest matches, as on
 # SQLite: ranking every match of a very common word costs too much.
-BEST_CANDIDATES = 2000
+BEST_CANDIDATES = 1000
 
 
 def _search_sql(newest: bool, phrase: bool) -> str:
@@ -189,6 +199,7 @@ class PostgresStore:
         self.url = url
         self._pool_size = max(2, pool_size)
         self._pool: asyncpg.Pool | None = None
+        self._search_pool: asyncpg.Pool | None = None
         self._queue: list[_Write] = []
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -212,7 +223,16 @@ class PostgresStore:
                 command_timeout=COMMAND_TIMEOUT,
                 server_settings={"application_name": "clubroom"},
             )
+            self._search_pool = await asyncpg.create_pool(
+                self.url,
+                min_size=0,  # connects at the first search
+                max_size=max(2, self._pool_size // 4),
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT,
+                server_settings=SEARCH_SETTINGS,
+            )
         except Exception as exc:  # every driver error becomes one sentence, no traceback
+            await self._terminate()
             raise self._startup_error(exc) from None
         try:
             async with self._pool.acquire() as conn:
@@ -262,18 +282,20 @@ class PostgresStore:
         if self._write_task is not None:
             await self._write_task
             self._write_task = None
-        if self._pool is not None:
-            try:
-                async with asyncio.timeout(CLOSE_TIMEOUT):
-                    await self._pool.close()
-            except (TimeoutError, *_UNAVAILABLE):
-                self._pool.terminate()
-            self._pool = None
+        for pool in (self._search_pool, self._pool):
+            if pool is not None:
+                try:
+                    async with asyncio.timeout(CLOSE_TIMEOUT):
+                        await pool.close()
+                except (TimeoutError, *_UNAVAILABLE):
+                    pool.terminate()
+        self._pool = self._search_pool = None
 
     async def _terminate(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool = None
+        for pool in (self._search_pool, self._pool):
+            if pool is not None:
+                pool.terminate()
+        self._pool = self._search_pool = None
 
     # ------------------------------------------------------------ write path
 
@@ -350,15 +372,14 @@ class PostgresStore:
 
     # ------------------------------------------------------------- read path
 
-    async def _fetch(self, sql: str, *args: Any, custom_plan: bool = False) -> list[asyncpg.Record]:
-        if self._pool is None:
+    async def _fetch(self, sql: str, *args: Any, search: bool = False) -> list[asyncpg.Record]:
+        """Rows of one query; ``search`` runs it on the search pool (see SEARCH_SETTINGS)."""
+        pool = self._search_pool if search else self._pool
+        if pool is None:
             raise StoreError("the store is not open")
         try:
-            async with self._pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
-                if custom_plan:
-                    rows = await _fetch_with_custom_plan(conn, sql, args)
-                else:
-                    rows = await conn.fetch(sql, *args)
+            async with pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+                rows = await conn.fetch(sql, *args)
         except _UNAVAILABLE as exc:
             self._note_unavailable(exc)
             raise UnavailableError("the database is unreachable") from None
@@ -519,7 +540,7 @@ class PostgresStore:
         args: list[Any] = [room_id, query, limit + 1, offset]
         if phrase:
             args.append(" ".join(f'"{word}"' for word in words))
-        rows = await self._fetch(_search_sql(newest, phrase), *args, custom_plan=True)
+        rows = await self._fetch(_search_sql(newest, phrase), *args, search=True)
         hits = [SearchHit(MessageRecord(*row[:MESSAGE_FIELDS])) for row in rows[:limit]]
         return hits, len(rows) > limit
 
@@ -624,23 +645,6 @@ async def _insert_records(conn: asyncpg.Connection, batch: Sequence[object]) -> 
         table = TABLE_OF[kind]
         marks = [f"${n}" for n in range(1, len(table.columns) + 1)]
         await conn.executemany(table.insert(marks), [table.row(r) for r in records])
-
-
-async def _fetch_with_custom_plan(
-    conn: asyncpg.Connection, sql: str, args: Sequence[Any]
-) -> list[asyncpg.Record]:
-    """Run a prepared query planned for these very arguments, every time.
-
-    After five runs PostgreSQL may switch a prepared statement to a generic
-    plan, made without knowing the words searched: it then walks the GIN
-    index's every match of a word found in most messages (140 ms in a room of
-    100,000) where the custom plan walks the room backwards and stops at the
-    page (2 ms), and the reverse for a rare word. Search wants the plan
-    chosen with the word's statistics each time.
-    """
-    async with conn.transaction(readonly=True):
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
 
 
 async def _migrate(conn: asyncpg.Connection, where: str) -> None:

@@ -33,7 +33,7 @@ from clubroom_server.store.interface import StoreError
 log = logging.getLogger(__name__)
 
 PURGE_DELAY = 0.5  # seconds a purge waits, so a burst of deletions shares one
-PURGE_PAGES = 200  # index pages (about 4 KB each) merged per write step
+PURGE_PAGES = 64  # index pages (about 4 KB each) merged per write step: 5–20 ms
 # Steps beyond the index's size (the merge writes each page about once):
 # then other merges (of sends' new segments) are taking the steps' budget,
 # and one ``optimize`` finishes the job.
@@ -92,13 +92,19 @@ class SearchPurger:
         self._wanted = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.rounds = 0  # purges completed: lets a benchmark wait for one
+        self.rounds = 0  # purges completed
+        self._finished = asyncio.Condition()
 
     def start(self, due: bool) -> None:
         """Run in the background; ``due``: the database holds deletions not purged yet."""
         if due:
             self._wanted.set()
         self._task = asyncio.create_task(self._loop(), name="store-search-purge")
+
+    async def wait_past(self, rounds: int) -> None:
+        """Wait until more than ``rounds`` purges have finished (for the benchmark)."""
+        async with self._finished:
+            await self._finished.wait_for(lambda: self.rounds > rounds)
 
     def wanted(self) -> None:
         """A deletion was committed: purge soon."""
@@ -138,5 +144,7 @@ class SearchPurger:
         else:
             await self._write(_optimize)
         await self._write(lambda db: _finish(db, covered))
-        self.rounds += 1
         self._on_purged()
+        async with self._finished:
+            self.rounds += 1
+            self._finished.notify_all()

@@ -106,7 +106,8 @@ SEARCH_NEWEST = (
 # Best first ranks (bm25) the room's BEST_CANDIDATES newest matches: scoring
 # every match of a very common word in a large room costs too much (135 ms
 # for 40,000 matches), and in a chat the best of the recent ones is wanted.
-BEST_CANDIDATES = 2000
+# 1,000 (not 2,000) halves the time of a very common word on both backends.
+BEST_CANDIDATES = 1000
 SEARCH_BEST = (
     f"SELECT * FROM (SELECT {M_COLUMNS}, bm25(messages_fts) AS score FROM messages_fts "
     "JOIN messages m ON m.id = messages_fts.rowid "
