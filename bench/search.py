@@ -20,6 +20,7 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bench.stats import Latency
@@ -158,33 +159,52 @@ def spread(runs: list[list[int]]) -> Row:
 async def deletions(store: Store, room_id: int, count: int = 10) -> dict[str, Row]:
     """Deleting a message in the full room: the answer, the erasure, sends meanwhile.
 
-    On SQLite the words leave the FTS5 index in the background (``purge``):
-    each deletion waits for that before the next, while a sender appends a
-    message every 10 ms, to show what the purge costs the room's sends.
+    On SQLite the words leave the FTS5 index in the background (``purge``),
+    then the WAL is truncated. Each deletion waits for that (and half a
+    second more, for the checkpoint) before the next, while a sender appends
+    a message every 10 ms: against a second of sends with nothing else going
+    on, that shows what a purge costs the room's sends.
     """
     user = await store.user_by_key("bench")
     assert user is not None
     purger = getattr(store, "search_purger", None)
-    answers, erasures, sends = [], [], []
+    answers: list[int] = []
+    erasures: list[int] = []
+    quiet: list[int] = []
+    purging: list[int] = []
+    async with sending(store, room_id, user.id, quiet):
+        await asyncio.sleep(1.0)
     for n in range(count):
         change = MessageChange(ChangeKind.DELETE, room_id, 10 + n * 997, user.id, "bench", 0)
         rounds = purger.rounds if purger else 0
-        began = time.perf_counter_ns()
-        await store.change_message(change)
-        answers.append(time.perf_counter_ns() - began)
-        if purger is None:
-            continue
-        sender = asyncio.create_task(keep_sending(store, room_id, user.id, sends))
-        await purger.wait_past(rounds)
-        erasures.append(time.perf_counter_ns() - began)
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sender
+        async with sending(store, room_id, user.id, purging):
+            began = time.perf_counter_ns()
+            await store.change_message(change)
+            answers.append(time.perf_counter_ns() - began)
+            if purger is not None:
+                await purger.wait_past(rounds)
+                erasures.append(time.perf_counter_ns() - began)
+            await asyncio.sleep(0.5)
     results = {"delete: answered": spread([answers])}
     if erasures:
         results["delete: words out of the index"] = spread([erasures])
-        results["send while purging"] = spread([sends])
+    results["send, nothing else going on"] = spread([quiet])
+    results["send while deleting" + (" and purging" if purger else "")] = spread([purging])
     return results
+
+
+@contextlib.asynccontextmanager
+async def sending(
+    store: Store, room_id: int, user_id: int, timings: list[int]
+) -> AsyncIterator[None]:
+    """Keep a sender appending (``keep_sending``) while the block runs."""
+    sender = asyncio.create_task(keep_sending(store, room_id, user_id, timings))
+    try:
+        yield
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
 
 
 async def keep_sending(store: Store, room_id: int, user_id: int, timings: list[int]) -> None:
