@@ -8,6 +8,7 @@ the disk would.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -28,17 +29,16 @@ def on_disk(path: Path) -> bool:
     return any(WORD.encode() in f.read_bytes() for f in path.parent.glob(path.name + "*"))
 
 
-async def filled(store: Store) -> MessageRecord:
-    """A room of 200 messages, one of them holding WORD (in capitals)."""
+async def filled(store: Store, count: int = 200) -> MessageRecord:
+    """A room of ``count`` messages (sent together), one of them holding WORD (in capitals)."""
     ann = await store.add_user("ann", "ann", "$argon2id$fake", NOW)
     room = await store.add_room("Lobby", "lobby", NOW)
-    secret = None
-    for n in range(200):
-        text = f"the code is {WORD.upper()}" if n == 100 else f"message number {n}"
-        message = await store.append_message(room.id, ann.id, "ann", text, NOW)
-        secret = message if n == 100 else secret
-    assert secret is not None
-    return secret
+    texts = [f"message number {n}" for n in range(count)]
+    texts[count // 2] = f"the code is {WORD.upper()}"
+    sent = await asyncio.gather(
+        *(store.append_message(room.id, ann.id, "ann", text, NOW) for text in texts)
+    )
+    return next(message for message in sent if WORD.upper() in message.text)
 
 
 async def delete(store: Store, message: MessageRecord) -> None:
@@ -92,6 +92,22 @@ async def test_a_purge_cut_short_by_a_stop_is_done_at_the_next_start(
     store = await open_store(str(path), synchronous="NORMAL")
     try:
         assert not await found(store, secret)
+        await wait_until(lambda: not on_disk(path))
+    finally:
+        await store.close()
+
+
+async def test_a_purge_that_runs_out_of_steps_finishes_with_one_merge(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When other merges take the steps' budget, one ``optimize`` still erases the words."""
+    monkeypatch.setattr(purge, "SLACK_STEPS", -1_000_000)  # no step at all is allowed
+    monkeypatch.setattr(purge, "PURGE_PAGES", 1)  # and the first merges next to nothing
+    store = await open_store(str(path), synchronous="NORMAL")
+    try:
+        secret = await filled(store, 3000)  # words enough that one page cannot reach WORD
+        await wait_until(lambda: on_disk(path))
+        await delete(store, secret)
         await wait_until(lambda: not on_disk(path))
     finally:
         await store.close()
