@@ -33,7 +33,7 @@ from clubroom_server.store.interface import StoreError
 log = logging.getLogger(__name__)
 
 PURGE_DELAY = 0.5  # seconds a purge waits, so a burst of deletions shares one
-PURGE_PAGES = 64  # index pages (about 4 KB each) merged per write step: 5–20 ms
+PURGE_PAGES = 64  # index pages (~4 KB) merged per write step; a word's list is never split
 # Steps beyond the index's size (the merge writes each page about once):
 # then other merges (of sends' new segments) are taking the steps' budget,
 # and one ``optimize`` finishes the job.
