@@ -6,6 +6,8 @@ import asyncio
 import logging
 from types import TracebackType
 
+from prometheus_client import CollectorRegistry
+
 from clubroom_server import logs, metrics
 from clubroom_server.auth import PasswordHasher
 from clubroom_server.bus import RedisBus
@@ -15,7 +17,7 @@ from clubroom_server.conversation import Conversation
 from clubroom_server.limits import SharedTokenBucket
 from clubroom_server.manage.live import AdminFollower
 from clubroom_server.manage.requests import AdminRequests
-from clubroom_server.metrics import MetricsEndpoint, ServerCollector
+from clubroom_server.metrics import BackendCollector, MetricsEndpoint, ServerCollector
 from clubroom_server.peer import PeerSet
 from clubroom_server.presence import ClusterMembers
 from clubroom_server.server import ClubroomServer
@@ -43,15 +45,13 @@ class Clubroom:
             settings.argon2_parameters, settings.hash_workers, settings.hash_queue_limit
         )
         self.peers = PeerSet()
+        self.bus: RedisBus | None = None
         self.service = ChatService(
             settings, self.store, self.hasher, self.peers, cluster=self._cluster_node()
         )
         self.sessions = SessionHandler(settings, self.service, self.peers)
         self.server = ClubroomServer(settings, self.sessions, health=self.problems)
-        collector = ServerCollector(self.peers, self.service.rooms, self.sessions)
-        self.registry = metrics.registry_for([collector])
-        metrics_address = metrics.parse_address(settings.metrics_address)
-        self.metrics = MetricsEndpoint(self.registry, *metrics_address) if metrics_address else None
+        self.registry, self.metrics = self._metrics()
         self.follower: AdminFollower | None = None
         self.conversation: Conversation | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -96,6 +96,17 @@ class Clubroom:
         log.info("Clubroom listening on %s (database %s)", app.url, describe_url(settings.db))
         return app
 
+    def _metrics(self) -> tuple[CollectorRegistry, MetricsEndpoint | None]:
+        """This server's registry, and its endpoint unless metrics are off."""
+        cluster = self.service.cluster
+        backend = BackendCollector(self.store, self.bus, cluster.members if cluster else None)
+        chat = ServerCollector(self.peers, self.service.rooms, self.sessions)
+        registry = metrics.registry_for([chat, backend])
+        address = metrics.parse_address(self.settings.metrics_address)
+        if address is None:
+            return registry, None
+        return registry, MetricsEndpoint(registry, *address, before_scrape=backend.probe)
+
     def _cluster_node(self) -> ClusterNode | None:
         """With ``--bus``: the parts that make this process one node of a cluster."""
         s = self.settings
@@ -108,7 +119,7 @@ class Clubroom:
             on_left=lambda *left: self._members_left(*left),
             on_fenced=self._fenced,
         )
-        bus = RedisBus(s.bus, s.node_id, s.bus_prefix)
+        bus = self.bus = RedisBus(s.bus, s.node_id, s.bus_prefix)
         sends = SharedTokenBucket(s.bus, s.bus_prefix, "send", s.rate_limit, s.rate_burst)
         return ClusterNode(bus, self.store, members, s.node_id, send_limit=sends)
 

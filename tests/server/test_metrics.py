@@ -10,36 +10,19 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import MakeServer, RunningServer
+from tests.server.scrape import Samples, get, names, scrape_app, value
 from tests.wsclient import WireClient, in_room, user
 
 # Metrics describe one process; a cluster's nodes are scraped one by one and
 # summed by Prometheus, so these tests run against one process.
 pytestmark = pytest.mark.single_process
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return response.read().decode()
-
 
 async def scrape(server: RunningServer) -> Samples:
-    """Every sample of /metrics, keyed by name and labels."""
-    assert server.app is not None and server.app.metrics is not None
-    text = await asyncio.to_thread(_get, f"http://{server.app.metrics.address}/metrics")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    """Every sample of the server's /metrics, keyed by name and labels."""
+    return await scrape_app(server.app)
 
 
 @pytest.fixture
@@ -72,6 +55,8 @@ async def test_counters_and_gauges_follow_real_traffic(metered: RunningServer) -
     assert value(after, "clubroom_users_online") == 3
     assert value(after, "clubroom_rooms") == 1
     assert value(after, "process_open_fds") > 0
+    assert value(after, "clubroom_database_up") == 1
+    assert not {name for name in names(after) if name.startswith("clubroom_bus_")}, "no bus here"
     for client in clients:
         await client.close()
 
@@ -120,7 +105,7 @@ async def test_metrics_are_off_by_default_and_never_on_the_chat_port(server: Run
     """Without --metrics-address nothing listens for metrics, and the chat port has no /metrics."""
     assert server.app is not None and server.app.metrics is None
     with pytest.raises(urllib.error.HTTPError):
-        await asyncio.to_thread(_get, f"http://127.0.0.1:{server.port}/metrics")
+        await asyncio.to_thread(get, f"http://127.0.0.1:{server.port}/metrics")
 
 
 async def test_the_endpoint_answers_only_metrics_and_health(metered: RunningServer) -> None:
@@ -128,9 +113,9 @@ async def test_the_endpoint_answers_only_metrics_and_health(metered: RunningServ
     assert metered.app is not None and metered.app.metrics is not None
     base = f"http://{metered.app.metrics.address}"
     with pytest.raises(urllib.error.HTTPError) as error:
-        await asyncio.to_thread(_get, base + "/")
+        await asyncio.to_thread(get, base + "/")
     assert error.value.code == 404
-    assert await asyncio.to_thread(_get, base + "/healthz") == "ok"
+    assert await asyncio.to_thread(get, base + "/healthz") == "ok"
     request = urllib.request.Request(
         base + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
     )
