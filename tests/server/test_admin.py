@@ -207,6 +207,16 @@ async def test_backup_during_a_burst_restores_every_acknowledged_message(tmp_pat
     assert await restored.terminate() == 0
 
 
+async def test_backup_into_a_missing_folder_names_the_folder(tmp_path: Path) -> None:
+    """A backup path whose folder does not exist is refused naming it; nothing is written."""
+    server = await ServerProcess.start("--port", "0", "--db", str(tmp_path / "c.db"))
+    target = tmp_path / "backups" / "today.db"
+    code, out = await admin("backup", str(target), "--db", str(tmp_path / "c.db"))
+    assert await server.terminate() == 0
+    assert code == 1 and f"The folder {target.parent} does not exist" in out, out
+    assert not target.parent.exists()
+
+
 async def test_backup_on_postgresql_explains_pg_dump(tmp_path: Path) -> None:
     """PostgreSQL is backed up with pg_dump: the command says how, and fails (exit 1)."""
     async with database_url("postgres", tmp_path) as url:
