@@ -10,7 +10,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect as ws_connect
 
+from tests.admincli import admin_ok
 from tests.conftest import MakeServer, RunningServer
 from tests.server.scrape import Samples, get, names, scrape_app, value
 from tests.wsclient import WireClient, in_room, user
@@ -85,7 +87,7 @@ async def test_errors_login_failures_and_throttles_are_counted(make_server: Make
     await stranger.close()
 
 
-async def test_cleanup_and_slow_consumers_are_counted(make_server: MakeServer) -> None:
+async def test_rooms_deleted_by_cleanup_are_counted(make_server: MakeServer) -> None:
     """An emptied room counts as deleted by cleanup, without its name in any label."""
     server = await make_server(metrics_address="127.0.0.1:0", grace=0)
     before = await scrape(server)
@@ -98,6 +100,46 @@ async def test_cleanup_and_slow_consumers_are_counted(make_server: MakeServer) -
     assert value(after, "clubroom_rooms") == 0
     labels = {label for (_, pairs) in after for label in pairs}
     assert not any("Secret-Plans" in v or v == "ann" for _, v in labels)
+    await ann.close()
+
+
+async def test_rooms_deleted_by_an_admin_are_counted(metered: RunningServer) -> None:
+    """``rooms delete`` on the running server counts reason=admin once its members are told."""
+    before = await scrape(metered)
+    ann = await user(metered.url, "ann")
+    await ann.ok("create_room", room="Doomed")
+    await admin_ok("rooms", "delete", "Doomed", "--yes", "--db", metered.db)
+    assert await ann.unmatched() == {"type": "room_deleted", "room": "Doomed"}
+    after = await scrape(metered)
+    deleted = value(after, "clubroom_rooms_deleted_total", reason="admin")
+    assert deleted - value(before, "clubroom_rooms_deleted_total", reason="admin") == 1
+    await ann.close()
+
+
+async def test_a_slow_consumer_closed_is_counted(make_server: MakeServer) -> None:
+    """A client that stops reading is closed with 4008, and the counter says so once."""
+    server = await make_server(
+        metrics_address="127.0.0.1:0", rate_limit=0, send_buffer_limit=64 * 1024
+    )
+    name = "clubroom_slow_consumers_closed_total"
+    before = value(await scrape(server), name)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    slow = WireClient(await ws_connect(server.url, sock=sock, max_size=None))
+    await slow.register("slow")
+    ann = await user(server.url, "ann")
+    await ann.ok("create_room", room="Flood")
+    await slow.ok("join_room", room="Flood")
+    slow.ws.transport.pause_reading()
+    sent = 0
+    while value(await scrape(server), name) == before and sent < 5000:  # kernel buffers hold MBs
+        for _ in range(20):
+            await ann.ok("send", room="Flood", text="x" * 4000)
+        sent += 20
+    slow.ws.transport.resume_reading()
+    assert await slow.wait_closed() == 4008
+    assert value(await scrape(server), name) == before + 1
     await ann.close()
 
 
