@@ -46,6 +46,7 @@ class Clubroom:
         )
         self.peers = PeerSet()
         self.bus: RedisBus | None = None
+        self.shared_sends: SharedTokenBucket | None = None  # the cluster-wide message rate
         self.service = ChatService(
             settings, self.store, self.hasher, self.peers, cluster=self._cluster_node()
         )
@@ -120,7 +121,9 @@ class Clubroom:
             on_fenced=self._fenced,
         )
         bus = self.bus = RedisBus(s.bus, s.node_id, s.bus_prefix)
-        sends = SharedTokenBucket(s.bus, s.bus_prefix, "send", s.rate_limit, s.rate_burst)
+        sends = self.shared_sends = SharedTokenBucket(
+            s.bus, s.bus_prefix, "send", s.rate_limit, s.rate_burst
+        )
         return ClusterNode(bus, self.store, members, s.node_id, send_limit=sends)
 
     def _members_left(self, room_id: int, room_name: str, usernames: list[str]) -> None:
@@ -159,6 +162,9 @@ class Clubroom:
         logs.set_level(settings.log_level)
         self.sessions.reconfigure(settings)
         self.service.reconfigure(settings)
+        if self.shared_sends is not None:  # a cluster node: the budget shared with the others
+            self.shared_sends.rate = settings.rate_limit
+            self.shared_sends.burst = max(1, settings.rate_burst)
         self.settings = settings
         if ignored:
             log.warning("these settings change only with a restart: %s", ", ".join(ignored))
