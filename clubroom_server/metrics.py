@@ -135,7 +135,8 @@ COMMIT_FAILURES = Counter(
 ROOMS_DELETED = Counter(
     "clubroom_rooms_deleted",
     "Rooms deleted: reason=cleanup when the last member left or a stored room was not "
-    "rejoined after a restart, reason=admin by an administrator.",
+    "rejoined after a restart (counted by the node that deleted it), reason=admin by an "
+    "administrator (counted by each node that had members in it).",
     ["reason"],
     registry=None,
 )
