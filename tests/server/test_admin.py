@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 
 from tests.admincli import admin, admin_ok
+from tests.cluster.harness import ProcessCluster
 from tests.conftest import RunningServer
-from tests.databases import database_url
+from tests.databases import database_url, fresh_postgres
 from tests.server.serverprocess import ServerProcess
+from tests.services import redis_url
 from tests.wsclient import PASSWORD, WireClient, in_room, resumed, user
 
 NEW_PASSWORD = "a-brand-new-secret-9"
@@ -254,3 +256,30 @@ async def test_copy_carries_admin_roles_and_account_states(
         ("bob", "disabled", False),
         ("cyd", "deleted", False),
     ]
+
+
+async def test_admin_actions_reach_every_node_process_of_a_cluster() -> None:
+    """Two ``serve`` processes on one database and Redis, the CLI a third: disabling a user
+    closes their connections on both nodes; deleting a room tells members on both."""
+    async with fresh_postgres() as db:
+        cluster = ProcessCluster(db, redis_url(), ("--rate-limit", "0"), nodes=2)
+        await cluster.start()
+        try:
+            ann = await user(cluster.url(0), "ann")
+            ann_elsewhere = await resumed(cluster.url(1), ann.token)
+            bob, cat = await user(cluster.url(0), "bob"), await user(cluster.url(1), "cat")
+            await in_room([bob, cat, ann_elsewhere])
+            await admin_ok("users", "disable", "ann", "--db", db)
+            assert await closed_within(ann, 2.5) == 4001
+            assert await closed_within(ann_elsewhere, 2.5) == 4001
+            for member in (bob, cat):
+                assert (await member.event("member_left"))["username"] == "ann"
+            await admin_ok("rooms", "delete", "Lobby", "--yes", "--db", db)
+            for member in (bob, cat):
+                assert await member.unmatched() == {"type": "room_deleted", "room": "Lobby"}
+            await cat.ok("create_room", room="Lobby")  # the name is free on every node
+            await bob.ok("join_room", room="Lobby")
+            for client in (bob, cat):
+                await client.close()
+        finally:
+            await cluster.stop()
