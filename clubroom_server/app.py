@@ -6,6 +6,8 @@ import asyncio
 import logging
 from types import TracebackType
 
+from prometheus_client import CollectorRegistry
+
 from clubroom_server import logs, metrics
 from clubroom_server.auth import PasswordHasher
 from clubroom_server.bus import RedisBus
@@ -15,7 +17,7 @@ from clubroom_server.conversation import Conversation
 from clubroom_server.limits import SharedTokenBucket
 from clubroom_server.manage.live import AdminFollower
 from clubroom_server.manage.requests import AdminRequests
-from clubroom_server.metrics import MetricsEndpoint, ServerCollector
+from clubroom_server.metrics import BackendCollector, MetricsEndpoint, ServerCollector
 from clubroom_server.peer import PeerSet
 from clubroom_server.presence import ClusterMembers
 from clubroom_server.server import ClubroomServer
@@ -43,15 +45,14 @@ class Clubroom:
             settings.argon2_parameters, settings.hash_workers, settings.hash_queue_limit
         )
         self.peers = PeerSet()
+        self.bus: RedisBus | None = None
+        self.shared_sends: SharedTokenBucket | None = None  # the cluster-wide message rate
         self.service = ChatService(
             settings, self.store, self.hasher, self.peers, cluster=self._cluster_node()
         )
         self.sessions = SessionHandler(settings, self.service, self.peers)
         self.server = ClubroomServer(settings, self.sessions, health=self.problems)
-        collector = ServerCollector(self.peers, self.service.rooms, self.sessions)
-        self.registry = metrics.registry_for([collector])
-        metrics_address = metrics.parse_address(settings.metrics_address)
-        self.metrics = MetricsEndpoint(self.registry, *metrics_address) if metrics_address else None
+        self.registry, self.metrics = self._metrics()
         self.follower: AdminFollower | None = None
         self.conversation: Conversation | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -96,6 +97,17 @@ class Clubroom:
         log.info("Clubroom listening on %s (database %s)", app.url, describe_url(settings.db))
         return app
 
+    def _metrics(self) -> tuple[CollectorRegistry, MetricsEndpoint | None]:
+        """This server's registry, and its endpoint unless metrics are off."""
+        cluster = self.service.cluster
+        backend = BackendCollector(self.store, self.bus, cluster.members if cluster else None)
+        chat = ServerCollector(self.peers, self.service.rooms, self.sessions)
+        registry = metrics.registry_for([chat, backend])
+        address = metrics.parse_address(self.settings.metrics_address)
+        if address is None:
+            return registry, None
+        return registry, MetricsEndpoint(registry, *address, before_scrape=backend.probe)
+
     def _cluster_node(self) -> ClusterNode | None:
         """With ``--bus``: the parts that make this process one node of a cluster."""
         s = self.settings
@@ -108,8 +120,10 @@ class Clubroom:
             on_left=lambda *left: self._members_left(*left),
             on_fenced=self._fenced,
         )
-        bus = RedisBus(s.bus, s.node_id, s.bus_prefix)
-        sends = SharedTokenBucket(s.bus, s.bus_prefix, "send", s.rate_limit, s.rate_burst)
+        bus = self.bus = RedisBus(s.bus, s.node_id, s.bus_prefix)
+        sends = self.shared_sends = SharedTokenBucket(
+            s.bus, s.bus_prefix, "send", s.rate_limit, s.rate_burst
+        )
         return ClusterNode(bus, self.store, members, s.node_id, send_limit=sends)
 
     def _members_left(self, room_id: int, room_name: str, usernames: list[str]) -> None:
@@ -148,6 +162,9 @@ class Clubroom:
         logs.set_level(settings.log_level)
         self.sessions.reconfigure(settings)
         self.service.reconfigure(settings)
+        if self.shared_sends is not None:  # a cluster node: the budget shared with the others
+            self.shared_sends.rate = settings.rate_limit
+            self.shared_sends.burst = max(1, settings.rate_burst)
         self.settings = settings
         if ignored:
             log.warning("these settings change only with a restart: %s", ", ".join(ignored))

@@ -153,6 +153,16 @@ def decode_event(payload: bytes) -> BusEvent:
     return BusEvent(room_id, seq, message_id, data, parts[3])
 
 
+@dataclass(slots=True)
+class BusStats:
+    """What the bus has been through, for the metrics (plain ints, bumped by the bus's tasks)."""
+
+    published: int = 0  # events handed to Redis
+    publish_failures: int = 0  # pipelines Redis did not take (each retried)
+    dropped: int = 0  # oldest unpublished events let go while Redis was away too long
+    reconnects: int = 0  # times the subscriber connection was made again after a loss
+
+
 class RedisBus:
     """Redis pub/sub, one channel per room, with reconnection and a resync signal.
 
@@ -182,6 +192,7 @@ class RedisBus:
         self._on_resync: OnResync = lambda: None
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self.stats = BusStats()
 
     # ------------------------------------------------------------------ life
 
@@ -363,6 +374,7 @@ class RedisBus:
                 wait = min(wait * 2, BACKOFF_MAX)
                 continue
             log.info("bus (Redis) is back; re-reading the rooms this node serves")
+            self.stats.reconnects += 1
             self._wake_publisher.set()
             self._on_resync()
             return
@@ -403,6 +415,7 @@ class RedisBus:
             # Keep the newest: a later message of a room reveals any gap before
             # it, which receivers then read from the database.
             self._unpublished.popleft()
+            self.stats.dropped += 1
         self._unpublished.append(event)
         self._wake_publisher.set()
 
@@ -420,14 +433,17 @@ class RedisBus:
                     if self._publish_ok:
                         log.warning("publishing on the bus failed: %s; will retry", exc)
                     self._publish_ok = False
+                    self.stats.publish_failures += 1
                     batch.extend(self._unpublished)
                     self._unpublished = batch
                     while len(self._unpublished) > MAX_UNPUBLISHED:
                         self._unpublished.popleft()
+                        self.stats.dropped += 1
                     await asyncio.sleep(wait * (0.5 + random.random() / 2))
                     wait = min(wait * 2, BACKOFF_MAX)
                     continue
                 self._publish_ok, wait = True, BACKOFF_FIRST
+                self.stats.published += len(batch)
 
     async def _send(self, batch: deque[BusEvent]) -> None:
         assert self._client is not None

@@ -18,6 +18,7 @@ from clubroom_server.bus import BusStartupError
 from clubroom_server.config import ARGON2_PROFILES, DEFAULT_ARGON2_PROFILE, Settings, default_db
 from clubroom_server.logs import LOG_FORMATS, LOG_LEVELS
 from clubroom_server.manage.cli import COMMANDS as ADMIN_COMMANDS
+from clubroom_server.manage.cli import database_options
 from clubroom_server.store import SYNCHRONOUS_MODES, StartupError, StoreError, is_postgres_url
 from protocol import FORWARDED_FOR_HEADER
 
@@ -413,13 +414,7 @@ _DB_HELP = "A SQLite file path or sqlite:///path, or postgresql://user@host:port
 
 
 @main.command("migrate")
-@click.option(
-    "--db",
-    "db",
-    envvar="CLUBROOM_DB",
-    show_envvar=True,
-    help=_DB_HELP + " [default: the user data directory, clubroom/clubroom.db]",
-)
+@database_options
 def migrate(db: str | None) -> None:
     """Bring a database's schema up to date (serve does this too), then exit."""
     _run_admin(admin.migrate(db or default_db()))

@@ -8,6 +8,11 @@ per recipient) and exported at scrape time (``HotCollector``); the library's
 own instruments are used where events are rare (errors, slow consumers,
 logins) or once per message (the latency histogram).
 
+What the node depends on (``BackendCollector``): the database is asked at
+each scrape (``clubroom_database_up``), the pool, the bus and the cluster
+lease are read from the state they keep anyway (the bus's counters are plain
+ints too).
+
 The instruments are process-wide, as ``prometheus_client`` intends (one
 server runs per process); each server's registry adds them to its own
 scrape-time view. No label ever holds a room or user name: label values
@@ -20,9 +25,10 @@ default, so metrics never share the public chat port.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -38,14 +44,18 @@ from clubroom_server.logs import WEBSOCKETS_LOGGER
 from protocol import ErrorCode
 
 if TYPE_CHECKING:
+    from clubroom_server.bus import RedisBus
     from clubroom_server.peer import PeerSet
+    from clubroom_server.presence import ClusterMembers
     from clubroom_server.rooms import Rooms
     from clubroom_server.session import SessionHandler
+    from clubroom_server.store.interface import Store
 
 log = logging.getLogger(__name__)
 
 OFF = "off"
 DEFAULT_METRICS_PORT = 9464  # the port commonly used for a Prometheus exporter's own endpoint
+PROBE_TIMEOUT = 2.0  # seconds the database may take to answer a scrape's probe
 
 
 class HotCounts:
@@ -114,10 +124,19 @@ LOGIN_THROTTLED = Counter(
     "Login and resume attempts refused because of too many recent failures.",
     registry=None,
 )
+COMMIT_FAILURES = Counter(
+    "clubroom_store_commit_failures",
+    "Database transactions that stored nothing: reason=unavailable when the database could "
+    "not be reached or was locked, reason=error for any other failure. Writes refused by a "
+    "rule (a taken name) are not failures.",
+    ["reason"],
+    registry=None,
+)
 ROOMS_DELETED = Counter(
     "clubroom_rooms_deleted",
     "Rooms deleted: reason=cleanup when the last member left or a stored room was not "
-    "rejoined after a restart, reason=admin by an administrator.",
+    "rejoined after a restart (counted by the node that deleted it), reason=admin by an "
+    "administrator (counted by each node that had members in it).",
     ["reason"],
     registry=None,
 )
@@ -130,6 +149,7 @@ PROCESS_WIDE: tuple[Collector, ...] = (
     LOGIN_FAILURES,
     LOGIN_THROTTLED,
     ROOMS_DELETED,
+    COMMIT_FAILURES,
 )
 
 # Children made once (a labelled lookup takes a lock), and every series exists
@@ -139,6 +159,8 @@ _PASSWORD_FAILURES = LOGIN_FAILURES.labels("password")
 _TOKEN_FAILURES = LOGIN_FAILURES.labels("token")
 ROOMS_DELETED_BY_CLEANUP = ROOMS_DELETED.labels("cleanup")
 ROOMS_DELETED_BY_ADMIN = ROOMS_DELETED.labels("admin")
+COMMIT_FAILED_UNAVAILABLE = COMMIT_FAILURES.labels("unavailable")
+COMMIT_FAILED_ERROR = COMMIT_FAILURES.labels("error")
 
 
 def error_sent(code: ErrorCode) -> None:
@@ -182,6 +204,105 @@ class ServerCollector(Collector):
         )
 
 
+class BackendCollector(Collector):
+    """The database and, on a cluster node, the bus and the lease: what the node depends on.
+
+    ``clubroom_database_up`` must be true when scraped, not when last used: an
+    idle node would otherwise report a database that died an hour ago as up.
+    So each scrape first runs ``probe`` (one ``SELECT 1``, bounded by
+    ``PROBE_TIMEOUT``), as PostgreSQL's own exporter does. Everything else is
+    state the store, the bus and the lease keep anyway, read as it is.
+    """
+
+    def __init__(
+        self, store: Store, bus: RedisBus | None = None, lease: ClusterMembers | None = None
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._lease = lease
+        self._database_up = True
+
+    async def probe(self) -> None:
+        """Ask the database now; a slow answer counts as none."""
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                await self._store.ping()
+        except Exception as exc:  # whatever the reason, the database did not answer
+            log.debug("the metrics probe of the database failed: %r", exc)
+            self._database_up = False
+        else:
+            self._database_up = True
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "clubroom_database_up",
+            "1 when the database answered a query at this scrape, else 0.",
+            value=int(self._database_up),
+        )
+        yield from self._pool()
+        if self._lease is not None:
+            yield GaugeMetricFamily(
+                "clubroom_cluster_lease_held",
+                "1 while this node's cluster lease is renewed in the database; at 0 the node "
+                "has sent its clients away.",
+                value=int(self._lease.healthy),
+            )
+        if self._bus is not None:
+            yield from _bus_metrics(self._bus)
+
+    def _pool(self) -> Iterator[Metric]:
+        usage = self._store.pool_usage()
+        if usage is None:
+            return
+        connections = GaugeMetricFamily(
+            "clubroom_database_connections",
+            "Database connections in the pool, by state (in_use by a query, or idle).",
+            labels=["state"],
+        )
+        connections.add_metric(["in_use"], usage.in_use)
+        connections.add_metric(["idle"], usage.idle)
+        yield connections
+        yield GaugeMetricFamily(
+            "clubroom_database_connections_max",
+            "The pool's size limit (--db-pool-size); in_use at this limit means requests queue.",
+            value=usage.max,
+        )
+
+
+def _bus_metrics(bus: RedisBus) -> Iterator[Metric]:
+    stats = bus.stats
+    yield GaugeMetricFamily(
+        "clubroom_bus_connected",
+        "1 while the bus (Redis) works for this node: subscribed, and publishing succeeds.",
+        value=int(bus.healthy),
+    )
+    yield GaugeMetricFamily(
+        "clubroom_bus_unpublished_events",
+        "Events stored but not yet handed to Redis (the publishing backlog, kept while Redis "
+        "is away).",
+        value=bus.unpublished,
+    )
+    yield CounterMetricFamily(
+        "clubroom_bus_events_published", "Events handed to Redis.", value=stats.published
+    )
+    yield CounterMetricFamily(
+        "clubroom_bus_publish_failures",
+        "Attempts to publish that Redis did not take (each is retried).",
+        value=stats.publish_failures,
+    )
+    yield CounterMetricFamily(
+        "clubroom_bus_events_dropped",
+        "Unpublished events let go because Redis stayed away too long (other nodes then read "
+        "those messages from the database).",
+        value=stats.dropped,
+    )
+    yield CounterMetricFamily(
+        "clubroom_bus_reconnects",
+        "Times this node connected to Redis again after losing it.",
+        value=stats.reconnects,
+    )
+
+
 def registry_for(collectors: Iterable[Collector]) -> CollectorRegistry:
     """One server's registry: its own gauges, the process-wide counters, process stats."""
     registry = CollectorRegistry(auto_describe=True)
@@ -209,8 +330,15 @@ def parse_address(value: str) -> tuple[str, int] | None:
 class MetricsEndpoint:
     """``GET /metrics`` in Prometheus (or OpenMetrics) text, on an address of its own."""
 
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        host: str,
+        port: int,
+        before_scrape: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._registry = registry
+        self._before_scrape = before_scrape
         self._host = host
         self._port = port
         self._server: Server | None = None
@@ -248,12 +376,14 @@ class MetricsEndpoint:
             self._server.close()
             await self._server.wait_closed()
 
-    def _answer(self, connection: ServerConnection, request: Request) -> Response:
+    async def _answer(self, connection: ServerConnection, request: Request) -> Response:
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
             return _response(HTTPStatus.OK, b"ok", "text/plain; charset=utf-8")
         if path != "/metrics":
             return _response(HTTPStatus.NOT_FOUND, b"Not found; try /metrics\n", "text/plain")
+        if self._before_scrape is not None:
+            await self._before_scrape()
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         return _response(HTTPStatus.OK, encoder(self._registry), content_type)
 

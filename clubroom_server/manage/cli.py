@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
@@ -359,6 +360,7 @@ def backup(file: Path, db: str | None) -> None:
     source = sqlite_path(url)
     if source is None:
         raise click.ClickException(_pg_dump_advice(url))
+    _require_writable_folder(file)
     logs.configure("WARNING")
     try:
         asyncio.run(asyncio.to_thread(backup_sqlite, source, file))
@@ -369,6 +371,21 @@ def backup(file: Path, db: str | None) -> None:
         raise click.ClickException(f"The backup {file} fails its check: {report.problems[0]}")
     counts = ", ".join(f"{n} {table}" for table, n in report.counts.items())
     click.echo(f"Backed up {describe_url(url)} to {file} ({counts}); it passes `check`.")
+
+
+def _require_writable_folder(file: Path) -> None:
+    """Say which folder is missing or closed, not SQLite's "unable to open database file"."""
+    folder = file.absolute().parent
+    if not folder.is_dir():
+        raise click.ClickException(
+            f"The folder {folder} does not exist; create it first, owned by the user running "
+            f"this command (e.g. install -d -m 0700 -o clubroom -g clubroom {folder})."
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.ClickException(
+            f"Cannot write into {folder} as this user; run the command as a user that can, "
+            "or choose another folder."
+        )
 
 
 def _pg_dump_advice(url: str) -> str:

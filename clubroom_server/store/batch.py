@@ -13,8 +13,13 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from clubroom_server.metrics import COMMIT_BATCH
-from clubroom_server.store.interface import StoreError
+from clubroom_server.metrics import COMMIT_BATCH, COMMIT_FAILED_ERROR, COMMIT_FAILED_UNAVAILABLE
+from clubroom_server.store.interface import (
+    DuplicateError,
+    NotFoundError,
+    StoreError,
+    UnavailableError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +57,15 @@ def settle(batch: Sequence[QueuedWrite], results: Sequence[Any]) -> None:
 
 
 def fail_all(batch: Sequence[QueuedWrite], error: StoreError) -> None:
-    """Nothing of the batch was stored: every caller gets ``error``."""
+    """Nothing of the batch was stored: every caller gets ``error``.
+
+    A failed commit is counted for the metrics, except a write a rule refused
+    (a taken name, a room deleted meanwhile), which is the database working.
+    """
+    if isinstance(error, UnavailableError):
+        COMMIT_FAILED_UNAVAILABLE.inc()
+    elif not isinstance(error, DuplicateError | NotFoundError):
+        COMMIT_FAILED_ERROR.inc()
     for write in batch:
         if not write.future.done():
             write.future.set_exception(error)

@@ -23,7 +23,7 @@ Guarantees every backend keeps:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from clubroom_server.store.records import (
     DumpBatch,
@@ -76,6 +76,14 @@ class SchemaError(StartupError):
     """The database is not Clubroom's, or its schema is newer than this code."""
 
 
+class PoolUsage(NamedTuple):
+    """A connection pool's state, for the metrics (PostgreSQL; SQLite has no pool)."""
+
+    in_use: int
+    idle: int
+    max: int
+
+
 class Store(Protocol):
     """Accounts, tokens, rooms and messages, durably stored."""
 
@@ -92,6 +100,14 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Finish every accepted write, then release every connection (idempotent)."""
+        ...
+
+    async def ping(self) -> None:
+        """One trivial read: ``UnavailableError`` unless the database answers now (metrics)."""
+        ...
+
+    def pool_usage(self) -> PoolUsage | None:
+        """The connection pool's state, or None for a backend without a pool."""
         ...
 
     # ----------------------------------------------------------------- users

@@ -48,6 +48,7 @@ from clubroom_server.store.interface import (
     DuplicateError,
     NotFoundError,
     OnStored,
+    PoolUsage,
     SchemaError,
     StartupError,
     StoreError,
@@ -290,6 +291,15 @@ class PostgresStore:
                 except (TimeoutError, *_UNAVAILABLE):
                     pool.terminate()
         self._pool = self._search_pool = None
+
+    async def ping(self) -> None:
+        await self._fetch("SELECT 1")
+
+    def pool_usage(self) -> PoolUsage | None:
+        if self._pool is None:
+            return None
+        size, idle = self._pool.get_size(), self._pool.get_idle_size()
+        return PoolUsage(in_use=size - idle, idle=idle, max=self._pool.get_max_size())
 
     async def _terminate(self) -> None:
         for pool in (self._search_pool, self._pool):

@@ -267,6 +267,12 @@ class SQLiteStore:
             await self._checkpoint("TRUNCATE")
         await self._release()
 
+    async def ping(self) -> None:
+        await self._read("SELECT 1")
+
+    def pool_usage(self) -> None:
+        return None  # one writer and one reader connection, always open
+
     async def _release(self) -> None:
         for db in (self._checkpointer, self._reader):
             if db is not None:

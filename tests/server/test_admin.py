@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 
 from tests.admincli import admin, admin_ok
+from tests.cluster.harness import ProcessCluster
 from tests.conftest import RunningServer
-from tests.databases import database_url
+from tests.databases import database_url, fresh_postgres
 from tests.server.serverprocess import ServerProcess
+from tests.services import redis_url
 from tests.wsclient import PASSWORD, WireClient, in_room, resumed, user
 
 NEW_PASSWORD = "a-brand-new-secret-9"
@@ -207,6 +209,16 @@ async def test_backup_during_a_burst_restores_every_acknowledged_message(tmp_pat
     assert await restored.terminate() == 0
 
 
+async def test_backup_into_a_missing_folder_names_the_folder(tmp_path: Path) -> None:
+    """A backup path whose folder does not exist is refused naming it; nothing is written."""
+    server = await ServerProcess.start("--port", "0", "--db", str(tmp_path / "c.db"))
+    target = tmp_path / "backups" / "today.db"
+    code, out = await admin("backup", str(target), "--db", str(tmp_path / "c.db"))
+    assert await server.terminate() == 0
+    assert code == 1 and f"The folder {target.parent} does not exist" in out, out
+    assert not target.parent.exists()
+
+
 async def test_backup_on_postgresql_explains_pg_dump(tmp_path: Path) -> None:
     """PostgreSQL is backed up with pg_dump: the command says how, and fails (exit 1)."""
     async with database_url("postgres", tmp_path) as url:
@@ -244,3 +256,30 @@ async def test_copy_carries_admin_roles_and_account_states(
         ("bob", "disabled", False),
         ("cyd", "deleted", False),
     ]
+
+
+async def test_admin_actions_reach_every_node_process_of_a_cluster() -> None:
+    """Two ``serve`` processes on one database and Redis, the CLI a third: disabling a user
+    closes their connections on both nodes; deleting a room tells members on both."""
+    async with fresh_postgres() as db:
+        cluster = ProcessCluster(db, redis_url(), ("--rate-limit", "0"), nodes=2)
+        await cluster.start()
+        try:
+            ann = await user(cluster.url(0), "ann")
+            ann_elsewhere = await resumed(cluster.url(1), ann.token)
+            bob, cat = await user(cluster.url(0), "bob"), await user(cluster.url(1), "cat")
+            await in_room([bob, cat, ann_elsewhere])
+            await admin_ok("users", "disable", "ann", "--db", db)
+            assert await closed_within(ann, 2.5) == 4001
+            assert await closed_within(ann_elsewhere, 2.5) == 4001
+            for member in (bob, cat):
+                assert (await member.event("member_left"))["username"] == "ann"
+            await admin_ok("rooms", "delete", "Lobby", "--yes", "--db", db)
+            for member in (bob, cat):
+                assert await member.unmatched() == {"type": "room_deleted", "room": "Lobby"}
+            await cat.ok("create_room", room="Lobby")  # the name is free on every node
+            await bob.ok("join_room", room="Lobby")
+            for client in (bob, cat):
+                await client.close()
+        finally:
+            await cluster.stop()

@@ -13,6 +13,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
 from protocol import FORWARDED_FOR_HEADER as FORWARDED
+from tests.admincli import admin_ok
 from tests.server.serverprocess import ServerProcess
 from tests.wsclient import PASSWORD, WireClient, user
 
@@ -176,3 +177,25 @@ async def test_a_bad_trusted_proxy_is_a_clear_error(tmp_path: Path) -> None:
     out, _ = await process.communicate()
     assert process.returncode == 2
     assert b"not an IP address or CIDR block" in out and b"Traceback" not in out
+
+
+@pytest.mark.parametrize("how", ["--config", "CLUBROOM_CONFIG"])
+async def test_migrate_finds_the_database_in_the_config_file(
+    how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like every admin command, migrate opens the config file's db, never a stray default."""
+    config = tmp_path / "etc" / "clubroom.toml"
+    config.parent.mkdir()
+    config.write_text(f'db = "{tmp_path / "state" / "chat.db"}"\n')
+    (tmp_path / "state").mkdir()
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CLUBROOM_DB", raising=False)
+    args: tuple[str, ...] = ("--config", str(config))
+    if how == "CLUBROOM_CONFIG":
+        monkeypatch.setenv("CLUBROOM_CONFIG", str(config))
+        args = ()
+    out = await admin_ok("migrate", *args)
+    assert str(tmp_path / "state" / "chat.db") in out
+    assert (tmp_path / "state" / "chat.db").is_file()
+    assert not (tmp_path / "data").exists() and not (tmp_path / "home").exists()

@@ -9,8 +9,12 @@ import pytest
 
 from clubroom_server.cli import serve, settings_from
 from clubroom_server.config import Settings
+from tests.cluster.harness import CLUSTER_DEFAULTS, InProcessCluster, bus_prefix
+from tests.conftest import TEST_DEFAULTS
+from tests.databases import fresh_postgres
 from tests.server.serverprocess import ServerProcess
-from tests.wsclient import user
+from tests.services import redis_url
+from tests.wsclient import resumed, user
 
 
 def resolved(*args: str) -> Settings:
@@ -105,3 +109,32 @@ def test_the_shipped_example_config_is_valid() -> None:
     example = Path(__file__).parents[2] / "contrib" / "clubroom.toml"
     settings = resolved("--config", str(example))
     assert (settings.log_format, settings.metrics_address) == ("json", "127.0.0.1:9464")
+
+
+async def test_a_reload_changes_the_cluster_wide_message_rate_too() -> None:
+    """On cluster nodes the message rate is one budget in Redis: a reload (SIGHUP runs
+    ``reload``) that turns the limit off turns it off there as well, not only on each node."""
+    async with fresh_postgres() as db:
+        settings = Settings(
+            **{**TEST_DEFAULTS, **CLUSTER_DEFAULTS, "db": db, "bus": redis_url(),
+               "bus_prefix": bus_prefix(), "rate_limit": 0.01, "rate_burst": 2}
+        )  # fmt: skip
+        cluster = InProcessCluster(settings, nodes=2)
+        await cluster.start()
+        try:
+            ann = await user(cluster.node_url(0), "ann")
+            again = await resumed(cluster.node_url(1), ann.token)
+            await ann.ok("create_room", room="Lobby")
+            await again.ok("join_room", room="Lobby")
+            await ann.ok("send", room="Lobby", text="one")
+            await again.ok("send", room="Lobby", text="two")
+            assert (await ann.call("send", room="Lobby", text="three"))["code"] == "rate_limited"
+            for app in cluster.apps:
+                assert app is not None
+                app.reload(settings.replace(rate_limit=0))
+            for n in range(5):
+                await again.ok("send", room="Lobby", text=f"more {n}")
+            for client in (ann, again):
+                await client.close()
+        finally:
+            await cluster.stop()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import MakeServer
 from tests.server.serverprocess import ServerProcess
@@ -48,3 +51,22 @@ async def test_a_client_that_ignores_the_close_cannot_hold_the_stop(tmp_path: Pa
     assert any("cutting off 1 connection" in line for line in server.output)
     deaf.ws.transport.resume_reading()
     await asyncio.wait_for(deaf.ws.wait_closed(), 5)
+
+
+async def test_a_draining_server_accepts_no_new_connection(tmp_path: Path) -> None:
+    """Once SIGTERM starts the drain, a new client is refused (it should go elsewhere), while
+    the drain still waits for an old client that has not taken its close yet."""
+    server = await ServerProcess.start(
+        "--port", "0", "--db", str(tmp_path / "c.db"), *CHEAP, "--drain-timeout", "30"
+    )
+    deaf = await user(server.url, "ann")
+    listening = await user(server.url, "bob")
+    deaf.ws.transport.pause_reading()  # holds the drain open until it reads again
+    server.process.send_signal(signal.SIGTERM)
+    assert await listening.wait_closed() == 1012  # the drain has begun: no listener any more
+    with pytest.raises(ConnectionRefusedError):
+        await WireClient.open(server.url)
+    assert server.process.returncode is None, "still draining the old connection"
+    deaf.ws.transport.resume_reading()
+    assert await deaf.wait_closed() == 1012
+    assert await server.wait() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -9,8 +10,15 @@ import sqlite3
 from pathlib import Path
 
 from clubroom_server import logs
+from tests.cluster.harness import bus_prefix
+from tests.pginstance import PASSWORD as PG_PASSWORD
+from tests.pginstance import OwnPostgres, private_postgres
 from tests.server.serverprocess import ServerProcess
+from tests.services import redis_url
+from tests.waiting import wait_until
 from tests.wsclient import PASSWORD, WireClient, resumed, user
+
+__all__ = ["private_postgres"]  # the fixture
 
 CHEAP = ("--argon2-profile", "cheapest")
 SECRET_TEXT = "the-launch-code-is-0000"
@@ -44,6 +52,38 @@ async def test_json_debug_logs_parse_carry_context_and_hold_no_secret(tmp_path: 
     secrets = [PASSWORD, "Wrong-guess-42!", ann.token, ann.token[::-1], SECRET_TEXT]
     secrets += [password_hash, password_hash.split("$")[-1], token_hash]
     for secret in secrets:
+        assert secret not in output
+
+
+async def test_a_cluster_node_at_debug_never_logs_the_database_password(
+    private_postgres: OwnPostgres,
+) -> None:
+    """PostgreSQL with a password in --db, a bus, DEBUG JSON, an outage of the database: the
+    password appears in no line, though the database is named."""
+    async with private_postgres.fresh_database() as db:
+        assert PG_PASSWORD in db
+        server = await ServerProcess.start(
+            "--port", "0", "--db", db, "--bus", redis_url(), "--bus-prefix", bus_prefix(),
+            *CHEAP, "--log-format", "json", "--log-level", "DEBUG", "--node-lease", "1",
+        )  # fmt: skip
+        try:
+            ann = await user(server.url, "ann")
+            await ann.ok("create_room", room="Vault")
+            await ann.ok("send", room="Vault", text=SECRET_TEXT)
+            await asyncio.to_thread(private_postgres.stop, "immediate")
+            try:
+                assert (await ann.call("send", room="Vault", text="x"))["code"] == "unavailable"
+                await wait_until(lambda: "unreachable" in "".join(server.output), within=20)
+            finally:
+                await asyncio.to_thread(private_postgres.start)
+            await ann.close()
+        finally:
+            assert await server.terminate() == 0
+    output = "".join(server.output)
+    entries = [json.loads(line) for line in server.output if line.strip()]
+    assert entries and all("event" in entry for entry in entries)
+    assert f"127.0.0.1:{private_postgres.port}" in output, "the database is named"
+    for secret in (PG_PASSWORD, PASSWORD, SECRET_TEXT, ann.token):
         assert secret not in output
 
 

@@ -10,36 +10,21 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from websockets.asyncio.client import connect as ws_connect
 
+from tests.admincli import admin_ok
 from tests.conftest import MakeServer, RunningServer
+from tests.server.scrape import Samples, get, names, scrape_app, value
 from tests.wsclient import WireClient, in_room, user
 
 # Metrics describe one process; a cluster's nodes are scraped one by one and
 # summed by Prometheus, so these tests run against one process.
 pytestmark = pytest.mark.single_process
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return response.read().decode()
-
 
 async def scrape(server: RunningServer) -> Samples:
-    """Every sample of /metrics, keyed by name and labels."""
-    assert server.app is not None and server.app.metrics is not None
-    text = await asyncio.to_thread(_get, f"http://{server.app.metrics.address}/metrics")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    """Every sample of the server's /metrics, keyed by name and labels."""
+    return await scrape_app(server.app)
 
 
 @pytest.fixture
@@ -72,6 +57,8 @@ async def test_counters_and_gauges_follow_real_traffic(metered: RunningServer) -
     assert value(after, "clubroom_users_online") == 3
     assert value(after, "clubroom_rooms") == 1
     assert value(after, "process_open_fds") > 0
+    assert value(after, "clubroom_database_up") == 1
+    assert not {name for name in names(after) if name.startswith("clubroom_bus_")}, "no bus here"
     for client in clients:
         await client.close()
 
@@ -100,7 +87,7 @@ async def test_errors_login_failures_and_throttles_are_counted(make_server: Make
     await stranger.close()
 
 
-async def test_cleanup_and_slow_consumers_are_counted(make_server: MakeServer) -> None:
+async def test_rooms_deleted_by_cleanup_are_counted(make_server: MakeServer) -> None:
     """An emptied room counts as deleted by cleanup, without its name in any label."""
     server = await make_server(metrics_address="127.0.0.1:0", grace=0)
     before = await scrape(server)
@@ -116,11 +103,51 @@ async def test_cleanup_and_slow_consumers_are_counted(make_server: MakeServer) -
     await ann.close()
 
 
+async def test_rooms_deleted_by_an_admin_are_counted(metered: RunningServer) -> None:
+    """``rooms delete`` on the running server counts reason=admin once its members are told."""
+    before = await scrape(metered)
+    ann = await user(metered.url, "ann")
+    await ann.ok("create_room", room="Doomed")
+    await admin_ok("rooms", "delete", "Doomed", "--yes", "--db", metered.db)
+    assert await ann.unmatched() == {"type": "room_deleted", "room": "Doomed"}
+    after = await scrape(metered)
+    deleted = value(after, "clubroom_rooms_deleted_total", reason="admin")
+    assert deleted - value(before, "clubroom_rooms_deleted_total", reason="admin") == 1
+    await ann.close()
+
+
+async def test_a_slow_consumer_closed_is_counted(make_server: MakeServer) -> None:
+    """A client that stops reading is closed with 4008, and the counter says so once."""
+    server = await make_server(
+        metrics_address="127.0.0.1:0", rate_limit=0, send_buffer_limit=64 * 1024
+    )
+    name = "clubroom_slow_consumers_closed_total"
+    before = value(await scrape(server), name)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    slow = WireClient(await ws_connect(server.url, sock=sock, max_size=None))
+    await slow.register("slow")
+    ann = await user(server.url, "ann")
+    await ann.ok("create_room", room="Flood")
+    await slow.ok("join_room", room="Flood")
+    slow.ws.transport.pause_reading()
+    sent = 0
+    while value(await scrape(server), name) == before and sent < 5000:  # kernel buffers hold MBs
+        for _ in range(20):
+            await ann.ok("send", room="Flood", text="x" * 4000)
+        sent += 20
+    slow.ws.transport.resume_reading()
+    assert await slow.wait_closed() == 4008
+    assert value(await scrape(server), name) == before + 1
+    await ann.close()
+
+
 async def test_metrics_are_off_by_default_and_never_on_the_chat_port(server: RunningServer) -> None:
     """Without --metrics-address nothing listens for metrics, and the chat port has no /metrics."""
     assert server.app is not None and server.app.metrics is None
     with pytest.raises(urllib.error.HTTPError):
-        await asyncio.to_thread(_get, f"http://127.0.0.1:{server.port}/metrics")
+        await asyncio.to_thread(get, f"http://127.0.0.1:{server.port}/metrics")
 
 
 async def test_the_endpoint_answers_only_metrics_and_health(metered: RunningServer) -> None:
@@ -128,9 +155,9 @@ async def test_the_endpoint_answers_only_metrics_and_health(metered: RunningServ
     assert metered.app is not None and metered.app.metrics is not None
     base = f"http://{metered.app.metrics.address}"
     with pytest.raises(urllib.error.HTTPError) as error:
-        await asyncio.to_thread(_get, base + "/")
+        await asyncio.to_thread(get, base + "/")
     assert error.value.code == 404
-    assert await asyncio.to_thread(_get, base + "/healthz") == "ok"
+    assert await asyncio.to_thread(get, base + "/healthz") == "ok"
     request = urllib.request.Request(
         base + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
     )
