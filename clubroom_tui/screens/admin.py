@@ -240,6 +240,7 @@ class AdminScreen(Screen[None]):
     @on(Input.Submitted, "#admin-user-query")
     def _find_users(self, event: Input.Submitted) -> None:
         self.load_users(event.value)
+        self.query_one(UserTable).focus()  # where Delete and e act on what was found
 
     @on(Button.Pressed, "#admin-delete-room")
     def action_delete_room(self) -> None:
@@ -355,7 +356,7 @@ class AdminScreen(Screen[None]):
             return
         self.notify(f"{done} the account “{name}”.", markup=False)
         if self.is_attached and self.client.token:  # disabling yourself logs you out
-            self.load_users(self.query_one("#admin-user-query", Input).value)
+            self.action_refresh()  # a disabled user also left their rooms
 
 
 def _room_cells(room: AdminRoomInfo) -> tuple[Text, ...]:

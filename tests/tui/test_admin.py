@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from textual.pilot import Pilot
 
 from clubroom_tui.client import (
@@ -42,6 +43,7 @@ from tests.tui.conftest import (
     wait_for_text,
     wait_ready,
 )
+from tests.tui.test_contrast import THEMES, check_every_focus, unreadable_segments
 from tests.tui.test_destructive import room_exists
 
 
@@ -105,17 +107,29 @@ async def test_an_admin_sees_every_room_with_its_members_and_messages(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """F2 on the dashboard shows all rooms (not only boss's) with live counts; s re-sorts."""
-    await lobby_with_ann_and_bob(make_client)
+    ann, _ = await lobby_with_ann_and_bob(make_client)
+    await ann.create_room("Attic")
     async with admin_app(server, config_dir, make_client) as pilot:
         await wait_for_text(pilot, "f2 Admin")
         await open_admin(pilot)
         await wait_for_row(pilot, row("Lobby", "public", 2, 1))
         await wait_for_row(pilot, row("Quiet", "public", 1, 0))
-        await wait_for_text(pilot, "2 rooms · sorted by name", "boss", "ann", "bob")
-        await pilot.press("s")  # the room table has the focus: sort by members
+        await wait_for_text(pilot, "3 rooms · sorted by name", "boss", "ann", "bob")
+        assert rows_in_order(pilot) == ["Attic", "Lobby", "Quiet"]
+        await pilot.press("s")  # the room table has the focus: most members first
         await wait_for_text(pilot, "sorted by members")
+        assert rows_in_order(pilot) == ["Lobby", "Attic", "Quiet"]
+        await pilot.press("s")
+        await wait_for_text(pilot, "sorted by messages")
+        assert rows_in_order(pilot)[0] == "Lobby"
         await pilot.press("escape")
         await wait_for(lambda: isinstance(pilot.app.screen, DashboardScreen), "the dashboard")
+
+
+def rows_in_order(pilot: Pilot[Any]) -> list[str]:
+    """The rooms as listed on screen, top to bottom."""
+    shown = re.findall(r"^\s*(\w+)\s+public\b", screen_text(pilot.app), re.MULTILINE)
+    return shown
 
 
 async def test_deleting_a_room_after_yes_tells_its_members(
@@ -174,8 +188,7 @@ async def test_disabling_a_user_cuts_them_off_and_enabling_lets_them_back(
         await type_into(pilot, "#admin-user-query", "bo")
         await pilot.press("enter")
         await wait_for_text(pilot, "2 users found")  # boss and bob
-        table = pilot.app.screen.query_one("#admin-users")
-        table.focus()
+        assert pilot.app.focused is pilot.app.screen.query_one("#admin-users")
         await pilot.press("delete")  # on the first row: bob (accounts are listed oldest first)
         await asked(
             pilot,
@@ -187,6 +200,7 @@ async def test_disabling_a_user_cuts_them_off_and_enabling_lets_them_back(
             lambda: any(isinstance(e, SessionEnded) for e in ended.drain()), "bob to be cut off"
         )
         await wait_for(lambda: re.search(r"bob\s+disabled", screen_text(pilot.app)), "disabled")
+        await wait_for_row(pilot, row("Lobby", "public", 1, 1))  # bob left it, too
         again = fast_client(server.url)
         await again.start()
         await wait_ready(again)
@@ -278,3 +292,22 @@ async def test_slash_admin_opens_the_admin_screen_from_a_room(
         await wait_for_row(pilot, row("lobby", "public", 1, 0))
         await pilot.press("escape")
         await wait_for(lambda: isinstance(pilot.app.screen, DashboardScreen), "the dashboard")
+
+
+@pytest.mark.parametrize("theme", THEMES)
+async def test_the_admin_screen_is_readable(
+    server: RunningServer, config_dir: Path, make_client: MakeClient, theme: str
+) -> None:
+    """Every character of the admin screen reaches WCAG AA, whichever widget has the focus."""
+    await lobby_with_ann_and_bob(make_client)
+    async with admin_app(server, config_dir, make_client) as pilot:
+        pilot.app.theme = theme
+        await open_admin(pilot)
+        await wait_for_row(pilot, row("Lobby", "public", 2, 1))
+        await wait_for_text(pilot, "3 users found")
+        found = await check_every_focus(pilot, "admin")
+        await admin_ok("users", "revoke-admin", "boss", "--db", str(server.settings.db))
+        await pilot.press("f5")
+        await wait_for_text(pilot, "Could not list the rooms")  # an error line, in red
+        found += unreadable_segments(pilot, "admin, an error shown")
+    assert found == [], "\n".join(dict.fromkeys(found))
