@@ -305,9 +305,12 @@ class AdminScreen(Screen[None]):
         self.listing.users, self.listing.more_users = found.users, found.more
         self._show_users()
 
-    @work(group="admin-actions")
+    @work(exclusive=True, group="admin-ask")
     async def ask_to_delete(self, name: str) -> None:
-        """Fetch the room's counts now, so the question names what is really lost."""
+        """Fetch the room's counts now, so the question names what is really lost.
+
+        Exclusive: a second Delete while the counts are on their way asks once, not twice.
+        """
         try:
             self.listing.rooms = await self.client.admin_rooms()
         except ClientError as exc:
