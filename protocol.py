@@ -46,6 +46,8 @@ MAX_QUERY_LENGTH: Final = 200
 EXCERPT_LENGTH: Final = 100
 MAX_REACTIONS_PER_MESSAGE: Final = 20
 MAX_MESSAGE_ID: Final = 2**63 - 1
+# At most this many accounts in one ``admin_users`` reply (narrow with ``query``).
+ADMIN_USERS_MAX: Final = 500
 # Every reply that carries messages stops adding them once its encoded size
 # would pass REPLY_BUDGET_BYTES (and then says ``more``), so no frame the
 # server sends is larger than MAX_SERVER_FRAME_BYTES: the budget plus one
@@ -252,6 +254,18 @@ class AdminDisableUser(_Request, tag="admin_disable_user", kw_only=True):
     username: str
 
 
+class AdminEnableUser(_Request, tag="admin_enable_user", kw_only=True):
+    """Administrators only: unlock a disabled account (its old password works again)."""
+
+    username: str
+
+
+class AdminUsers(_Request, tag="admin_users", kw_only=True):
+    """Administrators only: the accounts whose name contains ``query`` (all if empty)."""
+
+    query: Annotated[str, msgspec.Meta(max_length=USERNAME_MAX)] = ""
+
+
 class MarkRead(_Request, tag="mark_read", kw_only=True):
     """Move this user's read marker in a joined room forward to ``up_to``."""
 
@@ -322,6 +336,8 @@ Request: TypeAlias = (
     | AdminRooms
     | AdminDeleteRoom
     | AdminDisableUser
+    | AdminEnableUser
+    | AdminUsers
     | Edit
     | Delete
     | React
@@ -351,6 +367,8 @@ REQUEST_TYPES: Final[dict[str, type[_Request]]] = {
         AdminRooms,
         AdminDeleteRoom,
         AdminDisableUser,
+        AdminEnableUser,
+        AdminUsers,
         Edit,
         Delete,
         React,
@@ -414,6 +432,10 @@ class Welcome(_Request, tag="welcome", kw_only=True):
     username: str
     token: str
     expires_at: str
+    # An extension: present (true) only for accounts with the admin role, so a
+    # client knows to offer its admin screen. The server still checks the role
+    # at every admin request; this is a hint, not a permission.
+    admin: bool = False
 
     def __repr__(self) -> str:
         return f"Welcome(id={self.id!r}, username={self.username!r}, token=***)"
@@ -523,6 +545,20 @@ class AdminRoomList(_Request, tag="admin_rooms", kw_only=True):
     rooms: list[AdminRoomInfo]
 
 
+class AdminUserInfo(msgspec.Struct, frozen=True):
+    """One account in an ``admin_users`` reply (never its password hash)."""
+
+    username: str
+    status: Literal["active", "disabled"]
+    admin: bool
+    sessions: int  # unexpired tokens: devices it is logged in on
+
+
+class AdminUserList(_Request, tag="admin_users", kw_only=True):
+    users: list[AdminUserInfo]
+    more: bool = False  # more accounts matched than ADMIN_USERS_MAX
+
+
 class RoomDeleted(_Frame, tag="room_deleted", kw_only=True):
     """An administrator deleted the room: it and its messages are gone for everyone."""
 
@@ -605,6 +641,7 @@ Reply: TypeAlias = (
     | HistoryPage
     | Error
     | AdminRoomList
+    | AdminUserList
     | Changed
     | SearchPage
     | MyRoomList

@@ -75,6 +75,7 @@ class Clubroom:
                 count_members=cluster.members.member_count if cluster else None,
             )
             app.service.add_handlers(admin.handlers)
+            app.service.is_admin = admin.is_admin
             conversation = Conversation(await open_conversation_store(settings.db), app.service)
             app.conversation = conversation
             await conversation.start()

@@ -133,6 +133,9 @@ class ChatService:
         self._stopping = asyncio.Event()
         self._last_at_ms = 0
         self.conversation: ConversationHooks | None = None
+        # Set by the admin requests (manage/requests.py): whether an account has
+        # the admin role, so ``welcome`` can tell the client to offer its admin screen.
+        self.is_admin: Callable[[int], Awaitable[bool]] | None = None
         self._handlers: dict[type, Handler] = {
             protocol.Register: self.register,
             protocol.Login: self.login,
@@ -344,6 +347,7 @@ class ChatService:
             username=user.username,
             token=request.token,
             expires_at=protocol.format_time(expires_ms),
+            admin=await self._admin_role(user),
         )
 
     async def logout(self, peer: Peer, request: protocol.Logout) -> protocol.Reply:
@@ -386,7 +390,12 @@ class ChatService:
             username=user.username,
             token=token,
             expires_at=protocol.format_time(expires_ms),
+            admin=await self._admin_role(user),
         )
+
+    async def _admin_role(self, user: UserRecord) -> bool:
+        """The ``admin`` hint of ``welcome`` (the role itself is checked at each admin request)."""
+        return self.is_admin is not None and await self.is_admin(user.id)
 
     @staticmethod
     def _authenticate(peer: Peer, user: UserRecord, hashed: str) -> None:

@@ -33,6 +33,7 @@ from clubroom_tui.keys import InOrderKeys
 from clubroom_tui.news import ClientNews
 from clubroom_tui.plain import printable
 from clubroom_tui.readable import readable_variables
+from clubroom_tui.screens.admin import AdminScreen
 from clubroom_tui.screens.confirm import Confirm
 from clubroom_tui.screens.dashboard import DashboardScreen
 from clubroom_tui.screens.login import LoginScreen
@@ -288,6 +289,14 @@ class ClubroomApp(InOrderKeys):
         else:
             self.push_screen(screen)
 
+    def open_admin(self) -> None:
+        """The admin screen, over the dashboard (administrators only; Escape goes back)."""
+        if not self.client.is_admin:
+            return
+        self.back_to_dashboard()
+        if not isinstance(self.screen, AdminScreen):
+            self.push_screen(AdminScreen(self.client))
+
     def back_to_dashboard(self) -> None:
         while isinstance(self.screen, RoomScreen):
             self.pop_screen()
@@ -322,6 +331,8 @@ class ClubroomApp(InOrderKeys):
             yield SystemCommand("Create room", "Name a new room", screen.action_focus_create)
             yield SystemCommand("Join room", "Name a room to join", screen.action_focus_join)
             yield SystemCommand("Log out", "End this session", screen.action_log_out)
+            if self.client.is_admin:
+                yield SystemCommand("Admin", "Every room and user on the server", self.open_admin)
         if isinstance(screen, RoomScreen):
             yield SystemCommand("Back to dashboard", "Stay in the room", self.back_to_dashboard)
             yield SystemCommand("Leave room", f"Leave {screen.room} for good", screen.action_leave)

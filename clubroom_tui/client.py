@@ -449,6 +449,7 @@ class ClubroomClient:
         self.state_detail = "Not started."
         self.username: str | None = None
         self.token: str | None = None
+        self.is_admin = False  # welcome said so: offer the admin screen (the server decides)
         self.rooms: dict[str, RoomState] = {}
         self._ssl = ssl
         self._rng = rng or random.Random()
@@ -625,6 +626,25 @@ class ClubroomClient:
 
     async def create_private_room(self, room: str) -> Joined:
         return await self._request(CreateRoom(room=room, private=True), Joined)
+
+    # -- administration (issue 14; docs/protocol.md, "Administration") -------
+
+    async def admin_rooms(self) -> list[protocol.AdminRoomInfo]:
+        """Every room on the server with its member and message counts (admins only)."""
+        return (await self._request(protocol.AdminRooms(), protocol.AdminRoomList)).rooms
+
+    async def admin_users(self, query: str = "") -> protocol.AdminUserList:
+        """Accounts whose name contains ``query`` (admins only)."""
+        return await self._request(protocol.AdminUsers(query=query), protocol.AdminUserList)
+
+    async def admin_delete_room(self, room: str) -> None:
+        await self._request(protocol.AdminDeleteRoom(room=room), Ok)
+
+    async def admin_disable_user(self, username: str) -> None:
+        await self._request(protocol.AdminDisableUser(username=username), Ok)
+
+    async def admin_enable_user(self, username: str) -> None:
+        await self._request(protocol.AdminEnableUser(username=username), Ok)
 
     def _on_conversation(self, frame: Any) -> None:
         """Apply a conversation event to the room it names, then tell the subscribers."""
@@ -905,6 +925,7 @@ class ClubroomClient:
     def _absorb(self, request: Any, reply: ServerFrame) -> None:
         if isinstance(reply, Welcome):
             self.username, self.token = reply.username, reply.token
+            self.is_admin = reply.admin
         elif isinstance(reply, Joined):
             self._on_joined(request, reply)
         elif isinstance(reply, HistoryPage):
@@ -1096,6 +1117,7 @@ class ClubroomClient:
 
     def _end_session(self) -> None:
         self.username = self.token = None
+        self.is_admin = False
         self.rooms.clear()
         self._abandon_outbox(lambda item: True, "You were logged out before it was sent.")
 

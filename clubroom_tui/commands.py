@@ -21,9 +21,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "invite": ("USER", "owner of a private room: let USER join it"),
     "msg": ("USER [TEXT]", "open the direct-message room with USER (and send TEXT)"),
     "who": ("", "list the members, the owner and who is typing"),
+    "admin": ("", "administrators: open the admin screen (all rooms and users)"),
     "help": ("", "list these commands"),
     "quit": ("", "quit Clubroom (asks first if that could delete rooms)"),
 }
+
+# Only offered to (and understood for) accounts whose welcome said admin.
+ADMIN_ONLY = frozenset({"admin"})
 
 
 @dataclass(frozen=True)
@@ -48,22 +52,26 @@ class Unknown:
         )
 
 
-def parse(line: str) -> Command | Unknown | str:
-    """A command, an unknown command, or (for anything else) the message text to send."""
+def parse(line: str, *, admin: bool = False) -> Command | Unknown | str:
+    """A command, an unknown command, or (for anything else) the message text to send.
+
+    Admin commands are unknown to everyone else, as if they did not exist.
+    """
     if not line.startswith("/"):
         return line
     if line.startswith("//"):
         return line[1:]
     name, _, args = line[1:].partition(" ")
     name = name.strip().casefold()
-    if name not in COMMANDS:
+    if name not in COMMANDS or (name in ADMIN_ONLY and not admin):
         return Unknown(name)
     return Command(name, args.strip())
 
 
-def complete_command(stem: str) -> str | None:
+def complete_command(stem: str, *, admin: bool = False) -> str | None:
     """``/to`` → ``/topic ``: the one command starting so, or as far as they agree."""
-    matches = sorted(name for name in COMMANDS if name.startswith(stem.casefold()))
+    offered = (name for name in COMMANDS if admin or name not in ADMIN_ONLY)
+    matches = sorted(name for name in offered if name.startswith(stem.casefold()))
     if not matches:
         return None
     if len(matches) == 1:
@@ -75,6 +83,10 @@ def complete_command(stem: str) -> str | None:
     return f"/{common}" if len(common) > len(stem) else None
 
 
-def help_text() -> str:
-    lines = [f"/{name} {usage}".rstrip() + f" — {what}" for name, (usage, what) in COMMANDS.items()]
+def help_text(*, admin: bool = False) -> str:
+    lines = [
+        f"/{name} {usage}".rstrip() + f" — {what}"
+        for name, (usage, what) in COMMANDS.items()
+        if admin or name not in ADMIN_ONLY
+    ]
     return "\n".join(["Commands:", *lines, "//text sends text starting with '/'."])

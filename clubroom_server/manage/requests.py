@@ -1,4 +1,4 @@
-"""The admin requests: ``admin_rooms``, ``admin_delete_room``, ``admin_disable_user``.
+"""The admin requests: list rooms and users, delete a room, disable or enable a user.
 
 Only accounts with the admin role (``clubroom-server users grant-admin``)
 may use them; anyone else gets ``forbidden``. The role is read from the
@@ -18,7 +18,7 @@ from clubroom_server.manage.live import AdminFollower
 from clubroom_server.peer import Peer
 from clubroom_server.rooms import Rooms
 from clubroom_server.service import Handler
-from clubroom_server.store.admin import AdminStore
+from clubroom_server.store.admin import AdminStore, UserSummary
 from protocol import ErrorCode, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,13 @@ class AdminRequests:
             protocol.AdminRooms: self.rooms,
             protocol.AdminDeleteRoom: self.delete_room,
             protocol.AdminDisableUser: self.disable_user,
+            protocol.AdminEnableUser: self.enable_user,
+            protocol.AdminUsers: self.users,
         }
+
+    async def is_admin(self, user_id: int) -> bool:
+        """For ``welcome``'s hint; the requests below still check the role themselves."""
+        return await self._store.is_admin(user_id)
 
     async def rooms(self, peer: Peer, request: protocol.AdminRooms) -> protocol.Reply:
         await self._require_admin(peer)
@@ -75,15 +81,44 @@ class AdminRequests:
 
     async def disable_user(self, peer: Peer, request: protocol.AdminDisableUser) -> protocol.Reply:
         await self._require_admin(peer)
-        user = await self._store.user(protocol.username_key(request.username))
-        if user is None or user.status == "deleted":
-            raise ProtocolError(
-                ErrorCode.NO_SUCH_USER, f"There is no user called {request.username.strip()!r}."
-            )
+        user = await self._existing_user(request.username)
         await self._store.disable_user(user.id)
         log.info("admin %s disabled user %s", peer.username, user.username)
         await self._follower.poll()
         return protocol.Ok(id=request.id)
+
+    async def enable_user(self, peer: Peer, request: protocol.AdminEnableUser) -> protocol.Reply:
+        """Unlock a disabled account; enabling an active one changes nothing and is ok too."""
+        await self._require_admin(peer)
+        user = await self._existing_user(request.username)
+        if await self._store.enable_user(user.id):
+            log.info("admin %s enabled user %s", peer.username, user.username)
+        return protocol.Ok(id=request.id)
+
+    async def users(self, peer: Peer, request: protocol.AdminUsers) -> protocol.Reply:
+        """Accounts whose name contains ``query`` (case-insensitive), deleted ones left out."""
+        await self._require_admin(peer)
+        wanted = request.query.strip().casefold()
+        found = [
+            protocol.AdminUserInfo(
+                u.username, "disabled" if u.status == "disabled" else "active", u.admin, u.sessions
+            )
+            for u in await self._store.users()
+            if u.status != "deleted" and wanted in u.username.casefold()
+        ]
+        return protocol.AdminUserList(
+            id=request.id,
+            users=found[: protocol.ADMIN_USERS_MAX],
+            more=len(found) > protocol.ADMIN_USERS_MAX,
+        )
+
+    async def _existing_user(self, username: str) -> UserSummary:
+        user = await self._store.user(protocol.username_key(username))
+        if user is None or user.status == "deleted":
+            raise ProtocolError(
+                ErrorCode.NO_SUCH_USER, f"There is no user called {username.strip()!r}."
+            )
+        return user
 
     async def _require_admin(self, peer: Peer) -> None:
         if peer.user is None or not await self._store.is_admin(peer.user.id):

@@ -32,6 +32,7 @@ class DashboardScreen(Screen[None]):
         Binding("ctrl+g", "focus_join", "Join room"),
         Binding("ctrl+r", "focus_rooms", "Your rooms"),
         Binding("ctrl+o", "log_out", "Log out"),
+        Binding("f2", "admin", "Admin"),  # administrators only (check_action)
         Binding("enter", "enter", "Create / join", show=False, priority=True),
     ]
 
@@ -96,6 +97,13 @@ class DashboardScreen(Screen[None]):
         self.query_one("#dashboard-error", Static).update(Text(text))
 
     # -- actions ---------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The admin screen exists only for accounts whose ``welcome`` said ``admin``."""
+        return self.client.is_admin if action == "admin" else True
+
+    def action_admin(self) -> None:
+        self.app.open_admin()  # type: ignore[attr-defined]
 
     def action_focus_create(self) -> None:
         self.query_one("#create-name", Input).focus()

@@ -246,7 +246,7 @@ class RoomScreen(MessageActions, Screen[None]):
     def _send(self, event: Composer.Ready) -> None:
         if self.take_composed(event.text):  # an edit, or /search
             return
-        parsed = commands.parse(event.text)
+        parsed = commands.parse(event.text, admin=self.client.is_admin)
         if isinstance(parsed, commands.Unknown):
             self.query_one(Composer).restore(event.text)
             self.notice(parsed.hint)
@@ -289,7 +289,9 @@ class RoomScreen(MessageActions, Screen[None]):
     async def _do(self, command: commands.Command) -> None:
         name, args = command.name, command.args
         if name == "help":
-            self.notice(commands.help_text())
+            self.notice(commands.help_text(admin=self.client.is_admin))
+        elif name == "admin":
+            self.app.open_admin()  # type: ignore[attr-defined]
         elif name == "who":
             self.notice(self._who())
         elif name == "quit":

@@ -79,3 +79,54 @@ async def test_revoking_the_role_takes_effect_at_the_next_request(server: Runnin
     await admin_ok("users", "revoke-admin", "boss", "--db", str(server.settings.db))
     assert (await boss.call("admin_rooms"))["code"] == "forbidden"
     await boss.close()
+
+
+async def test_welcome_says_admin_only_to_admins(server: RunningServer) -> None:
+    """login and resume carry admin: true for the role; the field is absent for others."""
+    await make_admin(server, "boss")
+    await user(server.url, "ann")
+    for name, expected in (("boss", True), ("ann", None)):
+        client = await WireClient.open(server.url)
+        welcome = await client.ok("login", username=name, password=PASSWORD)
+        assert welcome.get("admin") is expected, name
+        again = await WireClient.open(server.url)
+        assert (await again.ok("resume", token=welcome["token"])).get("admin") is expected
+        for opened in (client, again):
+            await opened.close()
+
+
+async def test_an_admin_lists_users_and_enables_a_disabled_one(server: RunningServer) -> None:
+    """admin_users filters by name and shows status; admin_enable_user lets the user back in."""
+    boss = await make_admin(server, "boss")
+    mallory, malcolm = await user(server.url, "mallory"), await user(server.url, "Malcolm")
+    await boss.ok("admin_disable_user", username="mallory")
+    assert await mallory.wait_closed() == 4001
+    listed = await boss.ok("admin_users", query="MAL")
+    assert listed["users"] == [
+        {"username": "mallory", "status": "disabled", "admin": False, "sessions": 0},
+        {"username": "Malcolm", "status": "active", "admin": False, "sessions": 1},
+    ]
+    assert "more" not in listed
+    everyone = await boss.ok("admin_users")
+    assert [u["username"] for u in everyone["users"]] == ["boss", "mallory", "Malcolm"]
+    assert everyone["users"][0]["admin"] is True
+    assert (await boss.ok("admin_enable_user", username="Mallory"))["type"] == "ok"
+    back = await WireClient.open(server.url)
+    assert (await back.ok("login", username="mallory", password=PASSWORD))["type"] == "welcome"
+    assert (await boss.call("admin_enable_user", username="nobody"))["code"] == "no_such_user"
+    for client in (boss, malcolm, back):
+        await client.close()
+
+
+async def test_non_admins_cannot_list_or_enable_users(server: RunningServer) -> None:
+    """The two newer requests answer forbidden too, and enable nothing."""
+    boss = await make_admin(server, "boss")
+    ann = await user(server.url, "ann")
+    await user(server.url, "mallory")
+    await boss.ok("admin_disable_user", username="mallory")
+    for kind, fields in (("admin_users", {}), ("admin_enable_user", {"username": "mallory"})):
+        assert (await ann.call(kind, **fields))["code"] == "forbidden", kind
+    locked = await WireClient.open(server.url)
+    assert (await locked.call("login", username="mallory", password=PASSWORD))["type"] == "error"
+    for client in (boss, ann, locked):
+        await client.close()
