@@ -14,7 +14,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Static
+from textual.widgets import Button, Footer, Static
 
 from clubroom_tui import commands
 from clubroom_tui.client import (
@@ -133,9 +133,8 @@ class RoomScreen(MessageActions, Screen[None]):
         composer = self.query_one(Composer)
         composer.last_sent = self.draft.last_sent
         if self.draft.text:
-            with composer.prevent(Input.Changed):
+            with composer.prevent(Composer.Changed):
                 composer.value = self.draft.text
-            composer.cursor_position = len(composer.value)
 
     def notice(self, text: str) -> None:
         show_line(self.query_one("#room-notice", Static), text)
@@ -459,9 +458,7 @@ class RoomScreen(MessageActions, Screen[None]):
         was_editing = self.editing is not None
         done = super().cancel_action()
         if was_editing and self.draft.text:
-            composer = self.query_one(Composer)
-            composer.value = self.draft.text
-            composer.cursor_position = len(composer.value)
+            self.query_one(Composer).value = self.draft.text
         return done
 
     def action_back(self) -> None:
@@ -518,13 +515,14 @@ class RoomScreen(MessageActions, Screen[None]):
     def _too_long(self, event: Composer.TooLong) -> None:
         self.notice(too_long(event.length) + " Nothing was sent; the text is still in the box.")
 
-    @on(Input.Changed, "#composer")
-    def _draft_changed(self, event: Input.Changed) -> None:
+    @on(Composer.Changed, "#composer")
+    def _draft_changed(self, event: Composer.Changed) -> None:
         """Say at once when the draft passes the limit (a big paste), and by how much."""
+        value = event.text_area.text
         if self.editing is None:  # an edit's text is not a draft to bring back elsewhere
-            self.draft.text = event.value
-        self._typing_changed(event.value)
-        length = len(event.value)
+            self.draft.text = value
+        self._typing_changed(value)
+        length = len(value)
         if length > MAX_TEXT_LENGTH:
             self.notice(too_long(length))
             self._said_too_long = True
