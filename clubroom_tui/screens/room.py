@@ -365,7 +365,7 @@ class RoomScreen(MessageActions, Screen[None]):
         """The reader sees the newest message: move the read marker there (once per message)."""
         log = self.query_one(MessageLog)
         state = self.client.rooms.get(self.key)
-        if state is None or state.last_id is None or log.unseen or not log.following:
+        if state is None or state.last_id is None or not log.sees_newest:
             return
         if state.last_id <= max(state.read_up_to, self._marked):
             return
@@ -420,6 +420,10 @@ class RoomScreen(MessageActions, Screen[None]):
             self._stored[message.id] = item.nonce  # the line swaps when the message arrives
         self.notice("")
         self._restatus()
+
+    @on(MessageLog.AtBottom)
+    def _reached_bottom(self) -> None:
+        self.call_after_refresh(self._mark_read_if_seen)
 
     # -- older messages --------------------------------------------------------------
 
