@@ -273,6 +273,9 @@ class RoomScreen(MessageActions, Screen[None]):
             return
         self.notice("")
         self._track(item)
+        log = self.query_one(MessageLog)
+        if not log.following:  # who sends is in the conversation: show where it goes on
+            log.jump_to_newest()
 
     # -- commands (issue 15) -----------------------------------------------------
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 from textual.keys import _character_to_key
 
+from clubroom_tui.client import ClubroomClient
 from clubroom_tui.widgets.composer import MAX_LINES, Composer
 from clubroom_tui.widgets.message_log import MessageLog
+from protocol import Message
 from tests.conftest import MakeServer, RunningServer
 from tests.tui.conftest import (
     MakeClient,
@@ -126,14 +128,10 @@ async def test_up_recalls_a_multi_line_message_whole_and_then_moves_between_its_
         assert bob.rooms["lobby"].messages[-1].text == "one!\ntwo"
 
 
-async def test_a_room_with_unread_messages_opens_at_the_divider_and_is_read_at_the_bottom(
-    make_server: MakeServer, config_dir: Path, make_client: MakeClient
-) -> None:
-    """The divider is in view on entry, the newest message is not, the room stays unread.
-
-    Only once the reader has seen the bottom (ctrl+end) does the server's read
-    marker move, as ann's other connection is told.
-    """
+async def _room_with_unread(
+    make_server: MakeServer, make_client: MakeClient
+) -> tuple[RunningServer, ClubroomClient, Message]:
+    """ "busy": 31 messages ann read (on her other device, still connected), then 30 unread."""
     server = await make_server(rate_limit=0, room_rate_limit=0)
     ann, bob = await make_client("ann", url=server.url), await make_client("bob", url=server.url)
     await ann.create_room("busy")
@@ -143,6 +141,18 @@ async def test_a_room_with_unread_messages_opens_at_the_divider_and_is_read_at_t
     await ann.mark_read("busy", last_read.id)
     await seed_room(bob, "busy", 30, prefix="unread")
     await wait_for(lambda: len(ann.rooms["busy"].messages) >= 61, "ann's other device to hear")
+    return server, ann, last_read
+
+
+async def test_a_room_with_unread_messages_opens_at_the_divider_and_is_read_at_the_bottom(
+    make_server: MakeServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """The divider is in view on entry, the newest message is not, the room stays unread.
+
+    Only once the reader has seen the bottom (ctrl+end) does the server's read
+    marker move, as ann's other connection is told.
+    """
+    server, ann, last_read = await _room_with_unread(make_server, make_client)
     newest = ann.rooms["busy"].last_id
     app = make_app(server.url, config_dir)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -162,3 +172,20 @@ async def test_a_room_with_unread_messages_opens_at_the_divider_and_is_read_at_t
         await wait_for_text(pilot, "bob: unread 000029")
         await wait_for(lambda: ann.rooms["busy"].read_up_to == newest, "the marker to move")
         assert "unread 000029" in screen_text(app)
+
+
+async def test_sending_from_the_divider_takes_the_reader_to_the_bottom(
+    make_server: MakeServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """Who writes is in the conversation: their message and everything before it is in view."""
+    server, ann, _ = await _room_with_unread(make_server, make_client)
+    newest = ann.rooms["busy"].last_id
+    app = make_app(server.url, config_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, "ann", register=False)
+        await enter_room(pilot, "busy", create=False)
+        await wait_for_text(pilot, "── new messages ──")
+        press_at_machine_speed(pilot.app, *typed("catching up"), ("enter", "\r"))
+        shown = await wait_for_text(pilot, "ann: catching up", "bob: unread 000029")
+        assert "new messages below" not in shown
+        await wait_for(lambda: (ann.rooms["busy"].read_up_to or 0) > (newest or 0), "read")
