@@ -143,6 +143,7 @@ class MessageLog(RichLog):
         self._divider_drawn = False
         self.divider_line: int | None = None  # the divider's line in the log, once drawn
         self._opening = False  # the first draw is still to place the reader at the divider
+        self._at_divider = False  # the reader is still where the room opened, at the divider
 
     def on_mount(self) -> None:
         self.watch(self, "scroll_y", self._scrolled, init=False)
@@ -363,7 +364,9 @@ class MessageLog(RichLog):
             self._drawn_width = self._text_width()
         finally:
             self._moving = False
-        if self._opening:
+        if self._opening or (prepended and self._at_divider):
+            # Older messages arriving while the reader has not moved (the read
+            # marker was older than the first page) move the divider: follow it.
             self._opening = False
             self._open_at_divider()
         elif self.following and not prepended:
@@ -382,14 +385,18 @@ class MessageLog(RichLog):
         line = self.divider_line
         top = max(0, line - 1) if line is not None else None
         if top is None or top >= self.max_scroll_y:
+            self._at_divider = False
             self._to_bottom()
             self._follow(True)
             return
+        self._at_divider = True
         self._move_to(top)
         self._follow(False)
 
     def _follow(self, following: bool) -> None:
         """Record whether the reader is at the bottom; coming back there is news to the screen."""
+        if following:
+            self._at_divider = False
         if following and not self.following:
             self.post_message(self.AtBottom())
         self.following = following
@@ -512,6 +519,7 @@ class MessageLog(RichLog):
     def _scrolled(self, _old: float, _new: float) -> None:
         if self._moving:
             return
+        self._at_divider = False  # the reader moved: from now on their place is theirs
         at_bottom = self._at_bottom()
         if at_bottom:
             self.unseen = 0

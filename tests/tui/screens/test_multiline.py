@@ -129,9 +129,9 @@ async def test_up_recalls_a_multi_line_message_whole_and_then_moves_between_its_
 
 
 async def _room_with_unread(
-    make_server: MakeServer, make_client: MakeClient
+    make_server: MakeServer, make_client: MakeClient, unread: int = 30
 ) -> tuple[RunningServer, ClubroomClient, Message]:
-    """ "busy": 31 messages ann read (on her other device, still connected), then 30 unread."""
+    """Room "busy": 31 messages ann read (on her other device, still connected), then more."""
     server = await make_server(rate_limit=0, room_rate_limit=0)
     ann, bob = await make_client("ann", url=server.url), await make_client("bob", url=server.url)
     await ann.create_room("busy")
@@ -139,8 +139,10 @@ async def _room_with_unread(
     await seed_room(bob, "busy", 30, prefix="read")
     last_read = await bob.send("busy", "the last one ann read")
     await ann.mark_read("busy", last_read.id)
-    await seed_room(bob, "busy", 30, prefix="unread")
-    await wait_for(lambda: len(ann.rooms["busy"].messages) >= 61, "ann's other device to hear")
+    await seed_room(bob, "busy", unread, prefix="unread")
+    await wait_for(
+        lambda: len(ann.rooms["busy"].messages) >= 31 + unread, "ann's other device to hear"
+    )
     return server, ann, last_read
 
 
@@ -189,3 +191,19 @@ async def test_sending_from_the_divider_takes_the_reader_to_the_bottom(
         shown = await wait_for_text(pilot, "ann: catching up", "bob: unread 000029")
         assert "new messages below" not in shown
         await wait_for(lambda: (ann.rooms["busy"].read_up_to or 0) > (newest or 0), "read")
+
+
+async def test_a_read_marker_older_than_the_first_page_still_opens_at_the_divider(
+    make_server: MakeServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """80 unread (the room opens with 50): older ones load and the view follows the divider."""
+    server, _, _ = await _room_with_unread(make_server, make_client, unread=80)
+    app = make_app(server.url, config_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await log_in(pilot, "ann", register=False)
+        await enter_room(pilot, "busy", create=False)
+        shown = await wait_for_text(pilot, "the last one ann read", "── new messages ──")
+        rows = shown.splitlines()
+        divider = next(n for n, row in enumerate(rows) if "new messages" in row)
+        assert "bob: unread 000000" in rows[divider + 1]
+        assert shown.count("new messages") == 1
