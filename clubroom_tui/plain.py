@@ -36,10 +36,7 @@ def plain(value: str, style: str | Style = "") -> Text:
 
 
 def _one_for_one(match: re.Match[str]) -> str:
-    char = match.group()
-    if char == "\n":
-        return "↵"
-    code = ord(char)
+    code = ord(match.group())
     if code < 0x20:
         return chr(0x2400 + code)
     if code == 0x7F:
@@ -48,11 +45,9 @@ def _one_for_one(match: re.Match[str]) -> str:
 
 
 def visible_in_place(value: str) -> str:
-    """Like ``printable`` but one character for one, for a box with a cursor in it.
+    """Like ``printable`` but one character for one, for an editor with a cursor in it.
 
-    Newlines show as ``↵``; other controls as their pictures or ``�``.
+    Controls show as their pictures or ``�``; tabs and newlines are left to
+    the editor, which lays them out (they are never sent to the terminal).
     """
-    return _UNSAFE_OR_NEWLINE.sub(_one_for_one, value)
-
-
-_UNSAFE_OR_NEWLINE = re.compile(_UNSAFE.pattern.replace("\\x0b", "\\x09\\x0a\\x0b"))
+    return _UNSAFE.sub(_one_for_one, value)

@@ -14,7 +14,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Static
+from textual.widgets import Button, Footer, Static
 
 from clubroom_tui import commands
 from clubroom_tui.client import (
@@ -133,9 +133,8 @@ class RoomScreen(MessageActions, Screen[None]):
         composer = self.query_one(Composer)
         composer.last_sent = self.draft.last_sent
         if self.draft.text:
-            with composer.prevent(Input.Changed):
+            with composer.prevent(Composer.Changed):
                 composer.value = self.draft.text
-            composer.cursor_position = len(composer.value)
 
     def notice(self, text: str) -> None:
         show_line(self.query_one("#room-notice", Static), text)
@@ -274,6 +273,9 @@ class RoomScreen(MessageActions, Screen[None]):
             return
         self.notice("")
         self._track(item)
+        log = self.query_one(MessageLog)
+        if not log.following:  # who sends is in the conversation: show where it goes on
+            log.jump_to_newest()
 
     # -- commands (issue 15) -----------------------------------------------------
 
@@ -368,7 +370,7 @@ class RoomScreen(MessageActions, Screen[None]):
         """The reader sees the newest message: move the read marker there (once per message)."""
         log = self.query_one(MessageLog)
         state = self.client.rooms.get(self.key)
-        if state is None or state.last_id is None or log.unseen or not log.following:
+        if state is None or state.last_id is None or not log.sees_newest:
             return
         if state.last_id <= max(state.read_up_to, self._marked):
             return
@@ -424,6 +426,10 @@ class RoomScreen(MessageActions, Screen[None]):
         self.notice("")
         self._restatus()
 
+    @on(MessageLog.AtBottom)
+    def _reached_bottom(self) -> None:
+        self.call_after_refresh(self._mark_read_if_seen)
+
     # -- older messages --------------------------------------------------------------
 
     @on(MessageLog.NearTop)
@@ -461,9 +467,7 @@ class RoomScreen(MessageActions, Screen[None]):
         was_editing = self.editing is not None
         done = super().cancel_action()
         if was_editing and self.draft.text:
-            composer = self.query_one(Composer)
-            composer.value = self.draft.text
-            composer.cursor_position = len(composer.value)
+            self.query_one(Composer).value = self.draft.text
         return done
 
     def action_back(self) -> None:
@@ -520,13 +524,14 @@ class RoomScreen(MessageActions, Screen[None]):
     def _too_long(self, event: Composer.TooLong) -> None:
         self.notice(too_long(event.length) + " Nothing was sent; the text is still in the box.")
 
-    @on(Input.Changed, "#composer")
-    def _draft_changed(self, event: Input.Changed) -> None:
+    @on(Composer.Changed, "#composer")
+    def _draft_changed(self, event: Composer.Changed) -> None:
         """Say at once when the draft passes the limit (a big paste), and by how much."""
+        value = event.text_area.text
         if self.editing is None:  # an edit's text is not a draft to bring back elsewhere
-            self.draft.text = event.value
-        self._typing_changed(event.value)
-        length = len(event.value)
+            self.draft.text = value
+        self._typing_changed(value)
+        length = len(value)
         if length > MAX_TEXT_LENGTH:
             self.notice(too_long(length))
             self._said_too_long = True

@@ -35,10 +35,6 @@ def excerpt(text: str) -> str:
     return line if len(line) <= EXCERPT else line[: EXCERPT - 1] + "…"
 
 
-def _cursor_to_end(composer: Composer) -> None:
-    composer.cursor_position = len(composer.value)
-
-
 class MessageActions:
     """The room screen's message actions; needs ``client``, ``room``, ``me`` and ``notice``."""
 
@@ -120,9 +116,7 @@ class MessageActions:
             Text(f"{what} — Enter sends, Escape cancels")
         )
         self.query_one("#action-notice", Static).display = True
-        composer.focus()
-        # Focusing selects the whole text; editing starts with the cursor at its end.
-        composer.call_after_refresh(_cursor_to_end, composer)
+        composer.focus()  # the cursor is at the end of the text, where editing goes on
 
     def cancel_action(self) -> bool:
         """Leave edit or reply mode (the draft stays); False if in neither."""

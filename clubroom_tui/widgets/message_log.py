@@ -71,6 +71,11 @@ class MessageLog(RichLog):
     "Following" means the reader is at the bottom: the log then stays at the
     bottom through new messages and resizes. A reader who scrolled up stays
     where they are, and the log counts what arrived below (``unseen``).
+
+    A room entered with unread messages (``read_up_to`` set before ``load``)
+    opens at its "new messages" divider rather than at the bottom, when what
+    is below the divider does not fit: the reader starts where they left off,
+    and the log is not "following" (nor the room read) until they scroll down.
     """
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
@@ -117,6 +122,9 @@ class MessageLog(RichLog):
     class Done(TextualMessage):
         """The reader is done choosing messages (Escape): back to the composer."""
 
+    class AtBottom(TextualMessage):
+        """The reader has come back to the bottom: the newest message is in view."""
+
     def __init__(self, me: str, *, id: str | None = None) -> None:
         super().__init__(wrap=True, markup=False, highlight=False, min_width=1, id=id)
         self.auto_scroll = False
@@ -133,6 +141,9 @@ class MessageLog(RichLog):
         self._line_count: dict[int, int] = {}  # message id → how many lines it takes
         self.read_up_to: int | None = None  # where "new messages" starts (None: no divider)
         self._divider_drawn = False
+        self.divider_line: int | None = None  # the divider's line in the log, once drawn
+        self._opening = False  # the first draw is still to place the reader at the divider
+        self._at_divider = False  # the reader is still where the room opened, at the divider
 
     def on_mount(self) -> None:
         self.watch(self, "scroll_y", self._scrolled, init=False)
@@ -162,11 +173,23 @@ class MessageLog(RichLog):
         self._append([notice])
 
     def load(self, messages: Iterable[Message], notices: Iterable[Notice]) -> None:
-        """Start from what is known: messages and earlier notices, merged by time."""
+        """Start from what is known: messages and earlier notices, merged by time.
+
+        With a read marker set, the first draw opens at the divider; until
+        then the reader is not taken to be at the bottom.
+        """
         fresh = [m for m in messages if m.id not in self._ids][-MAX_ENTRIES:]
         self._ids.update(m.id for m in fresh)
         self._entries = sorted([*self._entries, *fresh, *notices], key=local_time)
+        if self.read_up_to is not None and not self._drawn_width:
+            self._opening = True
+            self.following = False
         self._redraw()
+
+    @property
+    def sees_newest(self) -> bool:
+        """Is the newest message drawn and in the reader's view (so the room can be marked read)?"""
+        return bool(self._drawn_width) and self.following and not self.unseen
 
     def update_messages(self, messages: Iterable[Message]) -> None:
         """Show the current state of messages already shown (edited, deleted, reacted to)."""
@@ -228,7 +251,7 @@ class MessageLog(RichLog):
         height = self.scrollable_content_region.height
         if not self.scroll_y <= line < self.scroll_y + height - 2:
             self._move_to(max(0, line - height // 3))
-        self.following = self._at_bottom()
+        self._follow(self._at_bottom())
 
     def action_select(self, step: int) -> None:
         """Move the choice one message up or down (the newest when none is chosen)."""
@@ -284,9 +307,9 @@ class MessageLog(RichLog):
 
     def jump_to_newest(self) -> None:
         """Go to the bottom and follow the conversation again."""
-        self.following = True
         self.unseen = 0
         self._to_bottom()
+        self._follow(True)
 
     # -- drawing -------------------------------------------------------------
 
@@ -335,17 +358,48 @@ class MessageLog(RichLog):
             self._last_day = None
             self._divider_drawn = False
             self._line_of, self._line_count = {}, {}
+            self.divider_line = None
             for entry in self._entries:
                 self._write_entry(entry)
             self._drawn_width = self._text_width()
         finally:
             self._moving = False
-        if self.following and not prepended:
+        if self._opening or (prepended and self._at_divider):
+            # Older messages arriving while the reader has not moved (the read
+            # marker was older than the first page) move the divider: follow it.
+            self._opening = False
+            self._open_at_divider()
+        elif self.following and not prepended:
             self._to_bottom()
         else:
             shift = len(self.lines) - old_count if prepended else 0
             self._move_to(old_y + shift)
         self._check_top()
+
+    def _open_at_divider(self) -> None:
+        """Show the divider near the top (a line of what was read above it), or the bottom.
+
+        When everything from the divider down fits, the bottom is where the
+        reader starts, following: they see every new message at once.
+        """
+        line = self.divider_line
+        top = max(0, line - 1) if line is not None else None
+        if top is None or top >= self.max_scroll_y:
+            self._at_divider = False
+            self._to_bottom()
+            self._follow(True)
+            return
+        self._at_divider = True
+        self._move_to(top)
+        self._follow(False)
+
+    def _follow(self, following: bool) -> None:
+        """Record whether the reader is at the bottom; coming back there is news to the screen."""
+        if following:
+            self._at_divider = False
+        if following and not self.following:
+            self.post_message(self.AtBottom())
+        self.following = following
 
     def _to_bottom(self) -> None:
         self._move_to(None)
@@ -369,6 +423,7 @@ class MessageLog(RichLog):
         if isinstance(entry, Message):
             if self._starts_new(entry):
                 self._divider_drawn = True
+                self.divider_line = len(self.lines)
                 self._write_line(self._divider_line())
             start = self._line_of[entry.id] = len(self.lines)
             self._write_message(entry, moment)
@@ -464,9 +519,11 @@ class MessageLog(RichLog):
     def _scrolled(self, _old: float, _new: float) -> None:
         if self._moving:
             return
-        self.following = self._at_bottom()
-        if self.following:
+        self._at_divider = False  # the reader moved: from now on their place is theirs
+        at_bottom = self._at_bottom()
+        if at_bottom:
             self.unseen = 0
+        self._follow(at_bottom)
         self._check_top()
 
     def _check_top(self) -> None:

@@ -30,7 +30,10 @@ async def test_a_three_line_paste_is_sent_whole(
         bob = await make_client("bob")
         await bob.join_room("lobby")
         paste(pilot.app, "line one\nline two\r\nline three")
-        await wait_for_text(pilot, "line one↵line two↵line three")
+        shown = await wait_for_text(pilot, "line one", "line two", "line three")
+        rows = shown.splitlines()
+        first = next(n for n, row in enumerate(rows) if "line one" in row)
+        assert "line two" in rows[first + 1] and "line three" in rows[first + 2]
         await pilot.press("enter")
         await wait_for(lambda: bob.rooms["lobby"].messages, "the message")
         assert bob.rooms["lobby"].messages[-1].text == "line one\nline two\nline three"
