@@ -242,6 +242,7 @@ def start_clubroom(
     env: dict[str, str] | None = None,
     cpus: set[int] | None = None,
     root: Path = REPO_ROOT,
+    extra_args: list[str] | None = None,
 ) -> ServerProcess:
     """Launch ``clubroom-server serve`` on a free port with rate limiting off.
 
@@ -263,6 +264,7 @@ def start_clubroom(
     ]  # fmt: skip
     if argon2_profile:
         argv += ["--argon2-profile", argon2_profile]
+    argv += extra_args or []
     log = workdir / f"clubroom-{port}.log"
     server = _launch("clubroom", argv, log, env or {}, cpus, root)
     server.extra["argon2_profile"] = argon2_profile or "default"
