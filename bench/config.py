@@ -35,8 +35,8 @@ class BenchConfig:
     s1_warmup_seconds: float = 1.0
     s1_repetitions: int = 3
     s1_climb_start: float = 0.8  # × the coarse ladder's best rate
-    s1_climb_factor: float = 1.1
-    s1_climb_max_steps: int = 8
+    s1_climb_factors: tuple[float, ...] = (1.5, 1.1)  # gallop, then fine steps near the edge
+    s1_climb_max_steps: int = 10
     s1_refine_steps: int = 1
     s1_cpu_rate: float | None = None  # CPU phase rate; None: half the lower sustained rate
     s1_cpu_pairs: int = 3

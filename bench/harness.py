@@ -27,6 +27,7 @@ from bench.pool import Pending, WorkerPool
 from bench.servers import (
     REPO_ROOT,
     ServerProcess,
+    busy_seconds,
     free_port,
     fresh_database,
     softirq_seconds,
@@ -103,6 +104,14 @@ class ChatRun:
     behind_sends: int = 0
     worker_cpu_shares: list[float] = field(default_factory=list)
     loadgen_cores: int = 1
+    others_on_server_cpus: float | None = None  # share of the server's CPUs others used
+
+    def crowded(self) -> str | None:
+        """Other processes took ≥ 25 % of the server's CPU(s): the machine, not the server."""
+        share = self.others_on_server_cpus
+        if share is not None and share >= 0.25:
+            return f"other processes used {share:.0%} of the server's CPU"
+        return None
 
     def loadgen_limits(self) -> list[str]:
         """Why the load generator, not the server, may have been the limit (empty: it was not).
@@ -162,6 +171,8 @@ class ChatRun:
                 "behind_sends": self.behind_sends,
                 "worker_cpu_shares": self.worker_cpu_shares,
                 "loadgen_limits": self.loadgen_limits(),
+                "others_on_server_cpus": self.others_on_server_cpus,
+                "crowded": self.crowded(),
                 **self._slow(latencies if window is None else None),
             },
         )  # fmt: skip
@@ -514,6 +525,7 @@ class Harness:
         time.sleep(max(0.0, (since - time.monotonic_ns()) / 1e9))
         server_cpu = group.server.cpu_seconds()
         softirq = softirq_seconds(self.server_cpus)
+        busy = busy_seconds(self.server_cpus)
         side_results: list[Any] = []
         if side:
             side_results = [pending.result() for pending in side(since)]
@@ -534,7 +546,15 @@ class Harness:
             [{"expected": want, "wait_seconds": self.config.drain_timeout} for want in expected],
         )
         softirq_after = softirq_seconds(self.server_cpus)
+        busy_after = busy_seconds(self.server_cpus)
+        server_cpu_used = group.server.cpu_seconds() - server_cpu
         elapsed = max(seconds, 1e-9)
+        wall = max(1e-9, (time.monotonic_ns() - since) / 1e9)
+        others = None
+        if busy is not None and busy_after is not None and softirq is not None:
+            irq = (softirq_after or 0) - softirq
+            cores = len(self.server_cpus or ()) or 1
+            others = max(0.0, busy_after - busy - server_cpu_used - irq) / wall / cores
         return ChatRun(
             send_rate=send_rate,
             duration=seconds,
@@ -544,7 +564,7 @@ class Harness:
             latencies=merge_arrays(part["latencies"] for part in collected),
             stamps=merge_arrays(part["stamps"] for part in collected),
             last_ns=max(part["last_ns"] for part in collected),
-            cpu_seconds=group.server.cpu_seconds() - server_cpu,
+            cpu_seconds=server_cpu_used,
             rss_bytes=group.server.rss_bytes(),
             loadgen_cpu=sum(part["cpu"] for part in collected),
             late=sum(part["late"] for part in collected),
@@ -564,6 +584,7 @@ class Harness:
             behind_sends=behind_sends,
             worker_cpu_shares=[part["cpu"] / elapsed for part in collected],
             loadgen_cores=len(self.loadgen_cpus or ()) or (os.cpu_count() or 1),
+            others_on_server_cpus=others,
         )  # fmt: skip
 
     def _expected(self, group: ChatGroup, sends: Counter[str]) -> list[int]:

@@ -129,6 +129,24 @@ def softirq_seconds(cpus: set[int] | None) -> float | None:
     return total / _CLOCK_TICKS
 
 
+def busy_seconds(cpus: set[int] | None) -> float | None:
+    """Time these CPUs were busy with anything (/proc/stat: all but idle and iowait), or None.
+
+    Minus what the server (or the load generator) used, it is what *other*
+    processes took from the same CPUs: on a shared machine, the difference
+    between a server that was slow and one that was crowded out.
+    """
+    if not cpus:
+        return None
+    total = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, values[:8])
+            total += user + nice + system + irq + softirq + steal
+    return total / _CLOCK_TICKS
+
+
 def free_port() -> int:
     """A currently free loopback port (bind to 0, read it, release it)."""
     with socket.socket() as sock:
