@@ -210,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
             Path(config.server_root) if config.server_root else REPO_ROOT
         ),
         "config": asdict(config),
+        "pinning": {
+            "servers": sorted(harness.server_cpus or ()),
+            "load_generator": sorted(harness.loadgen_cpus or ()),
+        },
         "scenarios": {key: result.to_json() for key, result in results.items()},
         "errors": errors,
         "targets": [check.to_json() for check in checks],

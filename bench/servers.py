@@ -154,18 +154,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def split_cpus() -> tuple[set[int], set[int]] | None:
-    """Servers get the first half of this process's CPUs, the load generator the rest.
+def split_cpus(sample_seconds: float = 0.5) -> tuple[set[int], set[int]] | None:
+    """Servers get the quieter half of this process's CPUs, the load generator the rest.
 
     Pinning keeps the server's event loop from being preempted by the load
-    generator (on 2 cores: one core each), which makes steps repeatable. None
-    on a single CPU, where there is nothing to split.
+    generator (on 2 cores: one core each), which makes steps repeatable. The
+    half that was less busy over ``sample_seconds`` goes to the servers: on a
+    shared machine another benchmark has often pinned its own servers to the
+    first CPU. None on a single CPU, where there is nothing to split.
     """
     cpus = sorted(_CPUS_AT_START)
     if len(cpus) < 2:
         return None
+    before = {cpu: busy_seconds({cpu}) or 0.0 for cpu in cpus}
+    time.sleep(sample_seconds)
+    load = {cpu: (busy_seconds({cpu}) or 0.0) - before[cpu] for cpu in cpus}
+    ordered = sorted(cpus, key=lambda cpu: (load[cpu], cpu))
     half = len(cpus) // 2
-    return set(cpus[:half]), set(cpus[half:])
+    return set(ordered[:half]), set(ordered[half:])
 
 
 def _child_setup(cpus: set[int] | None) -> Callable[[], None]:
