@@ -9,8 +9,8 @@ Two measures, each repeated so that its spread is known:
   from the best rate; 1 s of warm-up then 5 s measured, the two servers
   alternating step by step) until a step fails, and one bisection step
   sharpens it. A failed step is retried once only when the failure may not
-  be the server's (the load generator fell behind, or other processes took
-  a quarter of the server's CPU); otherwise a stall shows up as spread
+  be the server's (the load generator fell behind, or the server waited for
+  a CPU a tenth of the step); otherwise a stall shows up as spread
   across repetitions instead of being retried away.
 * **CPU per delivery at one common moderate rate** (by default half the
   lower of the two servers' sustained rates), in pairs of alternating runs.
@@ -77,8 +77,8 @@ class Climb:
         """Run one step on one server; keep its best passing and lowest failing step.
 
         A failed step is run once more only if the failure may not be the
-        server's: the load generator fell behind, or other processes took a
-        quarter of the server's CPU. Both attempts are kept and reported.
+        server's: the load generator fell behind, or the server waited for a CPU
+        a tenth of the step. Both attempts are kept and reported.
         """
         step = self._attempt(group, send_rate)
         interference = step.notes.get("loadgen_limits") or (
@@ -199,6 +199,7 @@ def step_line(target: str, step: Measurement) -> str:
         f"{step.delivered}/{step.expected}  loadgen "
         f"{'/'.join(f'{share:.0%}' for share in shares)}"
         + (f"  others {others:.0%}" if others is not None else "")
+        + f"  waited {step.notes.get('server_wait_share') or 0:.0%}"
         + f"  {'ok' if step.notes.get('passed', True) else 'FAIL'}"
         + (f"  [LOAD GENERATOR: {'; '.join(limits)}]" if limits else "")
     )
@@ -282,7 +283,7 @@ def compare(
         )
         labels = [group.target for group in groups]
         repetitions: list[Climb] = []
-        if climb:
+        if climb and cfg.s1_repetitions > 0:
             repetitions = _climbs(h, groups)
         medians = {
             label: statistics.median(values) if (values := _sustained(repetitions, label)) else None

@@ -105,12 +105,17 @@ class ChatRun:
     worker_cpu_shares: list[float] = field(default_factory=list)
     loadgen_cores: int = 1
     others_on_server_cpus: float | None = None  # share of the server's CPUs others used
+    server_wait_share: float = 0.0  # share of the step its threads waited for a CPU
 
     def crowded(self) -> str | None:
-        """Other processes took ≥ 25 % of the server's CPU(s): the machine, not the server."""
-        share = self.others_on_server_cpus
-        if share is not None and share >= 0.25:
-            return f"other processes used {share:.0%} of the server's CPU"
+        """The server waited for a CPU ≥ 10 % of the step: crowded out, not (only) slow.
+
+        ``others_on_server_cpus`` alone cannot tell: on a saturated machine other
+        processes take whatever the server leaves idle, so it is high for a
+        cheap server too. Waiting on the run queue is what hurts.
+        """
+        if self.server_wait_share >= 0.10:
+            return f"the server waited for a CPU {self.server_wait_share:.0%} of the step"
         return None
 
     def loadgen_limits(self) -> list[str]:
@@ -172,6 +177,7 @@ class ChatRun:
                 "worker_cpu_shares": self.worker_cpu_shares,
                 "loadgen_limits": self.loadgen_limits(),
                 "others_on_server_cpus": self.others_on_server_cpus,
+                "server_wait_share": self.server_wait_share,
                 "crowded": self.crowded(),
                 **self._slow(latencies if window is None else None),
             },
@@ -524,6 +530,7 @@ class Harness:
         )  # fmt: skip
         time.sleep(max(0.0, (since - time.monotonic_ns()) / 1e9))
         server_cpu = group.server.cpu_seconds()
+        server_wait = group.server.wait_seconds()
         softirq = softirq_seconds(self.server_cpus)
         busy = busy_seconds(self.server_cpus)
         side_results: list[Any] = []
@@ -548,6 +555,7 @@ class Harness:
         softirq_after = softirq_seconds(self.server_cpus)
         busy_after = busy_seconds(self.server_cpus)
         server_cpu_used = group.server.cpu_seconds() - server_cpu
+        waited = group.server.wait_seconds() - server_wait
         elapsed = max(seconds, 1e-9)
         wall = max(1e-9, (time.monotonic_ns() - since) / 1e9)
         others = None
@@ -585,6 +593,7 @@ class Harness:
             worker_cpu_shares=[part["cpu"] / elapsed for part in collected],
             loadgen_cores=len(self.loadgen_cpus or ()) or (os.cpu_count() or 1),
             others_on_server_cpus=others,
+            server_wait_share=waited / wall,
         )  # fmt: skip
 
     def _expected(self, group: ChatGroup, sends: Counter[str]) -> list[int]:

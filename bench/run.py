@@ -79,7 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--s1-rate", type=float, help="S4: use this S1 peak (sends/s)")
     parser.add_argument(
         "--repetitions", type=int,
-        help="S1 (and versus): climbs to the sustained rate, and CPU-phase pairs (default 3)",
+        help="S1 and versus: climbs to the sustained rate, and CPU-phase pairs (default 3; "
+        "0: no climbs, only the CPU phase)",
     )  # fmt: skip
     parser.add_argument(
         "--cpu-rate", type=float,
@@ -110,8 +111,10 @@ def configure(args: argparse.Namespace) -> BenchConfig:
         "baseline_root": str(args.baseline_root.resolve()) if args.baseline_root else None,
         "postgres": args.postgres,
     }
-    if args.repetitions:
-        changes.update(s1_repetitions=args.repetitions, s1_cpu_pairs=args.repetitions)
+    if args.repetitions is not None:  # 0: no climbs, only the CPU phase (3 pairs)
+        changes["s1_repetitions"] = args.repetitions
+        if args.repetitions > 0:
+            changes["s1_cpu_pairs"] = args.repetitions
     if args.cpu_rate:
         changes["s1_cpu_rate"] = args.cpu_rate
     if args.minutes is not None:

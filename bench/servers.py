@@ -50,6 +50,14 @@ class ServerProcess:
         """CPU time used so far by the server and any processes it started."""
         return sum(_cpu_of(pid) for pid in _process_tree(self.pid)) / _CLOCK_TICKS
 
+    def wait_seconds(self) -> float:
+        """Time the server's threads were runnable but waiting for a CPU (schedstat).
+
+        High while the server was failing a step means it was crowded out by
+        other processes (or its own other threads), not that it was too slow.
+        """
+        return sum(_wait_of(pid) for pid in _process_tree(self.pid)) / 1e9
+
     def rss_bytes(self) -> int:
         """Resident memory of the server and any processes it started."""
         return sum(_rss_of(pid) for pid in _process_tree(self.pid))
@@ -100,6 +108,21 @@ def _cpu_of(pid: int) -> int:
         return 0
     fields = stat[stat.rfind(")") + 2 :].split()
     return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+
+
+def _wait_of(pid: int) -> int:
+    """Run-queue wait of every thread of one process, in ns (/proc/PID/task/*/schedstat)."""
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
 
 
 def _rss_of(pid: int) -> int:
