@@ -181,6 +181,7 @@ class Climb:
                 ended.notes["send_rate"] if (ended := self.ended_by[target]) else None
             ),
             "loadgen_limit": self.loadgen_limit(target),
+            "crowded": ended.notes.get("crowded") if (ended := self.ended_by[target]) else None,
             "climb_ended_before_failing": self.ended_by[target] is None,
         }
 
@@ -402,6 +403,11 @@ def _result(
             "repetitions": per_rep,
             "cpu_runs": {label: [run.to_json() for run in runs] for label, runs in cpu.items()},
             "cpu_ratios": cpu_ratios,
+            "interfered_repetitions": sum(
+                1
+                for rep in per_rep
+                if any(rep[label]["loadgen_limit"] or rep[label]["crowded"] for label in labels)
+            ),
             "cpu_rate_not_sustained_by": unsustained,
             "loadgen_notes": loadgen_notes,
             "lower_bound": {

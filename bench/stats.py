@@ -115,6 +115,7 @@ class TargetCheck:
     limit: float
     higher_is_better: bool = False
     judged: bool = True  # False: the run cannot measure it (``--quick``); shown, not judged
+    why_not: str = "in --quick"  # printed as "not judged <why_not>"
 
     @property
     def passed(self) -> bool | None:
