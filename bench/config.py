@@ -57,6 +57,7 @@ class BenchConfig:
     s4_storm_delay: float = 1.0
     s4_fallback_rate: float = 200.0  # sends/s when S1 did not run
     s4_repetitions: int = 3
+    s4_min_window: float = 1.0  # s: the span compared is at least this long
     # S5: join time against room size
     s5_big: int = 100_000
     s5_small: int = 1_000
@@ -82,13 +83,13 @@ class BenchConfig:
             s1_rooms=2,
             s1_clients=10,
             s1_senders=3,
-            s1_rates=(20, 60),
+            s1_rates=(30,),
             s1_coarse_seconds=0.5,
             s1_coarse_warmup=0.1,
             s1_step_seconds=0.5,
             s1_warmup_seconds=0.2,
             s1_repetitions=1,
-            s1_climb_max_steps=2,
+            s1_climb_max_steps=1,
             s1_refine_steps=0,
             s1_cpu_pairs=1,
             ab_cpu_rate=30.0,
@@ -104,6 +105,7 @@ class BenchConfig:
             s4_storm_delay=0.3,
             s4_fallback_rate=30.0,
             s4_repetitions=1,
+            s4_min_window=0.5,
             s5_big=1_000,
             s5_small=100,
             s5_fillers=2,
