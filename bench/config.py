@@ -19,16 +19,28 @@ class BenchConfig:
     ceiling_loop: str = "asyncio"
     pin: bool = True  # servers on one half of the CPUs, load generator on the other
     server_root: str | None = None  # another checkout's clubroom_server (A/B comparisons)
+    baseline_root: str | None = None  # the checkout the ``versus`` scenario compares against
     postgres: str | None = None  # admin URL: S1 and S5 also run on PostgreSQL (s1pg, s5pg)
     p99_limit_ms: float = 100.0
     drain_timeout: float = 15.0
-    # S1: rooms x clients, senders per room, a ladder of total send rates (messages/s)
+    # S1: rooms x clients, senders per room; a coarse ladder of total send rates (messages/s)
+    # finds each server's edge, then each repetition climbs from below it in fine steps
     s1_rooms: int = 4
     s1_clients: int = 50
     s1_senders: int = 10
     s1_rates: tuple[float, ...] = (50, 75, 110, 160, 240, 360, 540, 800, 1200, 1800, 2700, 4000)
-    s1_step_seconds: float = 3.0
-    s1_refine_steps: int = 2
+    s1_coarse_seconds: float = 2.0
+    s1_coarse_warmup: float = 0.5
+    s1_step_seconds: float = 5.0  # measured, after the warm-up: 6 s a step in all
+    s1_warmup_seconds: float = 1.0
+    s1_repetitions: int = 3
+    s1_climb_start: float = 0.8  # × the coarse ladder's best rate
+    s1_climb_factors: tuple[float, ...] = (1.5, 1.1)  # gallop, then fine steps near the edge
+    s1_climb_max_steps: int = 10
+    s1_refine_steps: int = 1
+    s1_cpu_rate: float | None = None  # CPU phase rate; None: half the lower sustained rate
+    s1_cpu_pairs: int = 3
+    ab_cpu_rate: float = 300.0  # CPU phase rate of comparisons that do not climb (metrics)
     # S2: one big room
     s2_clients: int = 500
     s2_senders: int = 5
@@ -44,12 +56,19 @@ class BenchConfig:
     s4_seconds: float = 8.0
     s4_storm_delay: float = 1.0
     s4_fallback_rate: float = 200.0  # sends/s when S1 did not run
+    s4_repetitions: int = 3
+    s4_min_window: float = 1.0  # s: the span compared is at least this long
     # S5: join time against room size
     s5_big: int = 100_000
     s5_small: int = 1_000
     s5_fillers: int = 4
     s5_window: int = 256
     s5_joins: int = 20
+    # long run (opt-in): moderate chat with joins and leaves, RSS and descriptors sampled
+    longrun_minutes: float = 30.0
+    longrun_sample_seconds: float = 60.0
+    longrun_rate: float = 100.0  # sends/s over S1's rooms (5,000 deliveries/s)
+    longrun_cycle_seconds: float = 10.0  # chat this long, then a round of joins and leaves
 
     @classmethod
     def full(cls) -> BenchConfig:
@@ -64,9 +83,16 @@ class BenchConfig:
             s1_rooms=2,
             s1_clients=10,
             s1_senders=3,
-            s1_rates=(20, 60),
-            s1_step_seconds=0.6,
+            s1_rates=(30,),
+            s1_coarse_seconds=0.5,
+            s1_coarse_warmup=0.1,
+            s1_step_seconds=0.5,
+            s1_warmup_seconds=0.2,
+            s1_repetitions=1,
+            s1_climb_max_steps=1,
             s1_refine_steps=0,
+            s1_cpu_pairs=1,
+            ab_cpu_rate=30.0,
             s2_clients=40,
             s2_senders=5,
             s2_seconds=1.0,
@@ -78,10 +104,14 @@ class BenchConfig:
             s4_seconds=1.5,
             s4_storm_delay=0.3,
             s4_fallback_rate=30.0,
+            s4_repetitions=1,
+            s4_min_window=0.5,
             s5_big=1_000,
             s5_small=100,
             s5_fillers=2,
             s5_joins=3,
+            longrun_rate=20.0,
+            longrun_cycle_seconds=1.0,
         )
 
     def with_changes(self, **changes: object) -> BenchConfig:

@@ -7,11 +7,14 @@ identical on both, and it alternates runs between them to cancel drift.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -24,6 +27,8 @@ from bench.pool import Pending, WorkerPool
 from bench.servers import (
     REPO_ROOT,
     ServerProcess,
+    busy_seconds,
+    free_port,
     fresh_database,
     softirq_seconds,
     split_cpus,
@@ -43,6 +48,21 @@ class SetupError(RuntimeError):
     """Connections or requests that a scenario's set-up needs did not succeed."""
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One server under test: Clubroom (from some checkout, with some flags) or the ceiling.
+
+    Two variants make a comparison: Clubroom vs the ceiling (S1), Clubroom with
+    ``/metrics`` on vs off, or this checkout vs another one (``--baseline-root``).
+    """
+
+    label: str
+    kind: str = CLUBROOM  # or CEILING
+    root: str | None = None  # a checkout whose clubroom_server runs (None: this one)
+    metrics: bool = False  # serve /metrics on a free loopback port (scraped while up)
+    extra_args: tuple[str, ...] = ()
+
+
 @dataclass
 class ChatGroup:
     """The rooms and members of one scenario on one server, and who sends."""
@@ -51,6 +71,7 @@ class ChatGroup:
     server: ServerProcess
     rooms: dict[str, list[int]]
     senders: list[tuple[int, str]] = field(default_factory=list)
+    accounts: dict[int, tuple[str, str]] = field(default_factory=dict)  # cid -> (user, token)
 
     @property
     def members(self) -> list[int]:
@@ -78,6 +99,46 @@ class ChatRun:
     side_results: list[Any] = field(default_factory=list)
     softirq_seconds: float | None = None
     worker_max_ms: list[float] = field(default_factory=list)
+    sent: int = 0
+    behind_max_ms: float = 0.0
+    behind_sends: int = 0
+    worker_cpu_shares: list[float] = field(default_factory=list)
+    loadgen_cores: int = 1
+    others_on_server_cpus: float | None = None  # share of the server's CPUs others used
+    server_wait_share: float = 0.0  # share of the step its threads waited for a CPU
+
+    def crowded(self) -> str | None:
+        """The server waited for a CPU ≥ 10 % of the step: crowded out, not (only) slow.
+
+        ``others_on_server_cpus`` alone cannot tell: on a saturated machine other
+        processes take whatever the server leaves idle, so it is high for a
+        cheap server too. Waiting on the run queue is what hurts.
+        """
+        if self.server_wait_share >= 0.10:
+            return f"the server waited for a CPU {self.server_wait_share:.0%} of the step"
+        return None
+
+    def loadgen_limits(self) -> list[str]:
+        """Why the load generator, not the server, may have been the limit (empty: it was not).
+
+        Sends more than 20 ms behind their schedule on over 1 % of sends mean a
+        worker's loop could not keep up; a worker at ≥ 90 % of a core (each is
+        one thread), or all of them at ≥ 90 % of their CPUs, means it was about to.
+        """
+        reasons: list[str] = []
+        if self.sent and self.behind_sends > 0.01 * self.sent:
+            reasons.append(
+                f"{self.behind_sends / self.sent:.0%} of sends > 20 ms behind schedule "
+                f"(worst {self.behind_max_ms:.0f} ms)"
+            )
+        busiest = max(self.worker_cpu_shares, default=0.0)
+        if busiest >= 0.9:
+            reasons.append(f"a worker used {busiest:.0%} of a core")
+        elif sum(self.worker_cpu_shares) >= 0.9 * self.loadgen_cores:
+            reasons.append(
+                f"workers used {sum(self.worker_cpu_shares):.0%} of {self.loadgen_cores} CPU(s)"
+            )
+        return reasons
 
     def measurement(self, target: str, window: tuple[int, int] | None = None) -> Measurement:
         """Reduce the run to table figures; ``window`` keeps only stamps inside it."""
@@ -111,6 +172,13 @@ class ChatRun:
                     if self.softirq_seconds is not None and per_delivery else None
                 ),
                 "worker_max_latency_ms": self.worker_max_ms,
+                "behind_max_ms": self.behind_max_ms,
+                "behind_sends": self.behind_sends,
+                "worker_cpu_shares": self.worker_cpu_shares,
+                "loadgen_limits": self.loadgen_limits(),
+                "others_on_server_cpus": self.others_on_server_cpus,
+                "server_wait_share": self.server_wait_share,
+                "crowded": self.crowded(),
                 **self._slow(latencies if window is None else None),
             },
         )  # fmt: skip
@@ -176,34 +244,69 @@ class Harness:
 
     # -- servers ---------------------------------------------------------------
 
-    def _start_clubroom(self, db_path: Path, argon2_profile: str | None) -> ServerProcess:
-        root = Path(self.config.server_root) if self.config.server_root else REPO_ROOT
+    def _start_clubroom(
+        self, db_path: Path, argon2_profile: str | None, variant: Variant | None = None
+    ) -> ServerProcess:
+        root_text = (variant.root if variant else None) or self.config.server_root
+        root = Path(root_text) if root_text else REPO_ROOT
         db = self._databases.enter_context(fresh_database(self.postgres)) if self.postgres else None
-        return start_clubroom(
+        extra = list(variant.extra_args) if variant else []
+        if variant and variant.metrics:
+            extra += ["--metrics-address", f"127.0.0.1:{free_port()}"]
+        server = start_clubroom(
             self.workdir,
             db or db_path,
             argon2_profile=argon2_profile,
             cpus=self.server_cpus,
             root=root,
+            extra_args=extra,
         )
+        if variant and variant.metrics:
+            server.extra["metrics_address"] = extra[-1]
+        return server
+
+    def start_variant(
+        self, variant: Variant, db_path: Path, argon2_profile: str | None = "cheapest"
+    ) -> ServerProcess:
+        """Launch one variant (not yet waited for)."""
+        if variant.kind == CEILING:
+            return start_ceiling(self.workdir, self.config.ceiling_loop, self.server_cpus)
+        return self._start_clubroom(db_path, argon2_profile, variant)
+
+    @contextmanager
+    def variants(
+        self,
+        name: str,
+        variants: Sequence[Variant],
+        *,
+        argon2_profile: str | None = "cheapest",
+        db_path: Path | None = None,
+    ) -> Iterator[list[ServerProcess]]:
+        """Fresh servers for one scenario, one per variant (each Clubroom its own database)."""
+        started: list[ServerProcess] = []
+        try:
+            for index, variant in enumerate(variants):
+                self._starts += 1
+                db = db_path if db_path and index == 0 else None
+                db = db or self.workdir / f"{name}-{self._starts}.db"
+                started.append(self.start_variant(variant, db, argon2_profile))
+            for server in started:
+                wait_listening(server)
+            with MetricsScraper(started):
+                yield started
+        finally:
+            self.pool.call_all("close")
+            for server in started:
+                server.stop()
 
     @contextmanager
     def servers(
         self, name: str, *, argon2_profile: str | None = "cheapest", db_path: Path | None = None
     ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
         """A fresh Clubroom (temp database) and a fresh ceiling server, for one scenario."""
-        self._starts += 1
-        db = db_path or self.workdir / f"{name}-{self._starts}.db"
-        clubroom = self._start_clubroom(db, argon2_profile)
-        ceiling = start_ceiling(self.workdir, self.config.ceiling_loop, self.server_cpus)
-        try:
-            wait_listening(clubroom)
-            wait_listening(ceiling)
-            yield clubroom, ceiling
-        finally:
-            self.pool.call_all("close")
-            clubroom.stop()
-            ceiling.stop()
+        pair = (Variant(CLUBROOM), Variant(CEILING, kind=CEILING))
+        with self.variants(name, pair, argon2_profile=argon2_profile, db_path=db_path) as started:
+            yield started[0], started[1]
 
     @contextmanager
     def clubroom_only(
@@ -329,26 +432,68 @@ class Harness:
         prefix: str,
         tokens: list[str] | None = None,
     ) -> tuple[ChatGroup, ChatGroup]:
-        """The same rooms on both servers, all members connected, joined and ready.
+        """The same rooms on Clubroom and the ceiling, all members connected, joined and ready.
 
         With ``tokens`` (one per member) Clubroom members resume instead of
         registering, so accounts made earlier (and their hash cost) are reused.
         """
+        club = self.clubroom_group(CLUBROOM, clubroom, rooms, clients, senders, prefix, tokens)
+        ceil = self.ceiling_group(CEILING, ceiling, rooms, clients, senders, prefix)
+        time.sleep(0.2)  # let member_joined events settle before anything is measured
+        return club, ceil
+
+    def variant_groups(
+        self,
+        variants: Sequence[Variant],
+        servers: Sequence[ServerProcess],
+        rooms: int,
+        clients: int,
+        senders: int,
+        prefix: str,
+    ) -> tuple[ChatGroup, ...]:
+        """The same rooms on every variant's server, members connected and ready."""
+        groups = tuple(
+            self.ceiling_group(variant.label, server, rooms, clients, senders, f"{prefix}{index}")
+            if variant.kind == CEILING
+            else self.clubroom_group(
+                variant.label, server, rooms, clients, senders, f"{prefix}{index}"
+            )
+            for index, (variant, server) in enumerate(zip(variants, servers, strict=True))
+        )
+        time.sleep(0.2)
+        return groups
+
+    def clubroom_group(
+        self,
+        label: str,
+        server: ServerProcess,
+        rooms: int,
+        clients: int,
+        senders: int,
+        prefix: str,
+        tokens: list[str] | None = None,
+    ) -> ChatGroup:
+        """Rooms on one Clubroom server: members registered (or resumed) and joined."""
         club_rooms = {f"{prefix} room {r}": self.new_cids(clients) for r in range(rooms)}
         members = [cid for cids in club_rooms.values() for cid in cids]
-        self.open_clubroom(clubroom, members)
+        self.open_clubroom(server, members)
         if tokens is None:
-            self.register(members, f"{prefix}u")
+            accounts = self.register(members, f"{prefix}u")
         else:
-            self.resume(dict(zip(members, tokens, strict=True)))
+            accounts = {cid: ("", token) for cid, token in zip(members, tokens, strict=True)}
+            self.resume({cid: token for cid, (_, token) in accounts.items()})
         self.enter_rooms(club_rooms)
-        ceil_rooms = {f"/{prefix}-room-{r}": self.new_cids(clients) for r in range(rooms)}
-        self.open_ceiling(ceiling, {cid: path for path, cids in ceil_rooms.items() for cid in cids})
-        time.sleep(0.2)  # let member_joined events settle before anything is measured
-        return (
-            ChatGroup(CLUBROOM, clubroom, club_rooms, _pick_senders(club_rooms, senders)),
-            ChatGroup(CEILING, ceiling, ceil_rooms, _pick_senders(ceil_rooms, senders)),
+        return ChatGroup(
+            label, server, club_rooms, _pick_senders(club_rooms, senders), dict(accounts)
         )
+
+    def ceiling_group(
+        self, label: str, server: ServerProcess, rooms: int, clients: int, senders: int, prefix: str
+    ) -> ChatGroup:
+        """Rooms on the ceiling: one request path per room."""
+        ceil_rooms = {f"/{prefix}-room-{r}": self.new_cids(clients) for r in range(rooms)}
+        self.open_ceiling(server, {cid: path for path, cids in ceil_rooms.items() for cid in cids})
+        return ChatGroup(label, server, ceil_rooms, _pick_senders(ceil_rooms, senders))
 
     # -- load ------------------------------------------------------------------
 
@@ -359,8 +504,13 @@ class Harness:
         duration: float,
         side: Callable[[int], list[Pending]] | None = None,
         side_limit: float = 120.0,
+        warmup: float = 0.0,
     ) -> ChatRun:
         """Offer ``send_rate`` messages/s for ``duration`` s and collect every delivery.
+
+        The first ``warmup`` seconds run the same load unmeasured (their
+        messages, CPU and latencies are not counted), so a step is judged on
+        its steady state, not on the jump from the previous rate.
 
         ``side`` may start other commands (a login storm) once the load is on;
         the load then goes on until they are done (at least ``duration``, at
@@ -370,15 +520,19 @@ class Harness:
         pool = self.pool
         senders = pool.split(group.senders)
         total = max(1, len(group.senders))
-        server_cpu = group.server.cpu_seconds()
-        softirq = softirq_seconds(self.server_cpus)
-        since = time.monotonic_ns()
+        since = time.monotonic_ns() + int(warmup * 1e9) + 50_000_000  # workers start in time
         pool.call_all("arm", since_ns=since)
         runs = pool.start_each(
             "run",
             [{"senders": mine, "rate": send_rate * len(mine) / total,
-              "duration": side_limit if side else duration} for mine in senders],
+              "duration": (side_limit if side else duration) + warmup + 0.05,
+              "measure_from_ns": since} for mine in senders],
         )  # fmt: skip
+        time.sleep(max(0.0, (since - time.monotonic_ns()) / 1e9))
+        server_cpu = group.server.cpu_seconds()
+        server_wait = group.server.wait_seconds()
+        softirq = softirq_seconds(self.server_cpus)
+        busy = busy_seconds(self.server_cpus)
         side_results: list[Any] = []
         if side:
             side_results = [pending.result() for pending in side(since)]
@@ -386,16 +540,29 @@ class Harness:
             pool.call_all("halt")
         sends: Counter[str] = Counter()
         seconds = 0.0
+        behind_max, behind_sends = 0.0, 0
         for pending in runs:
             result = pending.result()
             sends.update(result["sends"])
             seconds = max(seconds, result["seconds"])
+            behind_max = max(behind_max, result["behind_max_ms"])
+            behind_sends += result["behind_sends"]
         expected = self._expected(group, sends)
         collected = pool.call_each(
             "collect",
             [{"expected": want, "wait_seconds": self.config.drain_timeout} for want in expected],
         )
         softirq_after = softirq_seconds(self.server_cpus)
+        busy_after = busy_seconds(self.server_cpus)
+        server_cpu_used = group.server.cpu_seconds() - server_cpu
+        waited = group.server.wait_seconds() - server_wait
+        elapsed = max(seconds, 1e-9)
+        wall = max(1e-9, (time.monotonic_ns() - since) / 1e9)
+        others = None
+        if busy is not None and busy_after is not None and softirq is not None:
+            irq = (softirq_after or 0) - softirq
+            cores = len(self.server_cpus or ()) or 1
+            others = max(0.0, busy_after - busy - server_cpu_used - irq) / wall / cores
         return ChatRun(
             send_rate=send_rate,
             duration=seconds,
@@ -405,7 +572,7 @@ class Harness:
             latencies=merge_arrays(part["latencies"] for part in collected),
             stamps=merge_arrays(part["stamps"] for part in collected),
             last_ns=max(part["last_ns"] for part in collected),
-            cpu_seconds=group.server.cpu_seconds() - server_cpu,
+            cpu_seconds=server_cpu_used,
             rss_bytes=group.server.rss_bytes(),
             loadgen_cpu=sum(part["cpu"] for part in collected),
             late=sum(part["late"] for part in collected),
@@ -420,6 +587,13 @@ class Harness:
                 round(max(merge_arrays([part["latencies"]]), default=0) / 1e6, 2)
                 for part in collected
             ],
+            sent=sum(sends.values()),
+            behind_max_ms=behind_max,
+            behind_sends=behind_sends,
+            worker_cpu_shares=[part["cpu"] / elapsed for part in collected],
+            loadgen_cores=len(self.loadgen_cpus or ()) or (os.cpu_count() or 1),
+            others_on_server_cpus=others,
+            server_wait_share=waited / wall,
         )  # fmt: skip
 
     def _expected(self, group: ChatGroup, sends: Counter[str]) -> list[int]:
@@ -438,6 +612,43 @@ class Harness:
             time.sleep(0.25)
             if server.cpu_seconds() - before <= 0.02:
                 return
+
+
+class MetricsScraper:
+    """Scrapes every server that serves ``/metrics``, every 5 s, while a scenario runs.
+
+    A Prometheus server scrapes every 15 s by default; scraping three times as
+    often makes the cost of metrics, if anything, overstated.
+    """
+
+    def __init__(self, servers: Sequence[ServerProcess], interval: float = 5.0) -> None:
+        self.addresses = [
+            server.extra["metrics_address"]
+            for server in servers
+            if "metrics_address" in server.extra
+        ]
+        self.interval = interval
+        self.scrapes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> MetricsScraper:
+        if self.addresses:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            for address in self.addresses:
+                with contextlib.suppress(OSError):
+                    with urllib.request.urlopen(f"http://{address}/metrics", timeout=2) as reply:
+                        reply.read()
+                    self.scrapes += 1
 
 
 def _pick_senders(rooms: dict[str, list[int]], per_room: int) -> list[tuple[int, str]]:

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import report, scenarios
+from bench import fanout, longrun, report, scenarios
 from bench.config import BenchConfig
 from bench.harness import Harness
 from bench.servers import REPO_ROOT
@@ -28,6 +28,8 @@ from bench.stats import ScenarioResult
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SCENARIOS = ("s1", "s2", "s3", "s4", "s5")
 POSTGRES_SCENARIOS = ("s1pg", "s5pg")  # S1 and S5 again, Clubroom on PostgreSQL
+# Run only when named with --only: the long run (minutes), /metrics on vs off, two versions
+OPT_IN = ("longrun", "metrics", "versus")
 
 
 def raise_fd_limit() -> int:
@@ -75,7 +77,51 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--keep", action="store_true", help="keep server logs and databases (for debugging)"
     )
     parser.add_argument("--s1-rate", type=float, help="S4: use this S1 peak (sends/s)")
+    parser.add_argument(
+        "--repetitions", type=int,
+        help="S1 and versus: climbs to the sustained rate, and CPU-phase pairs (default 3; "
+        "0: no climbs, only the CPU phase)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cpu-rate", type=float,
+        help="send rate (messages/s) of the CPU phase (default: half the lower sustained rate; "
+        "metrics: 300)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--baseline-root", type=Path,
+        help="versus: the other checkout whose server this one is compared with",
+    )  # fmt: skip
+    parser.add_argument(
+        "--minutes", type=float, help="longrun: how long (default 30)"
+    )  # fmt: skip
+    parser.add_argument(
+        "--sample-seconds", type=float, help="longrun: RSS and descriptors every … s (default 60)"
+    )  # fmt: skip
     return parser.parse_args(argv)
+
+
+def configure(args: argparse.Namespace) -> BenchConfig:
+    """The preset (full or quick) with the command line's changes."""
+    config = BenchConfig.quick_preset() if args.quick else BenchConfig.full()
+    changes: dict[str, Any] = {
+        "workers": args.workers,
+        "ceiling_loop": args.ceiling_loop,
+        "pin": not args.no_pin,
+        "server_root": str(args.server_root.resolve()) if args.server_root else None,
+        "baseline_root": str(args.baseline_root.resolve()) if args.baseline_root else None,
+        "postgres": args.postgres,
+    }
+    if args.repetitions is not None:  # 0: no climbs, only the CPU phase (3 pairs)
+        changes["s1_repetitions"] = args.repetitions
+        if args.repetitions > 0:
+            changes["s1_cpu_pairs"] = args.repetitions
+    if args.cpu_rate:
+        changes["s1_cpu_rate"] = args.cpu_rate
+    if args.minutes is not None:
+        changes["longrun_minutes"] = args.minutes
+    if args.sample_seconds:
+        changes["longrun_sample_seconds"] = args.sample_seconds
+    return config.with_changes(**changes)
 
 
 def run_scenarios(
@@ -92,13 +138,16 @@ def run_scenarios(
         return scenarios.s4_login_storm(harness, peak)
 
     runners: dict[str, Callable[[], ScenarioResult]] = {
-        "s1": lambda: scenarios.s1_rising_rate(harness),
+        "s1": lambda: fanout.s1_fanout(harness),
         "s2": lambda: scenarios.s2_big_room(harness),
         "s3": lambda: scenarios.s3_idle_connections(harness),
         "s4": s4,
         "s5": lambda: scenarios.s5_join_big_room(harness),
-        "s1pg": lambda: on_postgres(harness, "s1pg", scenarios.s1_rising_rate),
+        "s1pg": lambda: on_postgres(harness, "s1pg", fanout.s1_fanout),
         "s5pg": lambda: on_postgres(harness, "s5pg", scenarios.s5_join_big_room),
+        "longrun": lambda: longrun.longrun(harness),
+        "metrics": lambda: fanout.metrics_cost(harness),
+        "versus": lambda: fanout.versus_baseline(harness),
     }
     for key in selected:
         started = time.monotonic()
@@ -130,19 +179,16 @@ def on_postgres(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = (BenchConfig.quick_preset() if args.quick else BenchConfig.full()).with_changes(
-        workers=args.workers,
-        ceiling_loop=args.ceiling_loop,
-        pin=not args.no_pin,
-        server_root=str(args.server_root.resolve()) if args.server_root else None,
-        postgres=args.postgres,
-    )
+    config = configure(args)
     default = SCENARIOS + (POSTGRES_SCENARIOS if args.postgres else ())
     selected = [key.strip() for key in (args.only or ",".join(default)).split(",") if key.strip()]
     if set(selected) & set(POSTGRES_SCENARIOS) and not args.postgres:
         print("s1pg and s5pg need --postgres URL", file=sys.stderr)
         return 2
-    unknown = set(selected) - set(SCENARIOS) - set(POSTGRES_SCENARIOS)
+    if "versus" in selected and not args.baseline_root:
+        print("versus needs --baseline-root PATH (another checkout)", file=sys.stderr)
+        return 2
+    unknown = set(selected) - set(SCENARIOS) - set(POSTGRES_SCENARIOS) - set(OPT_IN)
     if unknown:
         print(f"unknown scenario(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
@@ -156,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         results, errors = run_scenarios(harness, selected, args.s1_rate)
     finally:
         harness.close()
-    checks = report.targets(results)
+    checks = report.targets(results, quick=config.quick)
     document: dict[str, Any] = {
         "schema": 1,
         "started_at": started_at.isoformat(timespec="seconds"),
@@ -167,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
             Path(config.server_root) if config.server_root else REPO_ROOT
         ),
         "config": asdict(config),
+        "pinning": {
+            "servers": sorted(harness.server_cpus or ()),
+            "load_generator": sorted(harness.loadgen_cpus or ()),
+        },
         "scenarios": {key: result.to_json() for key, result in results.items()},
         "errors": errors,
         "targets": [check.to_json() for check in checks],
@@ -198,17 +248,15 @@ def print_summary(
           f"Python {info['python']}, websockets {info['websockets']}"
           f"{' (quick)' if document['quick'] else ''}\n")  # fmt: skip
     print(report.text_table(results.values()))
-    if "s1" in results:
-        print("\nS1 steps:\n" + report.s1_steps_text(results["s1"]))
+    for key in ("s1", "s1pg", "metrics", "versus"):
+        if key in results:
+            print(f"\n{key} repetitions:\n" + report.s1_steps_text(results[key]))
+    if "longrun" in results:
+        print("\nlong run samples:\n" + longrun.samples_text(results["longrun"]))
     print("\nKey figures:")
     for result in results.values():
         ratios = ", ".join(f"{k} {v:.2f}" for k, v in result.ratios.items() if v is not None)
         print(f"  {result.key}: {result.headline}; {ratios}")
-    if "s1" in results:
-        for target, bound in results["s1"].details["limited_by_load_generator"].items():
-            if bound:
-                print(f"  note: S1 {target}'s peak is a lower bound — the load generator was at "
-                      "≥ 90% of its CPUs when that server failed")  # fmt: skip
     print("\nTargets:\n" + report.targets_text(checks))
     for key, error in document["errors"].items():
         print(f"\n{key} failed: {error.strip().splitlines()[-1]}")

@@ -1,4 +1,4 @@
-"""The five scenarios of the benchmark, each run against Clubroom and the ceiling.
+"""Scenarios S2–S5 of the benchmark, each run against Clubroom and the ceiling (S1: fanout).
 
 Each function starts fresh servers, sets the same rooms and members up on
 both, alternates measured runs between them, and returns a
@@ -8,219 +8,20 @@ are checked against.
 
 from __future__ import annotations
 
-import math
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.config import BenchConfig
+from bench.fanout import spread, step_line
 from bench.harness import CEILING, CLUBROOM, PASSWORD, ChatGroup, ChatRun, Harness
 from bench.servers import ServerProcess
 from bench.stats import Latency, Measurement, ScenarioResult, ratio
 
-# --------------------------------------------------------------------------
-# S1: rising rate
-# --------------------------------------------------------------------------
-
-
-@dataclass
-class RateSearch:
-    """Raise the offered rate step by step, per server, until p99 passes the limit.
-
-    Steps alternate between the servers (and which goes first) so slow drift
-    of the machine hits both alike. A server drops out at its first failing
-    step; a few bisection steps between its best and first failing rate then
-    sharpen its peak.
-    """
-
-    harness: Harness
-    groups: tuple[ChatGroup, ChatGroup]
-    seconds: float
-    limit_ms: float
-    retry_failed: bool = True
-    steps: dict[str, list[Measurement]] = field(default_factory=dict)
-    best: dict[str, Measurement | None] = field(default_factory=dict)
-    failed_at: dict[str, float | None] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for group in self.groups:
-            self.steps[group.target] = []
-            self.best[group.target] = None
-            self.failed_at[group.target] = None
-
-    def passes(self, step: Measurement) -> bool:
-        """Sustained: everything delivered, nobody dropped, p99 within the limit."""
-        p99 = step.latency.p99_ms
-        return (
-            step.delivered == step.expected
-            and step.notes["closed_connections"] == 0
-            and p99 is not None
-            and p99 <= self.limit_ms
-        )
-
-    def step(self, group: ChatGroup, send_rate: float) -> bool:
-        """Run one step on one server and update its best and failing rates.
-
-        A failed step is run once more before it counts: one stray stall of a
-        shared machine must not end a server's climb.
-        """
-        ok = self._attempt(group, send_rate)
-        if not ok and self.retry_failed:
-            self.harness.wait_idle(group.server)
-            ok = self._attempt(group, send_rate)
-        best = self.best[group.target]
-        if ok and (best is None or send_rate > best.notes["send_rate"]):
-            self.best[group.target] = self.steps[group.target][-1]
-        if not ok:
-            failed = self.failed_at[group.target]
-            self.failed_at[group.target] = send_rate if failed is None else min(failed, send_rate)
-            self.harness.wait_idle(group.server)
-        return ok
-
-    def _attempt(self, group: ChatGroup, send_rate: float) -> bool:
-        step = self.harness.run_chat(group, send_rate, self.seconds).measurement(group.target)
-        ok = self.passes(step)
-        step.notes["passed"] = ok
-        self.steps[group.target].append(step)
-        self.harness.log(_step_line(group.target, step))
-        return ok
-
-    def ladder(self, rates: tuple[float, ...]) -> None:
-        for index, rate in enumerate(rates):
-            order = self.groups if index % 2 == 0 else self.groups[::-1]
-            for group in order:
-                if self.failed_at[group.target] is None:
-                    self.step(group, rate)
-            if all(failed is not None for failed in self.failed_at.values()):
-                return
-
-    def refine(self, rounds: int) -> None:
-        for index in range(rounds):
-            for group in self.groups[::-1] if index % 2 == 0 else self.groups:
-                best, failed = self.best[group.target], self.failed_at[group.target]
-                if best is None or failed is None:
-                    continue
-                middle = math.sqrt(best.notes["send_rate"] * failed)
-                if failed / best.notes["send_rate"] > 1.05:
-                    self.step(group, round(middle, 1))
-
-    def loadgen_bound(self, target: str) -> bool:
-        """True if the load generator neared its CPUs' capacity at the rate that ended the climb.
-
-        That is the first failing rate, or the best one when the ladder ran out
-        first. Then the limit may be the load generator's: the peak is a lower bound.
-        """
-        best = self.best[target]
-        limit = self.failed_at[target] or (best.notes["send_rate"] if best else None)
-        cores = len(self.harness.loadgen_cpus or ()) or (os.cpu_count() or 1)
-        return any(
-            step.notes["send_rate"] == limit and (step.loadgen_cpu_share or 0) >= 0.9 * cores
-            for step in self.steps[target]
-        )
-
-    def headline(self, target: str) -> Measurement:
-        """The best sustained step, or the lowest step if none was sustained."""
-        best = self.best[target]
-        if best is not None:
-            return best
-        return min(self.steps[target], key=lambda step: step.notes["send_rate"])
-
-    def cpu_ratios(self) -> dict[float, float | None]:
-        """Clubroom's CPU/delivery over the ceiling's, at every rate both sustained.
-
-        The ratio falls as the rate rises (Clubroom's per-batch costs are shared
-        by more messages), so the table shows it at the highest common rate
-        and the JSON keeps the whole curve.
-        """
-        passed = {
-            target: {step.notes["send_rate"]: step for step in steps if step.notes["passed"]}
-            for target, steps in self.steps.items()
-        }
-        common = sorted(set(passed[CLUBROOM]) & set(passed[CEILING]))
-        return {
-            rate: ratio(
-                passed[CLUBROOM][rate].cpu_us_per_delivery,
-                passed[CEILING][rate].cpu_us_per_delivery,
-            )
-            for rate in common
-        }
-
-    def same_load_cpu_ratio(self) -> tuple[float | None, float | None]:
-        """CPU/delivery ratio at the highest send rate that both servers sustained."""
-        ratios = self.cpu_ratios()
-        if not ratios:
-            return None, None
-        rate = max(ratios)
-        return rate, ratios[rate]
-
-
-def _step_line(target: str, step: Measurement) -> str:
-    lat = step.latency
-    return (
-        f"  {target:8} send {step.notes['send_rate']:>7.1f}/s  deliveries "
-        f"{step.deliveries_per_s or 0:>9.0f}/s  p99 {_ms(lat.p99_ms)}  "
-        f"cpu {step.cpu_us_per_delivery or 0:6.2f} µs/dlv  "
-        f"{step.delivered}/{step.expected}  loadgen {step.loadgen_cpu_share or 0:.0%}"
-        f"  {'ok' if step.notes.get('passed', True) else 'FAIL'}"
-    )
-
 
 def _ms(value: float | None) -> str:
     return "   —   " if value is None else f"{value:7.1f}ms"
-
-
-def _at_least(search: RateSearch, target: str) -> str:
-    """ "≥ " when the peak is only a lower bound (top of the ladder, or load-generator bound)."""
-    capped = search.failed_at[target] is None
-    return "≥ " if capped or search.loadgen_bound(target) else ""
-
-
-def s1_rising_rate(h: Harness) -> ScenarioResult:
-    """4 rooms × 50 clients, 10 senders per room: the highest rate with p99 ≤ 100 ms."""
-    cfg = h.config
-    with h.servers("s1") as (clubroom, ceiling):
-        groups = h.chat_groups(
-            clubroom, ceiling, cfg.s1_rooms, cfg.s1_clients, cfg.s1_senders, "s1"
-        )
-        search = RateSearch(
-            h, groups, cfg.s1_step_seconds, cfg.p99_limit_ms, retry_failed=not cfg.quick
-        )
-        search.ladder(cfg.s1_rates)
-        search.refine(cfg.s1_refine_steps)
-    club, ceil = search.headline(CLUBROOM), search.headline(CEILING)
-    same_rate, cpu_ratio = search.same_load_cpu_ratio()
-    peak = search.best[CLUBROOM]
-    return ScenarioResult(
-        key="s1",
-        title=f"S1 {cfg.s1_rooms}×{cfg.s1_clients} clients, rising rate",
-        clubroom=club,
-        ceiling=ceil,
-        headline=(
-            f"peak {_at_least(search, CLUBROOM)}{club.deliveries_per_s or 0:,.0f} vs "
-            f"{_at_least(search, CEILING)}{ceil.deliveries_per_s or 0:,.0f} deliveries/s"
-        ),
-        ratios={
-            "deliveries_per_s": ratio(club.deliveries_per_s, ceil.deliveries_per_s),
-            "cpu_per_delivery_same_load": cpu_ratio,
-        },
-        details={
-            "peak_send_rate": peak.notes["send_rate"] if peak else None,
-            "same_load_send_rate": same_rate,
-            "cpu_ratio_by_send_rate": {
-                str(rate): value for rate, value in search.cpu_ratios().items()
-            },
-            "capped_by_ladder": {
-                target: search.failed_at[target] is None for target in (CLUBROOM, CEILING)
-            },
-            "limited_by_load_generator": {
-                target: search.loadgen_bound(target) for target in (CLUBROOM, CEILING)
-            },
-            "steps": {t: [s.to_json() for s in steps] for t, steps in search.steps.items()},
-        },
-    )
 
 
 # --------------------------------------------------------------------------
@@ -264,7 +65,7 @@ def alternate(
         for group in groups if index % 2 == 0 else groups[::-1]:
             result = run(group)
             runs[group.target].append(result)
-            h.log(_step_line(group.target, result.measurement(group.target)))
+            h.log(step_line(group.target, result.measurement(group.target)))
     return runs
 
 
@@ -399,12 +200,25 @@ def _storm_span(replies: list[dict[str, Any]]) -> tuple[int, int]:
 
 
 def s4_login_storm(h: Harness, peak_send_rate: float | None) -> ScenarioResult:
-    """50 logins (default argon2 profile) while S1's load runs at half its peak."""
+    """50 logins (default argon2 profile) while S1's load runs at half its sustained rate.
+
+    Repeated (``s4_repetitions``): each repetition runs a storm on both
+    servers, then a calm run of the same load on both, and compares chat p99
+    over the same span — from the storm's start (or the same moment of the calm
+    run) for as long as the longer storm lasted. Calm p99 is a few
+    milliseconds, so one hiccup of a shared machine in either window moves the
+    ratio by several times: the median over repetitions is judged, and the
+    spread is reported beside it.
+    """
     cfg = h.config
     rate = peak_send_rate / 2 if peak_send_rate else cfg.s4_fallback_rate
     db_path = h.workdir / "s4.db"
     tokens = _prepare_accounts(h, db_path, cfg.s1_rooms * cfg.s1_clients, "s4u")
-    with h.servers("s4", argon2_profile=None, db_path=db_path) as (clubroom, ceiling):
+    reps: list[dict[str, Any]] = []
+    # the default hashing cost is what S4 is about; --quick only proves the machinery, and
+    # on a busy machine hashes at SCHED_IDLE can take minutes
+    profile = "cheapest" if cfg.quick else None
+    with h.servers("s4", argon2_profile=profile, db_path=db_path) as (clubroom, ceiling):
         storm_users = h.new_cids(cfg.s4_logins)
         h.open_clubroom(clubroom, storm_users)
         names = [name for name, _ in h.register(storm_users, "s4storm").values()]
@@ -412,69 +226,100 @@ def s4_login_storm(h: Harness, peak_send_rate: float | None) -> ScenarioResult:
         groups = h.chat_groups(
             clubroom, ceiling, cfg.s1_rooms, cfg.s1_clients, cfg.s1_senders, "s4", tokens
         )
-        club_storm, ceil_storm = h.new_cids(cfg.s4_logins), h.new_cids(cfg.s4_logins)
-        h.open_clubroom(clubroom, club_storm)
-        h.open_ceiling(ceiling, {cid: f"/s4-storm-{cid}" for cid in ceil_storm})
-        storms: dict[str, list[tuple[int, dict[str, Any] | None]]] = {
-            CLUBROOM: [
-                (cid, {"type": "login", "username": name, "password": PASSWORD})
-                for cid, name in zip(club_storm, names, strict=True)
-            ],
-            CEILING: [(cid, None) for cid in ceil_storm],
-        }
-
-        def with_storm(group: ChatGroup) -> ChatRun:
-            def side(since: int) -> list[Any]:
-                start_at = since + int(cfg.s4_storm_delay * 1e9)
-                return h.start_requests(
-                    storms[group.target], concurrency=cfg.s4_logins, start_at_ns=start_at
-                )
-
-            return h.run_chat(group, rate, cfg.s4_seconds, side)  # runs until the storm ends
-
-        calm = alternate(h, groups, 1, lambda g: h.run_chat(g, rate, cfg.s4_seconds))
-        stormy = alternate(h, groups[::-1], 1, with_storm)  # B A after A B
-    return _storm_result(cfg.s4_logins, rate, calm, stormy)
+        for index in range(cfg.s4_repetitions):
+            h.log(f"  repetition {index + 1} of {cfg.s4_repetitions}")
+            order = groups if index % 2 == 0 else groups[::-1]
+            reps.append(_storm_repetition(h, order, names, rate))
+    return _storm_result(cfg.s4_logins, rate, reps)
 
 
-def _storm_result(
-    logins: int, rate: float, calm: dict[str, list[ChatRun]], stormy: dict[str, list[ChatRun]]
-) -> ScenarioResult:
-    """Chat latency inside the storm's window vs a calm run of the same load.
+def _storm_repetition(
+    h: Harness, groups: tuple[ChatGroup, ...], names: list[str], rate: float
+) -> dict[str, Any]:
+    """A storm on each server (A B), then a calm run of the same span on each (B A)."""
+    cfg = h.config
+    club_storm, ceil_storm = h.new_cids(cfg.s4_logins), h.new_cids(cfg.s4_logins)
+    servers = {group.target: group.server for group in groups}
+    h.open_clubroom(servers[CLUBROOM], club_storm)
+    h.open_ceiling(servers[CEILING], {cid: f"/s4-storm-{cid}" for cid in ceil_storm})
+    storms: dict[str, list[tuple[int, dict[str, Any] | None]]] = {
+        CLUBROOM: [
+            (cid, {"type": "login", "username": name, "password": PASSWORD})
+            for cid, name in zip(club_storm, names, strict=True)
+        ],
+        CEILING: [(cid, None) for cid in ceil_storm],
+    }
 
-    The ceiling's "storm" is over in milliseconds, so both servers are judged
-    over a window as long as the longer storm, from each one's storm start.
-    """
-    rows: dict[str, Measurement] = {}
-    details: dict[str, Any] = {"send_rate": rate}
-    replies_of = {
+    def with_storm(group: ChatGroup) -> ChatRun:
+        def side(since: int) -> list[Any]:
+            start_at = since + int(cfg.s4_storm_delay * 1e9)
+            return h.start_requests(
+                storms[group.target], concurrency=cfg.s4_logins, start_at_ns=start_at
+            )
+
+        return h.run_chat(group, rate, cfg.s4_seconds, side, warmup=cfg.s1_warmup_seconds)
+
+    stormy = alternate(h, groups, 1, with_storm)
+    replies = {
         target: [reply for part in stormy[target][0].side_results for reply in part]
         for target in (CLUBROOM, CEILING)
     }
-    spans = {target: _storm_span(replies) for target, replies in replies_of.items()}
-    length = max(end - start for start, end in spans.values())
+    spans = {target: _storm_span(target_replies) for target, target_replies in replies.items()}
+    # at least s4_min_window: a storm over in milliseconds leaves too few samples for a p99
+    length = max([end - start for start, end in spans.values()] + [int(cfg.s4_min_window * 1e9)])
+    calm_seconds = max(cfg.s4_seconds, cfg.s4_storm_delay + length / 1e9 + 0.5)
+    calm = alternate(
+        h,
+        groups[::-1],
+        1,
+        lambda g: h.run_chat(g, rate, calm_seconds, warmup=cfg.s1_warmup_seconds),
+    )
+    h.drop(club_storm + ceil_storm)
+    rows: dict[str, Measurement] = {}
     for target in (CLUBROOM, CEILING):
         run = stormy[target][0]
-        replies = replies_of[target]
-        window = (spans[target][0], spans[target][0] + length)
-        row = run.measurement(target, window)
-        baseline = calm[target][0].measurement(target)
-        ok = sum(1 for reply in replies if reply["type"] in ("welcome", "echo"))
-        row.delivered += ok
-        row.expected += logins
+        row = run.measurement(target, (spans[target][0], spans[target][0] + length))
+        calm_run = calm[target][0]
+        calm_start = calm_run.since_ns + int(cfg.s4_storm_delay * 1e9)
+        baseline = calm_run.measurement(target, (calm_start, calm_start + length))
+        ok = sum(1 for reply in replies[target] if reply["type"] in ("welcome", "echo"))
+        row.delivered += ok + baseline.delivered
+        row.expected += cfg.s4_logins + baseline.expected
         row.notes.update(
             baseline_p99_ms=baseline.latency.p99_ms,
             baseline_p50_ms=baseline.latency.p50_ms,
             storm_seconds=(spans[target][1] - spans[target][0]) / 1e9,
             window_seconds=length / 1e9,
             run_seconds=run.duration,
-            login=Latency.of(reply.get("elapsed_ns", 0) for reply in replies).__dict__,
+            login=Latency.of(reply.get("elapsed_ns", 0) for reply in replies[target]).__dict__,
             logins_ok=ok,
         )
         rows[target] = row
-        details[target] = {"baseline": baseline.to_json()}
-    club, ceil = rows[CLUBROOM], rows[CEILING]
-    storm_vs_calm = ratio(club.latency.p99_ms, club.notes["baseline_p99_ms"])
+    club = rows[CLUBROOM]
+    return {
+        "rows": rows,
+        "storm_vs_calm": ratio(club.latency.p99_ms, club.notes["baseline_p99_ms"]),
+        "storm_vs_ceiling": ratio(club.latency.p99_ms, rows[CEILING].latency.p99_ms),
+    }
+
+
+def _storm_result(logins: int, rate: float, reps: list[dict[str, Any]]) -> ScenarioResult:
+    """The median repetition's rows; ratios as median with min–max."""
+    ordered = sorted(reps, key=lambda rep: rep["storm_vs_calm"] or 0)
+    middle = ordered[len(ordered) // 2]
+    club, ceil = middle["rows"][CLUBROOM], middle["rows"][CEILING]
+    vs_calm = spread([rep["storm_vs_calm"] for rep in reps])
+    vs_ceiling = spread([rep["storm_vs_ceiling"] for rep in reps])
+    summary = [
+        {
+            "storm_p99_ms": rep["rows"][CLUBROOM].latency.p99_ms,
+            "calm_p99_ms": rep["rows"][CLUBROOM].notes["baseline_p99_ms"],
+            "storm_vs_calm": rep["storm_vs_calm"],
+            "window_seconds": rep["rows"][CLUBROOM].notes["window_seconds"],
+            "login_p50_ms": rep["rows"][CLUBROOM].notes["login"]["p50_ms"],
+        }
+        for rep in reps
+    ]
     return ScenarioResult(
         key="s4",
         title=f"S4 {logins} logins during chat at {rate:,.0f} sends/s",
@@ -482,13 +327,20 @@ def _storm_result(
         ceiling=ceil,
         headline=(
             f"chat p99 {_ms(club.latency.p99_ms).strip()} in storm vs "
-            f"{_ms(club.notes['baseline_p99_ms']).strip()} calm"
+            f"{_ms(club.notes['baseline_p99_ms']).strip()} calm (median of {len(reps)}); "
+            f"storm/calm {vs_calm[1]:.2f} ({vs_calm[0]:.2f}–{vs_calm[2]:.2f})"
+            if vs_calm
+            else "no ratio"
         ),
         ratios={
-            "storm_p99_vs_calm_p99": storm_vs_calm,
-            "storm_p99_vs_ceiling": ratio(club.latency.p99_ms, ceil.latency.p99_ms),
+            "storm_p99_vs_calm_p99": vs_calm[1] if vs_calm else None,
+            "storm_p99_vs_ceiling": vs_ceiling[1] if vs_ceiling else None,
         },
-        details=details,
+        details={
+            "send_rate": rate,
+            "spread": {"storm_p99_vs_calm_p99": vs_calm},
+            "repetitions": summary,
+        },
     )
 
 

@@ -50,6 +50,14 @@ class ServerProcess:
         """CPU time used so far by the server and any processes it started."""
         return sum(_cpu_of(pid) for pid in _process_tree(self.pid)) / _CLOCK_TICKS
 
+    def wait_seconds(self) -> float:
+        """Time the server's threads were runnable but waiting for a CPU (schedstat).
+
+        High while the server was failing a step means it was crowded out by
+        other processes (or its own other threads), not that it was too slow.
+        """
+        return sum(_wait_of(pid) for pid in _process_tree(self.pid)) / 1e9
+
     def rss_bytes(self) -> int:
         """Resident memory of the server and any processes it started."""
         return sum(_rss_of(pid) for pid in _process_tree(self.pid))
@@ -102,6 +110,21 @@ def _cpu_of(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
 
 
+def _wait_of(pid: int) -> int:
+    """Run-queue wait of every thread of one process, in ns (/proc/PID/task/*/schedstat)."""
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def _rss_of(pid: int) -> int:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -129,6 +152,24 @@ def softirq_seconds(cpus: set[int] | None) -> float | None:
     return total / _CLOCK_TICKS
 
 
+def busy_seconds(cpus: set[int] | None) -> float | None:
+    """Time these CPUs were busy with anything (/proc/stat: all but idle and iowait), or None.
+
+    Minus what the server (or the load generator) used, it is what *other*
+    processes took from the same CPUs: on a shared machine, the difference
+    between a server that was slow and one that was crowded out.
+    """
+    if not cpus:
+        return None
+    total = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, values[:8])
+            total += user + nice + system + irq + softirq + steal
+    return total / _CLOCK_TICKS
+
+
 def free_port() -> int:
     """A currently free loopback port (bind to 0, read it, release it)."""
     with socket.socket() as sock:
@@ -136,18 +177,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def split_cpus() -> tuple[set[int], set[int]] | None:
-    """Servers get the first half of this process's CPUs, the load generator the rest.
+def split_cpus(sample_seconds: float = 0.5) -> tuple[set[int], set[int]] | None:
+    """Servers get the quieter half of this process's CPUs, the load generator the rest.
 
     Pinning keeps the server's event loop from being preempted by the load
-    generator (on 2 cores: one core each), which makes steps repeatable. None
-    on a single CPU, where there is nothing to split.
+    generator (on 2 cores: one core each), which makes steps repeatable. The
+    half that was less busy over ``sample_seconds`` goes to the servers: on a
+    shared machine another benchmark has often pinned its own servers to the
+    first CPU. None on a single CPU, where there is nothing to split.
     """
     cpus = sorted(_CPUS_AT_START)
     if len(cpus) < 2:
         return None
+    before = {cpu: busy_seconds({cpu}) or 0.0 for cpu in cpus}
+    time.sleep(sample_seconds)
+    load = {cpu: (busy_seconds({cpu}) or 0.0) - before[cpu] for cpu in cpus}
+    ordered = sorted(cpus, key=lambda cpu: (load[cpu], cpu))
     half = len(cpus) // 2
-    return set(cpus[:half]), set(cpus[half:])
+    return set(ordered[:half]), set(ordered[half:])
 
 
 def _child_setup(cpus: set[int] | None) -> Callable[[], None]:
@@ -242,6 +289,7 @@ def start_clubroom(
     env: dict[str, str] | None = None,
     cpus: set[int] | None = None,
     root: Path = REPO_ROOT,
+    extra_args: list[str] | None = None,
 ) -> ServerProcess:
     """Launch ``clubroom-server serve`` on a free port with rate limiting off.
 
@@ -263,6 +311,7 @@ def start_clubroom(
     ]  # fmt: skip
     if argon2_profile:
         argv += ["--argon2-profile", argon2_profile]
+    argv += extra_args or []
     log = workdir / f"clubroom-{port}.log"
     server = _launch("clubroom", argv, log, env or {}, cpus, root)
     server.extra["argon2_profile"] = argon2_profile or "default"

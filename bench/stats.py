@@ -85,7 +85,7 @@ class ScenarioResult:
     key: str
     title: str
     clubroom: Measurement
-    ceiling: Measurement
+    ceiling: Measurement | None  # None: a scenario of Clubroom alone (the long run)
     headline: str = ""
     ratios: dict[str, float | None] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
@@ -96,8 +96,11 @@ class ScenarioResult:
             "title": self.title,
             "headline": self.headline,
             "clubroom": self.clubroom.to_json(),
-            "ceiling": self.ceiling.to_json(),
-            "delivered_ratio": min(self.clubroom.delivered_ratio, self.ceiling.delivered_ratio),
+            "ceiling": self.ceiling.to_json() if self.ceiling else None,
+            "delivered_ratio": min(
+                self.clubroom.delivered_ratio,
+                self.ceiling.delivered_ratio if self.ceiling else 1.0,
+            ),
             "ratios": self.ratios,
             "details": self.details,
         }
@@ -111,10 +114,12 @@ class TargetCheck:
     value: float | None
     limit: float
     higher_is_better: bool = False
+    judged: bool = True  # False: the run cannot measure it (``--quick``); shown, not judged
+    why_not: str = "in --quick"  # printed as "not judged <why_not>"
 
     @property
     def passed(self) -> bool | None:
-        if self.value is None:
+        if self.value is None or not self.judged:
             return None
         return self.value >= self.limit if self.higher_is_better else self.value <= self.limit
 

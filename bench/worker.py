@@ -28,6 +28,7 @@ from bench.wsclient import FrameClient, Recorder, connect, stamped_text
 
 HOST = "127.0.0.1"
 _TICK_SECONDS = 0.002
+_BEHIND_NS = 20_000_000  # a send this late was the load generator's fault
 
 
 @dataclass(frozen=True)
@@ -197,38 +198,70 @@ class Worker:
         self._run_cpu = cpu_seconds()
 
     async def cmd_run(
-        self, senders: list[tuple[int, str]], rate: float, duration: float
+        self,
+        senders: list[tuple[int, str]],
+        rate: float,
+        duration: float,
+        measure_from_ns: int | None = None,
     ) -> dict[str, Any]:
         """Offer ``rate`` sends/s spread over ``senders`` for ``duration`` seconds.
 
         Open loop: sends are due by the clock, not by replies, so a slow server
-        shows up as latency rather than as a politely reduced load.
+        shows up as latency rather than as a politely reduced load. Senders take
+        turns, so each sends at the same fixed rate. Sends before
+        ``measure_from_ns`` are the warm-up: made, but not counted.
+
+        How far sends fell behind their due time is reported (``behind_*``):
+        a worker whose loop is too busy to send on time is the limit then, not
+        the server, and the step must say so.
         """
         plan = [(self.clients[cid], room, msgspec.json.encode(room)) for cid, room in senders]
         sends: Counter[str] = Counter()
         self._halt = False
         start = time.monotonic_ns()
         end = start + int(duration * 1e9)
+        measure_from = measure_from_ns or start
         issued = 0
+        behind_max = 0
+        behind_sends = 0  # counted sends made more than _BEHIND_NS after they were due
+        measuring = False
         while (now := time.monotonic_ns()) < end and not self._halt:
             due = int((now - start) * rate / 1e9) + 1 - issued if plan and rate > 0 else 0
+            if due > 0:
+                behind = now - (start + int(issued * 1e9 / rate))
+                counted = now >= measure_from
+                if counted and not measuring:  # the warm-up is over: CPU counts from here
+                    measuring = True
+                    self._run_cpu = cpu_seconds()
+                if counted:
+                    behind_max = max(behind_max, behind)
+                    if behind > _BEHIND_NS:
+                        behind_sends += due
             for _ in range(due):
                 client, room, room_json = plan[issued % len(plan)]
-                self._send_chat(client, room_json)
-                sends[room] += 1
+                if counted:
+                    self._send_chat(client, room_json, time.monotonic_ns())
+                    sends[room] += 1
+                else:  # a warm-up stamp stays before the measurement, whatever the clock says
+                    self._send_chat(client, room_json, min(time.monotonic_ns(), measure_from - 1))
                 issued += 1
             await asyncio.sleep(_TICK_SECONDS)
-        return {"sends": dict(sends), "seconds": (time.monotonic_ns() - start) / 1e9}
+        return {
+            "sends": dict(sends),
+            "seconds": (time.monotonic_ns() - measure_from) / 1e9,
+            "behind_max_ms": behind_max / 1e6,
+            "behind_sends": behind_sends,
+        }
 
     async def cmd_halt(self) -> None:
         """End the current run early (it was started open-ended, e.g. to outlast a storm)."""
         self._halt = True
 
-    def _send_chat(self, client: FrameClient, room_json: bytes) -> None:
+    def _send_chat(self, client: FrameClient, room_json: bytes, stamp_ns: int) -> None:
         """One stamped chat message; its nonce is unique for the worker's whole life
         (a repeated nonce would be answered from storage and never broadcast)."""
         self._nonce += 1
-        text = stamped_text(time.monotonic_ns()).encode()
+        text = stamped_text(stamp_ns, self._nonce).encode()
         if not client.json_mode:
             client.send_text(text)
             return

@@ -38,9 +38,13 @@ _TEXT_STAMP = b'"text":"@'
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
-def stamped_text(now_ns: int) -> str:
-    """The chat text every load message carries: its send time, then some words."""
-    return f"@{now_ns:0{STAMP_DIGITS}d} hello from the clubroom benchmark"
+_FILLER = "x" * 40
+
+
+def stamped_text(now_ns: int, seq: int = 0) -> str:
+    """The chat text every load message carries: its send time, a sequence number, 40 filler
+    characters (the shape of the independent measurement in issue 17: 69 characters)."""
+    return f"@{now_ns:0{STAMP_DIGITS}d} {seq:08d} {_FILLER}"
 
 
 class Recorder:
