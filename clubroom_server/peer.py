@@ -133,6 +133,7 @@ class Outbox:
         pending, self._pending = self._pending, {}
         for websocket in pending:
             _write_queued(websocket)
+        HOT.socket_writes += len(pending)
 
 
 _outboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Outbox] = (
