@@ -12,10 +12,11 @@ from urllib.parse import urlsplit
 import click
 from click.core import ParameterSource
 
-from clubroom_server import admin, configfile, logs, metrics, runner
+from clubroom_server import admin, configfile, eventloop, logs, metrics, runner
 from clubroom_server.admission import parse_networks, split_list
 from clubroom_server.bus import BusStartupError
 from clubroom_server.config import ARGON2_PROFILES, DEFAULT_ARGON2_PROFILE, Settings, default_db
+from clubroom_server.eventloop import EVENT_LOOPS, EventLoopError
 from clubroom_server.logs import LOG_FORMATS, LOG_LEVELS
 from clubroom_server.manage.cli import COMMANDS as ADMIN_COMMANDS
 from clubroom_server.manage.cli import database_options
@@ -289,6 +290,12 @@ SERVE_OPTIONS = [
         click.FloatRange(0),
         "Seconds a stop waits for clients to take their last replies and close (code 1012).",
     ),
+    _option(
+        "--event-loop",
+        "event_loop",
+        click.Choice(EVENT_LOOPS, case_sensitive=False),
+        "auto: uvloop when installed (pip install 'clubroom[speed]'), else asyncio's own.",
+    ),
 ]
 
 
@@ -361,7 +368,11 @@ def serve(**options: Any) -> None:
     logs.configure(settings.log_level, settings.log_format, node=settings.node_id)
     text = settings.log_format == "text"  # JSON logs: stdout and stderr carry JSON only
     try:
-        asyncio.run(runner.run(settings, _reloader(ctx), click.echo if text else _quiet))
+        loop = eventloop.choose(settings.event_loop.lower())
+    except EventLoopError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        eventloop.run(runner.run(settings, _reloader(ctx), click.echo if text else _quiet), loop)
     except (StartupError, BusStartupError) as exc:
         raise click.ClickException(str(exc)) from None
     except StoreError as exc:

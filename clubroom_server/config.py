@@ -34,6 +34,7 @@ RESTART_ONLY: tuple[str, ...] = (
     "ping_interval",
     "log_format",
     "metrics_address",
+    "event_loop",
 )
 """Settings a SIGHUP reload cannot change (sockets, database, thread pools are built with them)."""
 
@@ -99,6 +100,7 @@ class Settings:
     node_id: str = field(default_factory=default_node_id)
     bus_prefix: str = "clubroom"
     node_lease: float = 10.0  # seconds; renewed every third of it
+    event_loop: str = "auto"  # auto (uvloop when installed), uvloop or asyncio
 
     @property
     def argon2_parameters(self) -> argon2.Parameters:

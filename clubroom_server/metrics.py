@@ -66,11 +66,12 @@ class HotCounts:
     nanoseconds, and only the loop writes these.
     """
 
-    __slots__ = ("events_delivered", "messages_stored")
+    __slots__ = ("events_delivered", "messages_stored", "socket_writes")
 
     def __init__(self) -> None:
         self.messages_stored = 0
         self.events_delivered = 0
+        self.socket_writes = 0
 
 
 HOT = HotCounts()
@@ -90,6 +91,12 @@ class HotCollector(Collector):
             "Room events (messages, members joining and leaving) written to connections, "
             "one per recipient.",
             value=HOT.events_delivered,
+        )
+        yield CounterMetricFamily(
+            "clubroom_socket_writes",
+            "Writes of queued events and replies to connections: one per connection per "
+            "event-loop tick, however many frames it carries.",
+            value=HOT.socket_writes,
         )
 
 

@@ -1,20 +1,29 @@
 """One WebSocket connection as the chat logic sees it, and fan-out to many.
 
-Every frame a connection receives is written synchronously (``broadcast``),
-so replies and events leave in exactly the order the logic produced them,
-and nothing is awaited per recipient. A connection that stops reading is
-closed once its outgoing buffer passes the limit (checked by a sweep),
-instead of growing the server's memory without bound.
+Every frame for a connection is queued synchronously in its ``websockets``
+protocol (``send_frame``), so replies and events leave in exactly the order
+the logic produced them, and nothing is awaited per recipient. The queued
+frames are written at the end of the event-loop tick with *one* write per
+connection (``Outbox``): a group commit announces many messages at once, and
+a write per frame per recipient (a system call each) was the largest single
+cost of a busy server. Anything ``websockets`` writes itself (a pong, a close
+frame) flushes the same queue first, so the order on the wire stays the
+order of the calls. A connection that stops reading is closed once its
+outgoing buffer passes the limit (checked by a sweep), instead of growing the
+server's memory without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Iterator
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
 
-from websockets import broadcast
 from websockets.asyncio.server import ServerConnection
+from websockets.extensions import Extension
+from websockets.frames import Frame, Opcode
+from websockets.protocol import OPEN
 
 import protocol
 from clubroom_server.metrics import HOT, SLOW_CONSUMERS_CLOSED
@@ -49,8 +58,8 @@ class Peer:
         return self.user.key if self.user else ""
 
     def send(self, data: bytes) -> None:
-        """Queue one encoded frame for this connection, now (a reply: not counted as an event)."""
-        broadcast((self.websocket,), data, text=True)
+        """Queue one encoded frame for this connection (a reply: not counted as an event)."""
+        _queue(self.websocket, EncodedText(data), _outbox())
 
     def overloaded(self) -> bool:
         transport = self.websocket.transport
@@ -84,16 +93,113 @@ class Peer:
         task.add_done_callback(_closing_tasks.discard)
 
 
-def fanout(peers: Iterable[Peer], data: bytes) -> None:
-    """Write one encoded frame to many connections without awaiting any of them.
+class EncodedText(Frame):
+    """A text frame serialized once for every recipient.
 
-    ``broadcast`` itself skips connections that are closing, so the hot path
-    is one list and one call; slow readers are caught by ``PeerSet.sweep``.
-    Deliveries are counted once per fan-out, with the number of recipients.
+    A server's frames are never masked and this server negotiates no
+    extension (``compression=None``), so the bytes on the wire are the same
+    for every connection: building them per recipient (``send_text``) was
+    pure repetition. A connection with an extension still gets its own.
     """
-    sockets = [peer.websocket for peer in peers]
-    broadcast(sockets, data, text=True)
-    HOT.events_delivered += len(sockets)
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(Opcode.TEXT, data)
+        self.wire = super().serialize(mask=False)
+
+    def serialize(self, *, mask: bool, extensions: Sequence[Extension] | None = None) -> bytes:
+        if mask or extensions:
+            return super().serialize(mask=mask, extensions=extensions)
+        return self.wire
+
+
+class Outbox:
+    """Connections with frames queued this tick; written once each, at the end of the tick.
+
+    One per event loop (tests run several loops in one process). The flush
+    is scheduled with ``call_soon`` when the first frame of a tick is
+    queued, so it runs before the loop reads anything new.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pending: dict[ServerConnection, None] = {}
+
+    def add(self, websocket: ServerConnection) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending[websocket] = None
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for websocket in pending:
+            _write_queued(websocket)
+        HOT.socket_writes += len(pending)
+
+
+_outboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Outbox] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _outbox() -> Outbox:
+    loop = asyncio.get_running_loop()
+    outbox = _outboxes.get(loop)
+    if outbox is None:
+        outbox = _outboxes[loop] = Outbox(loop)
+    return outbox
+
+
+def _queue(websocket: ServerConnection, frame: EncodedText, outbox: Outbox) -> bool:
+    """Queue a frame in the connection's protocol; False if it is not open (skipped).
+
+    The same checks as ``websockets.broadcast``: a closing connection and one
+    in the middle of a fragmented message are skipped.
+    """
+    protocol = websocket.protocol
+    if (
+        protocol.state is not OPEN
+        or protocol.expect_continuation_frame
+        or websocket.send_in_progress is not None
+    ):
+        return False
+    protocol.send_frame(frame)
+    outbox.add(websocket)
+    return True
+
+
+def _write_queued(websocket: ServerConnection) -> None:
+    """Write what the protocol holds for this connection in one ``transport.write``.
+
+    Whatever ``websockets`` sent meanwhile (a pong, a close) already wrote the
+    queue out in order; then nothing is left. An end-of-stream marker, which
+    only ``websockets`` itself queues, is left to its own writer.
+    """
+    chunks = websocket.protocol.data_to_send()
+    if not chunks:
+        return
+    if not all(chunks):
+        websocket.protocol.writes[:0] = chunks
+        websocket.send_data()
+        return
+    try:
+        websocket.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+    except Exception as exc:  # a transport closing under us: the client is gone anyway
+        log.debug("could not write to a closing connection: %s", exc)
+
+
+def fanout(peers: Iterable[Peer], data: bytes) -> None:
+    """Queue one encoded frame for many connections without awaiting any of them.
+
+    The frame is serialized once; connections that are closing are skipped;
+    slow readers are caught by ``PeerSet.sweep``. Deliveries are counted once
+    per fan-out, with the number of recipients.
+    """
+    frame = EncodedText(data)
+    outbox = _outbox()
+    delivered = 0
+    for peer in peers:
+        delivered += _queue(peer.websocket, frame, outbox)
+    HOT.events_delivered += delivered
 
 
 class PeerSet:

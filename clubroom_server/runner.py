@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import Callable
 
+from clubroom_server import eventloop
 from clubroom_server.app import Clubroom
 from clubroom_server.config import Settings
 from clubroom_server.store import describe_url
@@ -54,6 +55,8 @@ async def run(settings: Settings, reload: Reload, say: Callable[[str], None]) ->
     app = await Clubroom.start(settings)
     say(f"Clubroom listening on {app.url}")
     say(f"Database: {describe_url(settings.db)}")
+    say(f"Event loop: {eventloop.running()}")
+    log.info("running on the %s event loop", eventloop.running())
     if app.metrics is not None:
         say(f"Metrics: http://{app.metrics.address}/metrics")
     notifier.ready(f"Serving on {app.url}")

@@ -136,16 +136,24 @@ class ConversationStore:
     async def record_mentions(
         self, room_id: int, message_id: int, author_id: int, keys: set[str]
     ) -> list[str]:
-        """Record a mention for each member named by ``keys``; their keys (others do nothing)."""
+        """Record a mention for each member named by ``keys``; their keys (others do nothing).
+
+        Most ``@word``s name nobody in the room (an e-mail address, a time
+        like ``@10``): the members are looked up first with a hot read, and
+        only a real mention takes the write lock.
+        """
         if not keys:
             return []
         marks = ", ".join("?" for _ in keys)
+        members = (
+            "SELECT u.id, u.key FROM memberships m JOIN users u ON u.id = m.user_id "
+            f"WHERE m.room_id = ? AND m.user_id <> ? AND u.key IN ({marks})"
+        )
+        params = (room_id, author_id, *sorted(keys))
+        if not await self._db.fetch_hot(members, params):
+            return []
         async with self._db.transaction() as tx:
-            rows = await tx.fetch(
-                "SELECT u.id, u.key FROM memberships m JOIN users u ON u.id = m.user_id "
-                f"WHERE m.room_id = ? AND m.user_id <> ? AND u.key IN ({marks})",
-                (room_id, author_id, *sorted(keys)),
-            )
+            rows = await tx.fetch(members, params)  # again: a leave may have come in between
             for user_id, _ in rows:
                 await tx.execute(
                     "INSERT INTO mentions (message_id, user_id, room_id) VALUES (?, ?, ?) "
