@@ -63,7 +63,7 @@ class ClusterMembers:
         self._leaves: set[asyncio.Task[None]] = set()
         self._pending: dict[tuple[int, str], asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
+        self._loop_tasks: list[asyncio.Task[None]] = []
         self._last_renewed = 0.0
         self._fenced = False
 
@@ -81,13 +81,15 @@ class ClusterMembers:
             await self._db.close()
             raise
         self._last_renewed = self._now()
-        self._loop_task = asyncio.create_task(self._maintain(), name="presence-lease")
+        self._loop_tasks = [
+            asyncio.create_task(self._keep_lease(), name="presence-lease"),
+            asyncio.create_task(self._keep_reaping(), name="presence-reaper"),
+        ]
 
     async def close(self) -> None:
         """Stop the loop, finish leaves in flight, hand the remaining rows to the grace."""
         self._stop.set()
-        if self._loop_task is not None:
-            await self._loop_task
+        await asyncio.gather(*self._loop_tasks)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(LEAVES_AT_CLOSE):
                 await self._finish_leaves()
@@ -168,22 +170,34 @@ class ClusterMembers:
 
     # ------------------------------------------------------ lease and reaper
 
-    async def _maintain(self) -> None:
-        """Renew the lease and reap, every third of a lease, until stopped."""
-        interval = self.lease / 3
-        rounds = 0
+    async def _keep_lease(self) -> None:
+        """Renew the lease every third of it, until stopped.
+
+        A loop of its own: reaping waits for room locks and may be slow on a
+        loaded database, and a renewal stuck behind it could let the lease
+        lapse on a perfectly healthy node.
+        """
         while not self._stop.is_set():
             try:
                 await self._renew()
-                await self._reap(orphans=rounds % 10 == 0)
             except Exception:  # this loop must outlive any surprise, or the node dies silently
-                log.exception("maintaining the cluster lease failed; trying again")
+                log.exception("renewing the cluster lease failed; trying again")
+            await self._sleep(self.lease / 3)
+
+    async def _keep_reaping(self) -> None:
+        """Reap expired memberships every third of a lease (unjoined rooms every tenth time)."""
+        rounds = 0
+        while not self._stop.is_set():
+            try:
+                await self._reap(orphans=rounds % 10 == 0)
+            except Exception:
+                log.exception("reaping cluster presence failed; trying again")
             rounds += 1
-            await self._sleep(interval)
+            await self._sleep(self.lease / 3)
 
     async def _renew(self) -> None:
         try:
-            await self._db.renew(self.lease)
+            lapsed = await self._db.renew(self.lease, self.grace)
         except StoreError as exc:
             if self._now() - self._last_renewed >= self.lease and not self._fenced:
                 self._fenced = True
@@ -194,6 +208,12 @@ class ClusterMembers:
         if self._fenced:
             log.info("the cluster lease is back; serving again")
             self._fenced = False
+        elif lapsed:
+            # Frozen or starved past lease + grace: the other nodes may have
+            # dropped our members and deleted their rooms. Our clients must
+            # reconnect and join again rather than linger as ghosts.
+            log.error("the cluster lease had lapsed (node frozen?); closing this node's clients")
+            self._on_fenced()
 
     async def _reap(self, orphans: bool) -> None:
         try:

@@ -62,6 +62,10 @@ _EXPIRED = f"""
 """
 
 
+class NodeLapsed(UnavailableError):
+    """This node's lease has expired: it may not record presence until it has fenced."""
+
+
 @dataclass(frozen=True, slots=True)
 class Joined:
     """A join's outcome: whether the user is new to the room cluster-wide, and who is in it."""
@@ -96,6 +100,7 @@ class ClusterPresence:
         self.node_id = node_id
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self._lease = 0.0  # seconds; set by ``register``
 
     async def open(self) -> None:
         """Connect (the schema is the store's: it migrates before this opens)."""
@@ -137,6 +142,8 @@ class ClusterPresence:
     async def register(self, lease: float, grace: float) -> None:
         """Take this node's lease; rows left by an earlier life of this id start their grace."""
 
+        self._lease = lease
+
         async def work(conn: asyncpg.Connection) -> None:
             await conn.execute(
                 f"INSERT INTO cluster_nodes (id, lease_until_ms) VALUES ($1, {NOW_MS} + $2) "
@@ -149,18 +156,31 @@ class ClusterPresence:
 
         await self._run(work)
 
-    async def renew(self, lease: float) -> None:
-        """Extend this node's lease (every few seconds)."""
+    async def renew(self, lease: float, grace: float) -> bool:
+        """Extend this node's lease (every few seconds); True if it had lapsed meanwhile.
 
-        async def work(conn: asyncpg.Connection) -> None:
+        Lapsed means lease + grace ran out before this renewal (the node was
+        frozen, or starved of CPU or of the database): any other node may
+        have reaped this node's memberships and deleted rooms its clients are
+        still in, so the caller must treat its clients as gone (fence).
+        """
+
+        async def work(conn: asyncpg.Connection) -> bool:
+            lapsed = await conn.fetchval(
+                f"SELECT lease_until_ms + $2 < {NOW_MS} FROM cluster_nodes WHERE id = $1 "
+                "FOR UPDATE",
+                self.node_id,
+                _ms(grace),
+            )
             await conn.execute(
                 f"INSERT INTO cluster_nodes (id, lease_until_ms) VALUES ($1, {NOW_MS} + $2) "
                 "ON CONFLICT (id) DO UPDATE SET lease_until_ms = EXCLUDED.lease_until_ms",
                 self.node_id,
                 _ms(lease),
             )
+            return lapsed is None or bool(lapsed)  # no row: forgotten as dead
 
-        await self._run(work)
+        return await self._run(work)
 
     async def retire(self, grace: float) -> None:
         """An orderly shutdown: this node's rows start their grace now, its lease ends.
@@ -178,9 +198,15 @@ class ClusterPresence:
     # ---------------------------------------------------------- memberships
 
     async def join(self, room_id: int, user_key: str, username: str) -> Joined | None:
-        """Record that this node holds the user in the room; None if the room is gone."""
+        """Record that this node holds the user in the room; None if the room is gone.
+
+        Only while this node's lease is valid (``NodeLapsed`` otherwise): a
+        row written by a node the others consider dead could be reaped, and
+        its room deleted, the moment after the joiner was told ``joined``.
+        """
 
         async def work(conn: asyncpg.Connection) -> Joined | None:
+            await _hold_lease(conn, self.node_id, _ms(self._lease))
             if await _lock_room(conn, room_id) is None:
                 return None
             others = await conn.fetchval(
@@ -296,6 +322,27 @@ class ClusterPresence:
             return deleted
 
         return await self._run(work)
+
+
+async def _hold_lease(conn: asyncpg.Connection, node_id: str, lease_ms: int) -> None:
+    """Make sure this node's lease outlives the transaction by a good margin, or refuse.
+
+    A lease still valid but past half its time is renewed here (rarely: the
+    lease loop renews every third), so a loaded node's joins do not fail
+    for a renewal that is merely late. A lease already expired is not
+    renewed: the lease loop must notice the lapse and fence first.
+    """
+    left = await conn.fetchval(
+        f"SELECT lease_until_ms - {NOW_MS} FROM cluster_nodes WHERE id = $1", node_id
+    )
+    if left is None or left <= 0:
+        raise NodeLapsed(node_id)
+    if left < lease_ms // 2:
+        await conn.execute(
+            f"UPDATE cluster_nodes SET lease_until_ms = {NOW_MS} + $2 WHERE id = $1",
+            node_id,
+            lease_ms,
+        )
 
 
 async def _start_grace(conn: asyncpg.Connection, node_id: str, grace: float) -> bool:

@@ -286,6 +286,36 @@ async def test_last_leave_on_one_node_races_a_join_on_another(
         assert not await room_exists(db, name)  # the last one out deleted it
 
 
+async def test_a_node_frozen_past_its_lease_sends_its_clients_away_on_waking(
+    cluster: ProcessCluster, clients: list[WireClient], db: str
+) -> None:
+    """Node 1 stalls (SIGSTOP) past lease + grace: the others drop Bob and delete the room
+    only he was in. On waking, node 1 must not keep Bob as a ghost member of a deleted room:
+    it closes him with 1012; back, he finds the deleted room gone and rejoins the other."""
+    ann = await on_node(cluster, 0, "ann", clients)
+    bob = await on_node(cluster, 1, "bob", clients)
+    await bob.ok("create_room", room="Solo")
+    await ann.ok("create_room", room="Lobby")
+    await bob.ok("join_room", room="Lobby")
+    await ann.event("member_joined")
+    cluster.freeze(1)
+    try:
+        left = await asyncio.wait_for(ann.event("member_left"), 15)
+        assert left == {"type": "member_left", "room": "Lobby", "username": "bob"}
+        async with asyncio.timeout(15):
+            while await room_exists(db, "Solo"):  # noqa: ASYNC110 - the reaper decides when
+                await asyncio.sleep(0.1)
+    finally:
+        cluster.thaw(1)
+    assert await asyncio.wait_for(bob.wait_closed(), 15) == 1012
+    back = await resumed(cluster.url(1), bob.token)
+    clients.append(back)
+    assert (await back.call("join_room", room="Solo"))["code"] == "no_such_room"
+    joined = await back.ok("join_room", room="Lobby")
+    assert joined["members"] == ["ann", "bob"]
+    assert (await ann.event("member_joined"))["username"] == "bob"
+
+
 async def test_a_node_cut_off_from_the_database_sends_its_clients_away(
     db: str, clients: list[WireClient]
 ) -> None:

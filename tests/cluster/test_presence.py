@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 import pytest
 
-from clubroom_server.store.presence import ClusterPresence, Reaped
+from clubroom_server.store.presence import ClusterPresence, NodeLapsed, Reaped
 from tests.cluster.databases import apply_schema, fresh_postgres
 
 LEASE = 0.3  # seconds: short, so expiry is observable quickly
@@ -193,3 +193,29 @@ async def test_a_restarted_node_does_not_resurrect_stale_presence(db: str, node:
         assert await b.members(room) == ["Bob"]
     finally:
         await again.close()
+
+
+async def test_a_node_whose_lease_lapsed_records_nothing_until_it_renews(
+    db: str, node: MakeNode
+) -> None:
+    """A stalled node (no renewal for lease + grace) may have lost its members to a reaper:
+    its joins are refused, and its next renewal reports the lapse (the node then fences)."""
+    b = await node("b")
+    stalled = ClusterPresence(db, "stalled")
+    await stalled.open()
+    try:
+        await stalled.register(lease=LEASE, grace=GRACE)
+        room = await add_room(db)
+        await stalled.join(room, "ann", "Ann")
+        await b.join(room, "bob", "Bob")
+        reaped = await reap_until(b, 1)  # the stalled node's member is dropped
+        assert reaped[0].left == ["Ann"]
+        with pytest.raises(NodeLapsed):
+            await stalled.join(room, "cat", "Cat")
+        assert await b.members(room) == ["Bob"]
+        assert await stalled.renew(LEASE, GRACE) is True
+        assert await stalled.renew(60, GRACE) is False
+        joined = await stalled.join(room, "cat", "Cat")
+        assert joined is not None and joined.members == ["Bob", "Cat"]
+    finally:
+        await stalled.close()
