@@ -12,7 +12,7 @@ from clubroom_server.bus import RedisBus
 from clubroom_server.cluster import ClusterNode
 from clubroom_server.config import RESTART_ONLY, Settings
 from clubroom_server.conversation import Conversation
-from clubroom_server.limits import SharedTokenBucket
+from clubroom_server.limits import SharedLimits
 from clubroom_server.manage.live import AdminFollower
 from clubroom_server.manage.requests import AdminRequests
 from clubroom_server.metrics import MetricsEndpoint, ServerCollector
@@ -109,8 +109,8 @@ class Clubroom:
             on_fenced=self._fenced,
         )
         bus = RedisBus(s.bus, s.node_id, s.bus_prefix)
-        sends = SharedTokenBucket(s.bus, s.bus_prefix, "send", s.rate_limit, s.rate_burst)
-        return ClusterNode(bus, self.store, members, s.node_id, send_limit=sends)
+        limits = SharedLimits(s.bus, s.bus_prefix)
+        return ClusterNode(bus, self.store, members, s.node_id, limits=limits)
 
     def _members_left(self, room_id: int, room_name: str, usernames: list[str]) -> None:
         assert self.service.cluster is not None

@@ -31,8 +31,9 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import protocol
+from clubroom_server.auth import TokenBucket
 from clubroom_server.bus import NODE_WIDE, Bus, BusEvent
-from clubroom_server.limits import SharedTokenBucket
+from clubroom_server.limits import SharedLimits
 from clubroom_server.ordering import Clock, OrderedDelivery, Sequenced
 from clubroom_server.presence import ClusterMembers
 from clubroom_server.rooms import Room, Rooms, Subscriber
@@ -64,14 +65,14 @@ class ClusterNode:
         store: Store,
         members: ClusterMembers,
         node_id: str,
-        send_limit: SharedTokenBucket | None = None,
+        limits: SharedLimits | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._bus = bus
         self._store = store
         self.members = members
         self.node_id = node_id
-        self._send_limit = send_limit
+        self.limits = limits
         self.order = OrderedDelivery(self._in_order, self._fetch_after, clock)
         self._rooms: Rooms | None = None
         self._encode: EncodeRows | None = None
@@ -98,8 +99,8 @@ class ClusterNode:
         await self.order.wait_idle()
         await self._bus.close()
         await self.members.close()
-        if self._send_limit is not None:
-            await self._send_limit.close()
+        if self.limits is not None:
+            await self.limits.close()
 
     def problems(self) -> list[str]:
         """What keeps this node from serving fully (``/healthz`` answers 503 while any)."""
@@ -193,11 +194,12 @@ class ClusterNode:
 
     # -------------------------------------------------------------- messages
 
-    async def send_wait(self, user_key: str) -> float | None:
-        """The per-user message rate, cluster-wide: None, or seconds until a send is allowed."""
-        if self._send_limit is None:
+    async def send_wait(self, user_key: str, local: TokenBucket) -> float | None:
+        """The per-user message rate (``local``'s rate and burst), cluster-wide: None, or
+        seconds until a send is allowed."""
+        if self.limits is None or local.rate <= 0:
             return None
-        return await self._send_limit.take(user_key)
+        return await self.limits.take("send", user_key, local.rate, local.burst)
 
     def stored(self, record: MessageRecord, data: bytes) -> None:
         """This node committed a message (called in commit order): publish, deliver locally."""
