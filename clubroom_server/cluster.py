@@ -47,6 +47,7 @@ FILL_PAGE = 500  # messages read per round trip when filling a gap
 EncodeRows = Callable[[Room, Sequence[MessageRecord]], Awaitable[list[bytes]]]
 SESSION_ENDED = b"session-ended "
 TO_USER = b"to-user "  # + JSON [action, user key, room key or ""] + newline + event
+EXCEPT_USER = b"except-user "  # + JSON username + newline + a room event not for that user
 
 # A per-user event from another node: (action, user key, room key or "", event bytes).
 UserEventHandler = Callable[[str, str, str, bytes], None]
@@ -143,10 +144,33 @@ class ClusterNode:
             self._bus.publish(BusEvent(room.id, 0, 0, data, self.node_id))
         return joined.members
 
-    def broadcast(self, room: Room, data: bytes) -> None:
-        """A room event that is not a message (topic, typing): this node's and every node's."""
-        self.registry.forward(room, data)
+    def broadcast(self, room: Room, data: bytes, except_user: str | None = None) -> None:
+        """A room event that is not a message (topic, typing): this node's and every node's
+        live connections, except those of the user named ``except_user`` (a typist's own)."""
+        self._forward(room, data, except_user)
+        if except_user is not None:
+            data = EXCEPT_USER + json.dumps(except_user).encode() + b"\n" + data
         self._bus.publish(BusEvent(room.id, 0, 0, data, self.node_id))
+
+    def _forward(self, room: Room, data: bytes, except_user: str | None) -> None:
+        if except_user is None:
+            self.registry.forward(room, data)
+        elif room.live and not room.deleted:
+            others = [c for c in room.live if c.username != except_user]
+            if others:
+                self.registry.fanout(others, data)
+
+    def _heard_room_event(self, room: Room, data: bytes) -> None:
+        if not data.startswith(EXCEPT_USER):
+            self.registry.forward(room, data)
+            return
+        header, _, event = data[len(EXCEPT_USER) :].partition(b"\n")
+        try:
+            except_user = str(json.loads(header))
+        except ValueError:
+            log.warning("ignored a malformed room event from the bus")
+            return
+        self._forward(room, event, except_user)
 
     def connection_gone(self, room: Room) -> None:
         """A connection left the room: stop hearing it if none of ours is in it any more."""
@@ -245,7 +269,7 @@ class ClusterNode:
             return
         room = self.registry.by_id(event.room_id)
         if room is not None:
-            self.registry.forward(room, event.data)
+            self._heard_room_event(room, event.data)
 
     def _in_order(self, room_id: int, item: Sequenced) -> None:
         room = self.registry.by_id(room_id)

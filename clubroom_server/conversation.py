@@ -52,7 +52,11 @@ class Conversation:
         self._service = service
         self._rooms: Rooms = service.rooms
         self._by_id: dict[int, Room] = {}
-        self.typing = TypingTracker(self._relay_typing)
+        limits = service.cluster.limits if service.cluster is not None else None
+        # On a cluster the relay pace is one per user and room across every node.
+        self.typing = TypingTracker(
+            self._relay_typing, gate=limits.claim_relay if limits is not None else None
+        )
         self._writes: set[asyncio.Task[None]] = set()
         self._closing = False
         self._rooms.on_member_removed = self._member_removed
@@ -279,8 +283,8 @@ class Conversation:
         if room is None:
             return
         event = protocol.TypingEvent(room=room.name, username=username, state=state)
-        if self._service.cluster is not None:  # clients ignore their own user's typing
-            self._service.cluster.broadcast(room, protocol.encode(event))
+        if self._service.cluster is not None:  # every node's, but not the typist's own
+            self._service.cluster.broadcast(room, protocol.encode(event), except_user=username)
             return
         others = [c for c in room.live if c.username != username]
         if others:
