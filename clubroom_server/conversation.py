@@ -305,7 +305,7 @@ class Conversation:
     async def kick(self, peer: Peer, request: protocol.Kick) -> protocol.Reply:
         room = self._owned_room(peer, request.room)
         key, name = self._other_user(peer, request.username)
-        if key not in room.members and not await self._store.is_member(room.id, key):
+        if not await self._is_member(room, key):
             raise ProtocolError(ErrorCode.NO_SUCH_USER, f"{name} is not a member of {room.name!r}.")
         self._remove(room, key, peer.username, protocol.check_reason(request.reason), banned=False)
         await self._store.forget(room.id, key)
@@ -439,6 +439,14 @@ class Conversation:
             self._rooms.detach(room, connection, grace=False)
         if key in room.members:  # in grace after a disconnect: no connection to detach
             self._rooms.remove_member(room, key)
+
+    async def _is_member(self, room: Room, key: str) -> bool:
+        """Present here, remembered as a member, or (on a cluster) present on another node —
+        a member still joining there is present before they are remembered."""
+        if key in room.members or await self._store.is_member(room.id, key):
+            return True
+        cluster = self._service.cluster
+        return cluster is not None and await cluster.members.is_present(room.id, key)
 
     def _owned_room(self, peer: Peer, name: str) -> Room:
         room = self._service.joined_room(peer, name)

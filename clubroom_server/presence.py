@@ -108,6 +108,10 @@ class ClusterMembers:
         """Members of a room on every node (what an admin's room list shows)."""
         return len(await self._db.members(room_id))
 
+    async def is_present(self, room_id: int, user_key: str) -> bool:
+        """Is the user in the room through any node (a member joining elsewhere included)?"""
+        return await self._db.is_present(room_id, user_key)
+
     async def find_room(self, key: str) -> RoomRecord | None:
         """A stored room by key (``room_by_key``), for a join on a node that does not serve it."""
         return await self._db.room_by_key(key)

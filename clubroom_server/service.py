@@ -487,10 +487,8 @@ class ChatService:
             _raise_if_limited(await self._room_rate.take(peer.user_key))
             if self.conversation is not None:
                 await self.conversation.admit(peer, room)
-                if room.deleted:  # deleted while the ban list was read
-                    raise ProtocolError(
-                        ErrorCode.NO_SUCH_ROOM, f"There is no room called {name!r}."
-                    )
+            if room.deleted:  # deleted while the limits or the ban list were read
+                raise _no_such_room(name)
         self._enter(peer, room)
         assert peer.user is not None
         extras = None
@@ -500,6 +498,7 @@ class ChatService:
                 extras = await self.conversation.entered(peer, room)
             if request.after is not None:
                 page = await self.life.catch_up(room, request.after, peer.user.id)
+                self._still_joining(peer, room)
                 # Only a catch-up page with more to come keeps the connection silent.
                 self._reply_joined(
                     peer, room, request.id, page.messages, more=page.more,
@@ -513,6 +512,7 @@ class ChatService:
             if not was_member:
                 self._leave(peer, room)
             raise
+        self._still_joining(peer, room)
         messages, trimmed = protocol.fit_to_budget(shown, keep_newest=True)
         # A latest page keeps the newest message: the snapshot covers up to it.
         # Its ``more`` only says that older history exists: the connection is live.
@@ -538,6 +538,23 @@ class ChatService:
         if self.conversation is not None:
             await self.conversation.left(peer, room)
         return protocol.Ok(id=request.id)
+
+    def _still_joining(self, peer: Peer, room: Room) -> None:
+        """Refuse to answer ``joined`` if a kick or ban took the connection out meanwhile.
+
+        The kick was told (``kicked``); a ``joined`` after it would leave the
+        client believing it is in a room the server took it out of. On a
+        cluster, the kick's leave may have been recorded before this join's
+        presence row: leave again (after the join, per user and room), so no
+        ghost row keeps the room alive or the user listed.
+        """
+        if peer.rooms.get(room.key) is room:
+            return
+        if self.cluster is not None and peer.user_key not in room.members:
+            self.cluster.member_gone(room, peer.username, peer.user_key)
+        raise ProtocolError(
+            ErrorCode.NOT_IN_ROOM, f"You were removed from {room.name!r} as you joined it."
+        )
 
     def _enter(self, peer: Peer, room: Room) -> None:
         peer.rooms[room.key] = room

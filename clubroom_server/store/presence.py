@@ -236,7 +236,7 @@ class ClusterPresence:
         async def work(conn: asyncpg.Connection) -> Left:
             if await _lock_room(conn, room_id) is None:
                 return Left(user_left=False, room_deleted=False)
-            await conn.execute(
+            status = await conn.execute(
                 "DELETE FROM presence WHERE room_id = $1 AND user_key = $2 AND node_id = $3",
                 room_id,
                 user_key,
@@ -247,7 +247,9 @@ class ClusterPresence:
                 room_id,
                 user_key,
             )
-            return Left(not still_in, await _delete_if_empty(conn, room_id))
+            # Leaving twice (a kick racing a join undoes the join) is announced once.
+            removed = status != "DELETE 0"
+            return Left(removed and not still_in, await _delete_if_empty(conn, room_id))
 
         return await self._run(work)
 
@@ -267,6 +269,20 @@ class ClusterPresence:
 
         async def work(conn: asyncpg.Connection) -> list[str]:
             return await _members(conn, room_id)
+
+        return await self._run(work)
+
+    async def is_present(self, room_id: int, user_key: str) -> bool:
+        """Does any node hold the user in the room (in grace included)?"""
+
+        async def work(conn: asyncpg.Connection) -> bool:
+            return bool(
+                await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM presence WHERE room_id = $1 AND user_key = $2)",
+                    room_id,
+                    user_key,
+                )
+            )
 
         return await self._run(work)
 

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+import protocol
 from tests.cluster.harness import ProcessCluster
 from tests.databases import fresh_postgres, query
 from tests.redisserver import RedisServer
@@ -95,7 +96,9 @@ async def messages(client: WireClient, count: int) -> list[dict[str, Any]]:
 
 
 async def room_exists(db: str, name: str) -> bool:
-    return bool(await query(db, "SELECT 1 FROM rooms WHERE key = ?", [name.lower()]))
+    """Is the room stored (by its key: a skeleton, so "Race0" is "raceo", not "race0")?"""
+    key = protocol.room_key(name)
+    return bool(await query(db, "SELECT 1 FROM rooms WHERE key = ?", [key]))
 
 
 async def test_three_nodes_serve_one_room_exactly_once_in_order(
