@@ -112,9 +112,11 @@ class Clubroom:
         limits = SharedLimits(s.bus, s.bus_prefix)
         return ClusterNode(bus, self.store, members, s.node_id, limits=limits)
 
-    def _members_left(self, room_id: int, room_name: str, usernames: list[str]) -> None:
+    def _members_left(
+        self, room_id: int, room_name: str, usernames: list[str], version: int
+    ) -> None:
         assert self.service.cluster is not None
-        self.service.cluster.members_left(room_id, room_name, usernames)
+        self.service.cluster.members_left(room_id, room_name, usernames, version)
 
     def _fenced(self) -> None:
         """The lease is lost: the others will drop our members, so send our clients elsewhere."""

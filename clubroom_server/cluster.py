@@ -47,6 +47,7 @@ FILL_PAGE = 500  # messages read per round trip when filling a gap
 EncodeRows = Callable[[Room, Sequence[MessageRecord]], Awaitable[list[bytes]]]
 SESSION_ENDED = b"session-ended "
 TO_USER = b"to-user "  # + JSON [action, user key, room key or ""] + newline + event
+PRESENCE = b"presence "  # + version + newline + a member_joined / member_left event
 EXCEPT_USER = b"except-user "  # + JSON username + newline + a room event not for that user
 
 # A per-user event from another node: (action, user key, room key or "", event bytes).
@@ -80,6 +81,11 @@ class ClusterNode:
         self._session_ended: Callable[[str], None] = lambda token_hash: None
         self.on_user_event: UserEventHandler = lambda action, user, room, data: None
         self.on_members_left: Callable[[int, str, list[str]], None] = lambda *left: None
+        # Member events are ordered by their presence version (store/presence.py).
+        # Per room: each connection's floor (the version its member list was read
+        # at) and, until its ``joined`` is out, the member events held for it.
+        self._floors: dict[int, dict[Subscriber, int]] = {}
+        self._held: dict[int, dict[Subscriber, list[tuple[int, bytes]]]] = {}
 
     def bind(self, rooms: Rooms, encode: EncodeRows, session_ended: Callable[[str], None]) -> None:
         """Attach the registry this node delivers to, and what to do when another node
@@ -133,16 +139,48 @@ class ClusterNode:
         Raises ``RoomGone`` if the room was deleted meanwhile, ``BusUnavailable``
         or a ``StoreError`` if a shared part is down (nothing is recorded then).
         """
+        self._held.setdefault(room.id, {})[subscriber] = []
         await self._serve(room.id)
         joined = await self.members.join(room.id, subscriber.user_key, subscriber.username)
         if joined is None:
             raise RoomGone(room.name)
+        self._floors.setdefault(room.id, {})[subscriber] = joined.version
         if joined.new_member:
             event = protocol.MemberJoined(room=room.name, username=subscriber.username)
-            data = protocol.encode(event)
-            self.registry.forward(room, data)  # the joiner is not live yet
-            self._bus.publish(BusEvent(room.id, 0, 0, data, self.node_id))
+            self._member_event(room, joined.version, protocol.encode(event))
         return joined.members
+
+    def went_live(self, room: Room, subscriber: Subscriber) -> None:
+        """After ``joined``: the member events held meanwhile that are news to its list."""
+        held = self._held.get(room.id, {}).pop(subscriber, [])
+        floor = self._floors.get(room.id, {}).get(subscriber)
+        if floor is None or subscriber not in room.live:
+            return
+        for version, data in sorted(held, key=lambda item: item[0]):
+            if version > floor:
+                self.registry.fanout((subscriber,), data)
+
+    def _member_event(self, room: Room, version: int, data: bytes) -> None:
+        """A member event of ours: this node's connections, and every other node's."""
+        self._deliver_member_event(room, version, data)
+        payload = PRESENCE + str(version).encode() + b"\n" + data
+        self._bus.publish(BusEvent(room.id, 0, 0, payload, self.node_id))
+
+    def _deliver_member_event(self, room: Room, version: int, data: bytes) -> None:
+        """To live connections whose member list predates it; held for those joining.
+
+        So a joiner's list plus the events it then gets name each member once:
+        an event its list already reflects is dropped, a later one is never
+        lost while its ``joined`` is being prepared.
+        """
+        if room.deleted:
+            return
+        floors = self._floors.get(room.id, {})
+        news = [c for c in room.live if floors.get(c, 0) < version]
+        if news:
+            self.registry.fanout(news, data)
+        for held in self._held.get(room.id, {}).values():
+            held.append((version, data))
 
     def broadcast(self, room: Room, data: bytes, except_user: str | None = None) -> None:
         """A room event that is not a message (topic, typing): this node's and every node's
@@ -161,6 +199,15 @@ class ClusterNode:
                 self.registry.fanout(others, data)
 
     def _heard_room_event(self, room: Room, data: bytes) -> None:
+        if data.startswith(PRESENCE):
+            header, _, event = data[len(PRESENCE) :].partition(b"\n")
+            try:
+                version = int(header)
+            except ValueError:
+                log.warning("ignored a malformed member event from the bus")
+                return
+            self._deliver_member_event(room, version, event)
+            return
         if not data.startswith(EXCEPT_USER):
             self.registry.forward(room, data)
             return
@@ -174,6 +221,9 @@ class ClusterNode:
 
     def connection_gone(self, room: Room) -> None:
         """A connection left the room: stop hearing it if none of ours is in it any more."""
+        for table in (self._floors.get(room.id, {}), self._held.get(room.id, {})):
+            for gone in [c for c in table if c not in room.live and c not in room.joining]:
+                del table[gone]
         if not room.live and not room.joining:
             self._release(room.id)
 
@@ -189,14 +239,17 @@ class ClusterNode:
         """``rooms.py``: no member of the room is left on this node (hook)."""
         self._release(room.id)
 
-    def members_left(self, room_id: int, room_name: str, usernames: list[str]) -> None:
+    def members_left(
+        self, room_id: int, room_name: str, usernames: list[str], version: int = 0
+    ) -> None:
         """The database says these users left the room cluster-wide: tell every node."""
         room = self.registry.by_id(room_id)
         for username in usernames:
             data = protocol.encode(protocol.MemberLeft(room=room_name, username=username))
             if room is not None:
-                self.registry.forward(room, data)
-            self._bus.publish(BusEvent(room_id, 0, 0, data, self.node_id))
+                self._deliver_member_event(room, version, data)
+            payload = PRESENCE + str(version).encode() + b"\n" + data
+            self._bus.publish(BusEvent(room_id, 0, 0, payload, self.node_id))
         self.on_members_left(room_id, room_name, usernames)
 
     async def _serve(self, room_id: int) -> None:
@@ -213,6 +266,8 @@ class ClusterNode:
         self.order.anchor(room_id, last.seq if last else 0, last.id if last else 0)
 
     def _release(self, room_id: int) -> None:
+        self._floors.pop(room_id, None)
+        self._held.pop(room_id, None)
         self.order.forget(room_id)
         self._bus.unsubscribe(room_id)
 

@@ -39,8 +39,8 @@ RETRY_MAX = 5.0
 LEAVES_AT_CLOSE = 5.0  # seconds shutdown waits for leaves in flight (the rest get a grace)
 ORPHAN_AGE = 60.0  # seconds a room nobody holds may exist (its creator's join in flight)
 
-# (room id, room name, usernames that left the room cluster-wide)
-OnLeft = Callable[[int, str, list[str]], None]
+# (room id, room name, usernames that left the room cluster-wide, presence version)
+OnLeft = Callable[[int, str, list[str], int], None]
 
 
 class ClusterMembers:
@@ -157,11 +157,11 @@ class ClusterMembers:
             ROOMS_DELETED_BY_CLEANUP.inc()
             log.info("room %r is empty cluster-wide; deleted it and its messages", room_name)
         if left.user_left and not left.room_deleted:
-            self._tell_left(room_id, room_name, [username])
+            self._tell_left(room_id, room_name, [username], left.version)
 
-    def _tell_left(self, room_id: int, room_name: str, usernames: list[str]) -> None:
+    def _tell_left(self, room_id: int, room_name: str, usernames: list[str], version: int) -> None:
         try:
-            self._on_left(room_id, room_name, usernames)
+            self._on_left(room_id, room_name, usernames, version)
         except Exception:
             log.exception("announcing a departure failed")
 
@@ -226,7 +226,7 @@ class ClusterMembers:
                     ROOMS_DELETED_BY_CLEANUP.inc()
                     log.info("room %r lost its last member; deleted it", reaped.room_name)
                 elif reaped.left:
-                    self._tell_left(reaped.room_id, reaped.room_name, reaped.left)
+                    self._tell_left(reaped.room_id, reaped.room_name, reaped.left, reaped.version)
             if orphans:
                 await self._db.reap_unjoined_rooms(max(ORPHAN_AGE, self.grace))
         except StoreError as exc:

@@ -598,6 +598,8 @@ class ChatService:
             )
         peer.send(protocol.encode(joined))
         self.rooms.go_live(room, peer, last_id, live=live)
+        if self.cluster is not None:
+            self.cluster.went_live(room, peer)
 
     def joined_room(self, peer: Peer, name: str) -> Room:
         """The room called ``name`` that this connection joined, or ``not_in_room``."""

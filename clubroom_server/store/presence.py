@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+# A room's presence changes are serialised by the lock on its row; the time
+# (µs) each takes under that lock orders them: a joiner's member list is as of
+# its version, and a member event with a later version is news to it.
+VERSION = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 15.0
 
@@ -72,6 +76,7 @@ class Joined:
 
     new_member: bool
     members: list[str]
+    version: int = 0  # when, under the room's lock, the list was read
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +85,7 @@ class Left:
 
     user_left: bool
     room_deleted: bool
+    version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,7 @@ class Reaped:
     room_name: str
     left: list[str]  # usernames that are no longer in the room anywhere
     room_deleted: bool
+    version: int = 0
 
 
 class ClusterPresence:
@@ -226,7 +233,8 @@ class ClusterPresence:
                 self.node_id,
                 username,
             )
-            return Joined(bool(mine) and others == 0, await _members(conn, room_id))
+            members = await _members(conn, room_id)
+            return Joined(bool(mine) and others == 0, members, await conn.fetchval(VERSION))
 
         return await self._run(work)
 
@@ -249,7 +257,8 @@ class ClusterPresence:
             )
             # Leaving twice (a kick racing a join undoes the join) is announced once.
             removed = status != "DELETE 0"
-            return Left(removed and not still_in, await _delete_if_empty(conn, room_id))
+            deleted = await _delete_if_empty(conn, room_id)
+            return Left(removed and not still_in, deleted, await conn.fetchval(VERSION))
 
         return await self._run(work)
 
@@ -419,7 +428,8 @@ async def _reap_room(conn: asyncpg.Connection, room_id: int, grace_ms: int) -> R
         if not still_in:
             left[row["user_key"]] = row["username"]
     deleted = await _delete_if_empty(conn, room_id)
-    return Reaped(room_id, name, [left[key] for key in sorted(left)], deleted)
+    version = await conn.fetchval(VERSION)
+    return Reaped(room_id, name, [left[key] for key in sorted(left)], deleted, version)
 
 
 async def _forget_dead_nodes(conn: asyncpg.Connection, grace_ms: int) -> None:
