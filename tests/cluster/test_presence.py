@@ -219,3 +219,23 @@ async def test_a_node_whose_lease_lapsed_records_nothing_until_it_renews(
         assert joined is not None and joined.members == ["Bob", "Cat"]
     finally:
         await stalled.close()
+
+
+async def test_rooms_nobody_holds_are_deleted_once_old_enough(db: str, node: MakeNode) -> None:
+    """A room no node holds (its creator's join failed, or every node restarted) is deleted
+    when older than the age given (the node passes max(60 s, grace)); a younger one, or one
+    someone holds, is kept. Age is the row's creation time against the database's clock."""
+    a = await node("a")
+    old_unheld, old_held = await add_room(db, "Old"), await add_room(db, "Held")  # created at 0
+    await a.join(old_held, "ann", "Ann")
+    conn = await asyncpg.connect(db)
+    try:
+        young = await conn.fetchval(
+            "INSERT INTO rooms (name, key, created_ms) "
+            "VALUES ('Young', 'young', (extract(epoch FROM now()) * 1000)::bigint) RETURNING id"
+        )
+    finally:
+        await conn.close()
+    assert await a.reap_unjoined_rooms(60) == [old_unheld]
+    assert await stored(db, old_unheld) == (False, 0)
+    assert (await stored(db, old_held))[0] and (await stored(db, young))[0]
