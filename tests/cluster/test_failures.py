@@ -291,6 +291,39 @@ async def test_last_leave_on_one_node_races_a_join_on_another(
         assert not await room_exists(db, name)  # the last one out deleted it
 
 
+async def test_a_last_leave_during_a_join_in_flight_keeps_the_room(
+    cluster: ProcessCluster, clients: list[WireClient], db: str
+) -> None:
+    """The other half of the race, hit every time: the only member leaves the moment they
+    hear a joiner on another node arrive, while the joiner's catch-up is still being read.
+    The joiner holds their place already, so the room stays, with its history, and the
+    joiner is in it; then the two swap roles. The last one out at the end deletes it."""
+    ann = await on_node(cluster, 0, "ann", clients)
+    bob = await on_node(cluster, 1, "bob", clients)
+    await ann.ok("create_room", room="Relay")
+    for i in range(40):
+        await ann.ok("send", room="Relay", text=f"history {i}")
+    inside, outside = ann, bob
+    for _ in range(6):
+
+        async def leave_on_arrival(member: WireClient) -> None:
+            await member.event("member_joined")
+            await member.ok("leave_room", room="Relay")
+
+        joined, _ = await asyncio.gather(
+            outside.ok("join_room", room="Relay", after=0), leave_on_arrival(inside)
+        )
+        assert outside.username in joined["members"]
+        assert len(joined["messages"]) > 0, "the history survived"
+        assert await room_exists(db, "Relay")
+        assert (await outside.ok("send", room="Relay", text="still here"))["type"] == "sent"
+        inside.drain_events()
+        outside.drain_events()
+        inside, outside = outside, inside
+    await inside.ok("leave_room", room="Relay")
+    assert not await room_exists(db, "Relay")
+
+
 async def test_a_node_frozen_past_its_lease_sends_its_clients_away_on_waking(
     cluster: ProcessCluster, clients: list[WireClient], db: str
 ) -> None:
