@@ -193,7 +193,10 @@ class ClusterMembers:
         rounds = 0
         while not self._stop.is_set():
             try:
-                await self._reap(orphans=rounds % 10 == 0)
+                # Only with a fresh lease of our own: a node just back from an outage
+                # would otherwise reap its own members before its renewal says so.
+                if self.healthy:
+                    await self._reap(orphans=rounds % 10 == 0)
             except Exception:
                 log.exception("reaping cluster presence failed; trying again")
             rounds += 1

@@ -156,11 +156,12 @@ async def test_a_dead_nodes_members_leave_after_lease_and_grace(db: str, node: M
     dying = ClusterPresence(db, "dying")
     await dying.open()
     try:
-        await dying.register(lease=LEASE, grace=GRACE)
+        await dying.register(lease=60, grace=GRACE)
         only, shared = await add_room(db, "Only"), await add_room(db, "Shared")
         await dying.join(only, "ann", "Ann")
         await dying.join(shared, "ann", "Ann")
         await b.join(shared, "bob", "Bob")
+        await dying.renew(LEASE, GRACE)  # its last renewal: the lease ends soon after
     finally:
         await dying.close()  # like kill -9: no retire, the lease just runs out
     assert await b.reap(GRACE) == []  # lease still valid
