@@ -254,7 +254,9 @@ class Attempts:
 
     async def record(self, key: str) -> None:
         """Count one failure that was not reserved (a wrong resume token)."""
-        await self.settle(Ticket(key), failed=True)
+        self.local.record(key)
+        if self.shared is not None and self.local.limit > 0:
+            await self.shared.settle(self.name, key, "", self.local.window, True)
 
     async def clear(self, key: str) -> None:
         self.local.clear(key)
