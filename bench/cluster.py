@@ -44,6 +44,8 @@ COMMON = [
     "--host", "127.0.0.1", "--grace", "5", "--rate-limit", "0", "--room-rate-limit", "0",
     "--max-connections-per-address", "0", "--argon2-profile", "cheapest",
     "--synchronous", "NORMAL", "--log-level", "WARNING",
+    "--login-failures-per-address", "0", "--registrations-per-address", "0",
+    "--registrations-total", "0", "--max-handshakes-per-address", "0",
 ]  # fmt: skip
 
 
