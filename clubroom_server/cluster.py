@@ -219,6 +219,11 @@ class ClusterNode:
             return
         self._forward(room, event, except_user)
 
+    def forget_connection(self, room: Room, subscriber: Subscriber) -> None:
+        """A connection taken out of the room mid-join (a kick): drop its floor and held events."""
+        self._floors.get(room.id, {}).pop(subscriber, None)
+        self._held.get(room.id, {}).pop(subscriber, None)
+
     def connection_gone(self, room: Room) -> None:
         """A connection left the room: stop hearing it if none of ours is in it any more."""
         for table in (self._floors.get(room.id, {}), self._held.get(room.id, {})):

@@ -550,8 +550,10 @@ class ChatService:
         """
         if peer.rooms.get(room.key) is room:
             return
-        if self.cluster is not None and peer.user_key not in room.members:
-            self.cluster.member_gone(room, peer.username, peer.user_key)
+        if self.cluster is not None:
+            if peer.user_key not in room.members:
+                self.cluster.member_gone(room, peer.username, peer.user_key)
+            self.cluster.forget_connection(room, peer)
         raise ProtocolError(
             ErrorCode.NOT_IN_ROOM, f"You were removed from {room.name!r} as you joined it."
         )
