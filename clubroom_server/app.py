@@ -14,7 +14,7 @@ from clubroom_server.bus import RedisBus
 from clubroom_server.cluster import ClusterNode
 from clubroom_server.config import RESTART_ONLY, Settings
 from clubroom_server.conversation import Conversation
-from clubroom_server.limits import SharedTokenBucket
+from clubroom_server.limits import SharedLimits
 from clubroom_server.manage.live import AdminFollower
 from clubroom_server.manage.requests import AdminRequests
 from clubroom_server.metrics import BackendCollector, MetricsEndpoint, ServerCollector
@@ -46,7 +46,6 @@ class Clubroom:
         )
         self.peers = PeerSet()
         self.bus: RedisBus | None = None
-        self.shared_sends: SharedTokenBucket | None = None  # the cluster-wide message rate
         self.service = ChatService(
             settings, self.store, self.hasher, self.peers, cluster=self._cluster_node()
         )
@@ -122,14 +121,16 @@ class Clubroom:
             on_fenced=self._fenced,
         )
         bus = self.bus = RedisBus(s.bus, s.node_id, s.bus_prefix)
-        sends = self.shared_sends = SharedTokenBucket(
-            s.bus, s.bus_prefix, "send", s.rate_limit, s.rate_burst
-        )
-        return ClusterNode(bus, self.store, members, s.node_id, send_limit=sends)
+        # The shared limits take their rate and burst from this node's local
+        # buckets, so a SIGHUP that changes those changes the cluster's too.
+        limits = SharedLimits(s.bus, s.bus_prefix)
+        return ClusterNode(bus, self.store, members, s.node_id, limits=limits)
 
-    def _members_left(self, room_id: int, room_name: str, usernames: list[str]) -> None:
+    def _members_left(
+        self, room_id: int, room_name: str, usernames: list[str], version: int
+    ) -> None:
         assert self.service.cluster is not None
-        self.service.cluster.members_left(room_id, room_name, usernames)
+        self.service.cluster.members_left(room_id, room_name, usernames, version)
 
     def _fenced(self) -> None:
         """The lease is lost: the others will drop our members, so send our clients elsewhere."""
@@ -163,9 +164,6 @@ class Clubroom:
         logs.set_level(settings.log_level)
         self.sessions.reconfigure(settings)
         self.service.reconfigure(settings)
-        if self.shared_sends is not None:  # a cluster node: the budget shared with the others
-            self.shared_sends.rate = settings.rate_limit
-            self.shared_sends.burst = max(1, settings.rate_burst)
         self.settings = settings
         if ignored:
             log.warning("these settings change only with a restart: %s", ", ".join(ignored))

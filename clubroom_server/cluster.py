@@ -31,8 +31,9 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import protocol
+from clubroom_server.auth import TokenBucket
 from clubroom_server.bus import NODE_WIDE, Bus, BusEvent
-from clubroom_server.limits import SharedTokenBucket
+from clubroom_server.limits import SharedLimits
 from clubroom_server.ordering import Clock, OrderedDelivery, Sequenced
 from clubroom_server.presence import ClusterMembers
 from clubroom_server.rooms import Room, Rooms, Subscriber
@@ -46,6 +47,8 @@ FILL_PAGE = 500  # messages read per round trip when filling a gap
 EncodeRows = Callable[[Room, Sequence[MessageRecord]], Awaitable[list[bytes]]]
 SESSION_ENDED = b"session-ended "
 TO_USER = b"to-user "  # + JSON [action, user key, room key or ""] + newline + event
+PRESENCE = b"presence "  # + version + newline + a member_joined / member_left event
+EXCEPT_USER = b"except-user "  # + JSON username + newline + a room event not for that user
 
 # A per-user event from another node: (action, user key, room key or "", event bytes).
 UserEventHandler = Callable[[str, str, str, bytes], None]
@@ -64,20 +67,25 @@ class ClusterNode:
         store: Store,
         members: ClusterMembers,
         node_id: str,
-        send_limit: SharedTokenBucket | None = None,
+        limits: SharedLimits | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._bus = bus
         self._store = store
         self.members = members
         self.node_id = node_id
-        self._send_limit = send_limit
+        self.limits = limits
         self.order = OrderedDelivery(self._in_order, self._fetch_after, clock)
         self._rooms: Rooms | None = None
         self._encode: EncodeRows | None = None
         self._session_ended: Callable[[str], None] = lambda token_hash: None
         self.on_user_event: UserEventHandler = lambda action, user, room, data: None
         self.on_members_left: Callable[[int, str, list[str]], None] = lambda *left: None
+        # Member events are ordered by their presence version (store/presence.py).
+        # Per room: each connection's floor (the version its member list was read
+        # at) and, until its ``joined`` is out, the member events held for it.
+        self._floors: dict[int, dict[Subscriber, int]] = {}
+        self._held: dict[int, dict[Subscriber, list[tuple[int, bytes]]]] = {}
 
     def bind(self, rooms: Rooms, encode: EncodeRows, session_ended: Callable[[str], None]) -> None:
         """Attach the registry this node delivers to, and what to do when another node
@@ -98,8 +106,8 @@ class ClusterNode:
         await self.order.wait_idle()
         await self._bus.close()
         await self.members.close()
-        if self._send_limit is not None:
-            await self._send_limit.close()
+        if self.limits is not None:
+            await self.limits.close()
 
     def problems(self) -> list[str]:
         """What keeps this node from serving fully (``/healthz`` answers 503 while any)."""
@@ -131,24 +139,96 @@ class ClusterNode:
         Raises ``RoomGone`` if the room was deleted meanwhile, ``BusUnavailable``
         or a ``StoreError`` if a shared part is down (nothing is recorded then).
         """
+        self._held.setdefault(room.id, {})[subscriber] = []
         await self._serve(room.id)
         joined = await self.members.join(room.id, subscriber.user_key, subscriber.username)
         if joined is None:
             raise RoomGone(room.name)
+        self._floors.setdefault(room.id, {})[subscriber] = joined.version
         if joined.new_member:
             event = protocol.MemberJoined(room=room.name, username=subscriber.username)
-            data = protocol.encode(event)
-            self.registry.forward(room, data)  # the joiner is not live yet
-            self._bus.publish(BusEvent(room.id, 0, 0, data, self.node_id))
+            self._member_event(room, joined.version, protocol.encode(event))
         return joined.members
 
-    def broadcast(self, room: Room, data: bytes) -> None:
-        """A room event that is not a message (topic, typing): this node's and every node's."""
-        self.registry.forward(room, data)
+    def went_live(self, room: Room, subscriber: Subscriber) -> None:
+        """After ``joined``: the member events held meanwhile that are news to its list."""
+        held = self._held.get(room.id, {}).pop(subscriber, [])
+        floor = self._floors.get(room.id, {}).get(subscriber)
+        if floor is None or subscriber not in room.live:
+            return
+        for version, data in sorted(held, key=lambda item: item[0]):
+            if version > floor:
+                self.registry.fanout((subscriber,), data)
+
+    def _member_event(self, room: Room, version: int, data: bytes) -> None:
+        """A member event of ours: this node's connections, and every other node's."""
+        self._deliver_member_event(room, version, data)
+        payload = PRESENCE + str(version).encode() + b"\n" + data
+        self._bus.publish(BusEvent(room.id, 0, 0, payload, self.node_id))
+
+    def _deliver_member_event(self, room: Room, version: int, data: bytes) -> None:
+        """To live connections whose member list predates it; held for those joining.
+
+        So a joiner's list plus the events it then gets name each member once:
+        an event its list already reflects is dropped, a later one is never
+        lost while its ``joined`` is being prepared.
+        """
+        if room.deleted:
+            return
+        floors = self._floors.get(room.id, {})
+        news = [c for c in room.live if floors.get(c, 0) < version]
+        if news:
+            self.registry.fanout(news, data)
+        for held in self._held.get(room.id, {}).values():
+            held.append((version, data))
+
+    def broadcast(self, room: Room, data: bytes, except_user: str | None = None) -> None:
+        """A room event that is not a message (topic, typing): this node's and every node's
+        live connections, except those of the user named ``except_user`` (a typist's own)."""
+        self._forward(room, data, except_user)
+        if except_user is not None:
+            data = EXCEPT_USER + json.dumps(except_user).encode() + b"\n" + data
         self._bus.publish(BusEvent(room.id, 0, 0, data, self.node_id))
+
+    def _forward(self, room: Room, data: bytes, except_user: str | None) -> None:
+        if except_user is None:
+            self.registry.forward(room, data)
+        elif room.live and not room.deleted:
+            others = [c for c in room.live if c.username != except_user]
+            if others:
+                self.registry.fanout(others, data)
+
+    def _heard_room_event(self, room: Room, data: bytes) -> None:
+        if data.startswith(PRESENCE):
+            header, _, event = data[len(PRESENCE) :].partition(b"\n")
+            try:
+                version = int(header)
+            except ValueError:
+                log.warning("ignored a malformed member event from the bus")
+                return
+            self._deliver_member_event(room, version, event)
+            return
+        if not data.startswith(EXCEPT_USER):
+            self.registry.forward(room, data)
+            return
+        header, _, event = data[len(EXCEPT_USER) :].partition(b"\n")
+        try:
+            except_user = str(json.loads(header))
+        except ValueError:
+            log.warning("ignored a malformed room event from the bus")
+            return
+        self._forward(room, event, except_user)
+
+    def forget_connection(self, room: Room, subscriber: Subscriber) -> None:
+        """A connection taken out of the room mid-join (a kick): drop its floor and held events."""
+        self._floors.get(room.id, {}).pop(subscriber, None)
+        self._held.get(room.id, {}).pop(subscriber, None)
 
     def connection_gone(self, room: Room) -> None:
         """A connection left the room: stop hearing it if none of ours is in it any more."""
+        for table in (self._floors.get(room.id, {}), self._held.get(room.id, {})):
+            for gone in [c for c in table if c not in room.live and c not in room.joining]:
+                del table[gone]
         if not room.live and not room.joining:
             self._release(room.id)
 
@@ -164,14 +244,17 @@ class ClusterNode:
         """``rooms.py``: no member of the room is left on this node (hook)."""
         self._release(room.id)
 
-    def members_left(self, room_id: int, room_name: str, usernames: list[str]) -> None:
+    def members_left(
+        self, room_id: int, room_name: str, usernames: list[str], version: int = 0
+    ) -> None:
         """The database says these users left the room cluster-wide: tell every node."""
         room = self.registry.by_id(room_id)
         for username in usernames:
             data = protocol.encode(protocol.MemberLeft(room=room_name, username=username))
             if room is not None:
-                self.registry.forward(room, data)
-            self._bus.publish(BusEvent(room_id, 0, 0, data, self.node_id))
+                self._deliver_member_event(room, version, data)
+            payload = PRESENCE + str(version).encode() + b"\n" + data
+            self._bus.publish(BusEvent(room_id, 0, 0, payload, self.node_id))
         self.on_members_left(room_id, room_name, usernames)
 
     async def _serve(self, room_id: int) -> None:
@@ -188,16 +271,19 @@ class ClusterNode:
         self.order.anchor(room_id, last.seq if last else 0, last.id if last else 0)
 
     def _release(self, room_id: int) -> None:
+        self._floors.pop(room_id, None)
+        self._held.pop(room_id, None)
         self.order.forget(room_id)
         self._bus.unsubscribe(room_id)
 
     # -------------------------------------------------------------- messages
 
-    async def send_wait(self, user_key: str) -> float | None:
-        """The per-user message rate, cluster-wide: None, or seconds until a send is allowed."""
-        if self._send_limit is None:
+    async def send_wait(self, user_key: str, local: TokenBucket) -> float | None:
+        """The per-user message rate (``local``'s rate and burst), cluster-wide: None, or
+        seconds until a send is allowed."""
+        if self.limits is None or local.rate <= 0:
             return None
-        return await self._send_limit.take(user_key)
+        return await self.limits.take("send", user_key, local.rate, local.burst)
 
     def stored(self, record: MessageRecord, data: bytes) -> None:
         """This node committed a message (called in commit order): publish, deliver locally."""
@@ -243,7 +329,7 @@ class ClusterNode:
             return
         room = self.registry.by_id(event.room_id)
         if room is not None:
-            self.registry.forward(room, event.data)
+            self._heard_room_event(room, event.data)
 
     def _in_order(self, room_id: int, item: Sequenced) -> None:
         room = self.registry.by_id(room_id)

@@ -52,7 +52,11 @@ class Conversation:
         self._service = service
         self._rooms: Rooms = service.rooms
         self._by_id: dict[int, Room] = {}
-        self.typing = TypingTracker(self._relay_typing)
+        limits = service.cluster.limits if service.cluster is not None else None
+        # On a cluster the relay pace is one per user and room across every node.
+        self.typing = TypingTracker(
+            self._relay_typing, gate=limits.claim_relay if limits is not None else None
+        )
         self._writes: set[asyncio.Task[None]] = set()
         self._closing = False
         self._rooms.on_member_removed = self._member_removed
@@ -279,8 +283,8 @@ class Conversation:
         if room is None:
             return
         event = protocol.TypingEvent(room=room.name, username=username, state=state)
-        if self._service.cluster is not None:  # clients ignore their own user's typing
-            self._service.cluster.broadcast(room, protocol.encode(event))
+        if self._service.cluster is not None:  # every node's, but not the typist's own
+            self._service.cluster.broadcast(room, protocol.encode(event), except_user=username)
             return
         others = [c for c in room.live if c.username != username]
         if others:
@@ -301,7 +305,7 @@ class Conversation:
     async def kick(self, peer: Peer, request: protocol.Kick) -> protocol.Reply:
         room = self._owned_room(peer, request.room)
         key, name = self._other_user(peer, request.username)
-        if key not in room.members and not await self._store.is_member(room.id, key):
+        if not await self._is_member(room, key):
             raise ProtocolError(ErrorCode.NO_SUCH_USER, f"{name} is not a member of {room.name!r}.")
         self._remove(room, key, peer.username, protocol.check_reason(request.reason), banned=False)
         await self._store.forget(room.id, key)
@@ -435,6 +439,14 @@ class Conversation:
             self._rooms.detach(room, connection, grace=False)
         if key in room.members:  # in grace after a disconnect: no connection to detach
             self._rooms.remove_member(room, key)
+
+    async def _is_member(self, room: Room, key: str) -> bool:
+        """Present here, remembered as a member, or (on a cluster) present on another node —
+        a member still joining there is present before they are remembered."""
+        if key in room.members or await self._store.is_member(room.id, key):
+            return True
+        cluster = self._service.cluster
+        return cluster is not None and await cluster.members.is_present(room.id, key)
 
     def _owned_room(self, peer: Peer, name: str) -> Room:
         room = self._service.joined_room(peer, name)

@@ -138,7 +138,7 @@ class MessageLife:
     ) -> protocol.Reply:
         """Apply the change in the store, announce it in the room's order, answer ``changed``."""
         assert peer.user is not None
-        self._service.take_send(peer)
+        await self._service.take_send(peer)
         target = await self._message(room, request.message)
         reply = await self._reply_of(room, target)
         change = MessageChange(

@@ -39,8 +39,8 @@ RETRY_MAX = 5.0
 LEAVES_AT_CLOSE = 5.0  # seconds shutdown waits for leaves in flight (the rest get a grace)
 ORPHAN_AGE = 60.0  # seconds a room nobody holds may exist (its creator's join in flight)
 
-# (room id, room name, usernames that left the room cluster-wide)
-OnLeft = Callable[[int, str, list[str]], None]
+# (room id, room name, usernames that left the room cluster-wide, presence version)
+OnLeft = Callable[[int, str, list[str], int], None]
 
 
 class ClusterMembers:
@@ -63,7 +63,7 @@ class ClusterMembers:
         self._leaves: set[asyncio.Task[None]] = set()
         self._pending: dict[tuple[int, str], asyncio.Task[None]] = {}
         self._stop = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
+        self._loop_tasks: list[asyncio.Task[None]] = []
         self._last_renewed = 0.0
         self._fenced = False
 
@@ -81,13 +81,15 @@ class ClusterMembers:
             await self._db.close()
             raise
         self._last_renewed = self._now()
-        self._loop_task = asyncio.create_task(self._maintain(), name="presence-lease")
+        self._loop_tasks = [
+            asyncio.create_task(self._keep_lease(), name="presence-lease"),
+            asyncio.create_task(self._keep_reaping(), name="presence-reaper"),
+        ]
 
     async def close(self) -> None:
         """Stop the loop, finish leaves in flight, hand the remaining rows to the grace."""
         self._stop.set()
-        if self._loop_task is not None:
-            await self._loop_task
+        await asyncio.gather(*self._loop_tasks)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(LEAVES_AT_CLOSE):
                 await self._finish_leaves()
@@ -105,6 +107,10 @@ class ClusterMembers:
     async def member_count(self, room_id: int) -> int:
         """Members of a room on every node (what an admin's room list shows)."""
         return len(await self._db.members(room_id))
+
+    async def is_present(self, room_id: int, user_key: str) -> bool:
+        """Is the user in the room through any node (a member joining elsewhere included)?"""
+        return await self._db.is_present(room_id, user_key)
 
     async def find_room(self, key: str) -> RoomRecord | None:
         """A stored room by key (``room_by_key``), for a join on a node that does not serve it."""
@@ -151,11 +157,11 @@ class ClusterMembers:
             ROOMS_DELETED_BY_CLEANUP.inc()
             log.info("room %r is empty cluster-wide; deleted it and its messages", room_name)
         if left.user_left and not left.room_deleted:
-            self._tell_left(room_id, room_name, [username])
+            self._tell_left(room_id, room_name, [username], left.version)
 
-    def _tell_left(self, room_id: int, room_name: str, usernames: list[str]) -> None:
+    def _tell_left(self, room_id: int, room_name: str, usernames: list[str], version: int) -> None:
         try:
-            self._on_left(room_id, room_name, usernames)
+            self._on_left(room_id, room_name, usernames, version)
         except Exception:
             log.exception("announcing a departure failed")
 
@@ -168,22 +174,37 @@ class ClusterMembers:
 
     # ------------------------------------------------------ lease and reaper
 
-    async def _maintain(self) -> None:
-        """Renew the lease and reap, every third of a lease, until stopped."""
-        interval = self.lease / 3
-        rounds = 0
+    async def _keep_lease(self) -> None:
+        """Renew the lease every third of it, until stopped.
+
+        A loop of its own: reaping waits for room locks and may be slow on a
+        loaded database, and a renewal stuck behind it could let the lease
+        lapse on a perfectly healthy node.
+        """
         while not self._stop.is_set():
             try:
                 await self._renew()
-                await self._reap(orphans=rounds % 10 == 0)
             except Exception:  # this loop must outlive any surprise, or the node dies silently
-                log.exception("maintaining the cluster lease failed; trying again")
+                log.exception("renewing the cluster lease failed; trying again")
+            await self._sleep(self.lease / 3)
+
+    async def _keep_reaping(self) -> None:
+        """Reap expired memberships every third of a lease (unjoined rooms every tenth time)."""
+        rounds = 0
+        while not self._stop.is_set():
+            try:
+                # Only with a fresh lease of our own: a node just back from an outage
+                # would otherwise reap its own members before its renewal says so.
+                if self.healthy:
+                    await self._reap(orphans=rounds % 10 == 0)
+            except Exception:
+                log.exception("reaping cluster presence failed; trying again")
             rounds += 1
-            await self._sleep(interval)
+            await self._sleep(self.lease / 3)
 
     async def _renew(self) -> None:
         try:
-            await self._db.renew(self.lease)
+            lapsed = await self._db.renew(self.lease, self.grace)
         except StoreError as exc:
             if self._now() - self._last_renewed >= self.lease and not self._fenced:
                 self._fenced = True
@@ -194,6 +215,12 @@ class ClusterMembers:
         if self._fenced:
             log.info("the cluster lease is back; serving again")
             self._fenced = False
+        elif lapsed:
+            # Frozen or starved past lease + grace: the other nodes may have
+            # dropped our members and deleted their rooms. Our clients must
+            # reconnect and join again rather than linger as ghosts.
+            log.error("the cluster lease had lapsed (node frozen?); closing this node's clients")
+            self._on_fenced()
 
     async def _reap(self, orphans: bool) -> None:
         try:
@@ -202,7 +229,7 @@ class ClusterMembers:
                     ROOMS_DELETED_BY_CLEANUP.inc()
                     log.info("room %r lost its last member; deleted it", reaped.room_name)
                 elif reaped.left:
-                    self._tell_left(reaped.room_id, reaped.room_name, reaped.left)
+                    self._tell_left(reaped.room_id, reaped.room_name, reaped.left, reaped.version)
             if orphans:
                 await self._db.reap_unjoined_rooms(max(ORPHAN_AGE, self.grace))
         except StoreError as exc:

@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import protocol
@@ -30,6 +30,7 @@ from clubroom_server.bus import BusUnavailable
 from clubroom_server.cluster import ClusterNode, RoomGone
 from clubroom_server.config import Settings
 from clubroom_server.life import MessageLife
+from clubroom_server.limits import Attempts, Bucket, Ticket
 from clubroom_server.peer import Peer, PeerSet, fanout
 from clubroom_server.rooms import Room, Rooms
 from clubroom_server.store import (
@@ -123,9 +124,20 @@ class ChatService:
             settings.registrations_per_address, settings.registration_window
         )
         self._registered = AttemptWindow(settings.registrations_total, settings.registration_window)
+        # The same limits, cluster-wide on a cluster (limits.py): a client cannot
+        # multiply its budget by connecting to several nodes.
+        shared = cluster.limits if cluster is not None else None
+        self._login_by_user = Attempts("login-user", self._failed_by_user, shared)
+        self._login_by_address = Attempts("login-address", self._failed_by_address, shared)
+        self._register_by_address = Attempts(
+            "register-address", self._registered_by_address, shared
+        )
+        self._register_total = Attempts("register-total", self._registered, shared)
         self._pruner: asyncio.TimerHandle | None = None
         self._send_bucket = TokenBucket(settings.rate_limit, settings.rate_burst)
         self._room_bucket = TokenBucket(settings.room_rate_limit, settings.room_rate_burst)
+        self._room_rate = Bucket("room", self._room_bucket, shared)
+        self._change_rate = Bucket("send", self._send_bucket, shared)  # one budget with sends
         self._registering: set[str] = set()
         self._nonce_claims: dict[NonceKey, asyncio.Future[protocol.Message]] = {}
         self._creating: set[str] = set()
@@ -258,9 +270,9 @@ class ChatService:
         username = protocol.check_username(request.username)
         protocol.check_password(request.password, username)
         key = protocol.username_key(username)
-        with (
-            _attempt([(self._registered_by_address, peer.address)]) as per_address,
-            _attempt([(self._registered, "")]) as in_total,
+        async with (
+            _attempt([(self._register_by_address, peer.address)]) as per_address,
+            _attempt([(self._register_total, "")]) as in_total,
         ):
             per_address.keep = True  # a probe that finds the name taken costs the same
             if key in self._registering or await self._user_named(username) is not None:
@@ -281,10 +293,10 @@ class ChatService:
         """Check a password; each attempt is reserved against both limits before verifying."""
         _require_anonymous(peer)
         key = _login_key(request.username)
-        windows = [(self._failed_by_address, peer.address)]
+        windows = [(self._login_by_address, peer.address)]
         if key is not None:
-            windows.append((self._failed_by_user, key))
-        with _attempt(windows) as attempt:
+            windows.append((self._login_by_user, key))
+        async with _attempt(windows) as attempt:
             attempt.keep = True  # until the password proves right
             if key is None:  # no such account can exist; nothing to verify
                 raise _no_match()
@@ -294,7 +306,7 @@ class ChatService:
                 raise _no_match()
             assert user is not None
             attempt.keep = False
-        self._failed_by_user.clear(key)
+        await self._login_by_user.clear(key)
         if self._hasher.needs_rehash(user.password_hash):
             new_hash = await self._hash(request.password, peer.address)
             await self._store.set_password_hash(user.id, new_hash)
@@ -330,13 +342,13 @@ class ChatService:
         # verification, and a 256-bit token cannot be guessed by concurrency.
         # A burst of honest resumes (everyone reconnecting after a restart)
         # must not be refused for being simultaneous.
-        wait = self._failed_by_address.retry_after(peer.address)
+        wait = await self._login_by_address.retry_after(peer.address)
         if wait is not None:
             raise _too_many(wait, "Too many attempts")
         hashed = token_hash(request.token)
         found = await self._store.user_by_token(hashed, now_ms())
         if found is None:
-            self._failed_by_address.record(peer.address)
+            await self._login_by_address.record(peer.address)
             raise ProtocolError(
                 ErrorCode.INVALID_TOKEN, "This session has expired or ended; please log in again."
             )
@@ -434,7 +446,7 @@ class ChatService:
         exists = ProtocolError(ErrorCode.ROOM_EXISTS, f"A room called {name!r} already exists.")
         if self.rooms.get(key) is not None or key in self._creating:
             raise exists
-        self._take(self._room_bucket, peer)
+        _raise_if_limited(await self._room_rate.take(peer.user_key))
         self._creating.add(key)
         try:
             await self._deleted(key)
@@ -481,13 +493,11 @@ class ChatService:
         if room is None or room.deleted:
             raise _no_such_room(name)
         if not was_member:
-            self._take(self._room_bucket, peer)
+            _raise_if_limited(await self._room_rate.take(peer.user_key))
             if self.conversation is not None:
                 await self.conversation.admit(peer, room)
-                if room.deleted:  # deleted while the ban list was read
-                    raise ProtocolError(
-                        ErrorCode.NO_SUCH_ROOM, f"There is no room called {name!r}."
-                    )
+            if room.deleted:  # deleted while the limits or the ban list were read
+                raise _no_such_room(name)
         self._enter(peer, room)
         assert peer.user is not None
         extras = None
@@ -497,6 +507,7 @@ class ChatService:
                 extras = await self.conversation.entered(peer, room)
             if request.after is not None:
                 page = await self.life.catch_up(room, request.after, peer.user.id)
+                self._still_joining(peer, room)
                 # Only a catch-up page with more to come keeps the connection silent.
                 self._reply_joined(
                     peer, room, request.id, page.messages, more=page.more,
@@ -510,6 +521,7 @@ class ChatService:
             if not was_member:
                 self._leave(peer, room)
             raise
+        self._still_joining(peer, room)
         messages, trimmed = protocol.fit_to_budget(shown, keep_newest=True)
         # A latest page keeps the newest message: the snapshot covers up to it.
         # Its ``more`` only says that older history exists: the connection is live.
@@ -535,6 +547,25 @@ class ChatService:
         if self.conversation is not None:
             await self.conversation.left(peer, room)
         return protocol.Ok(id=request.id)
+
+    def _still_joining(self, peer: Peer, room: Room) -> None:
+        """Refuse to answer ``joined`` if a kick or ban took the connection out meanwhile.
+
+        The kick was told (``kicked``); a ``joined`` after it would leave the
+        client believing it is in a room the server took it out of. On a
+        cluster, the kick's leave may have been recorded before this join's
+        presence row: leave again (after the join, per user and room), so no
+        ghost row keeps the room alive or the user listed.
+        """
+        if peer.rooms.get(room.key) is room:
+            return
+        if self.cluster is not None:
+            if peer.user_key not in room.members:
+                self.cluster.member_gone(room, peer.username, peer.user_key)
+            self.cluster.forget_connection(room, peer)
+        raise ProtocolError(
+            ErrorCode.NOT_IN_ROOM, f"You were removed from {room.name!r} as you joined it."
+        )
 
     def _enter(self, peer: Peer, room: Room) -> None:
         peer.rooms[room.key] = room
@@ -578,6 +609,8 @@ class ChatService:
             )
         peer.send(protocol.encode(joined))
         self.rooms.go_live(room, peer, last_id, live=live)
+        if self.cluster is not None:
+            self.cluster.went_live(room, peer)
 
     def joined_room(self, peer: Peer, name: str) -> Room:
         """The room called ``name`` that this connection joined, or ``not_in_room``."""
@@ -717,7 +750,7 @@ class ChatService:
         self._take(self._send_bucket, peer)
         started = time.perf_counter()
         if self.cluster is not None:  # the same budget across every node
-            _raise_if_limited(await self.cluster.send_wait(peer.user_key))
+            _raise_if_limited(await self.cluster.send_wait(peer.user_key, self._send_bucket))
 
         def announce(record: MessageRecord) -> None:
             self.announce(room, record, _message_event(room, record, reply))
@@ -756,9 +789,9 @@ class ChatService:
         """Wall-clock milliseconds that never go backwards (for change times)."""
         return self._now()
 
-    def take_send(self, peer: Peer) -> None:
-        """Count a change against the sender's message rate (``rate_limited`` past it)."""
-        self._take(self._send_bucket, peer)
+    async def take_send(self, peer: Peer) -> None:
+        """Count a change against the sender's message rate, cluster-wide (``rate_limited``)."""
+        _raise_if_limited(await self._change_rate.take(peer.user_key))
 
     def take(self, bucket: TokenBucket, peer: Peer) -> None:
         """Count a request against ``bucket`` (``rate_limited`` past it)."""
@@ -826,18 +859,26 @@ class _Attempt:
         self.keep = False
 
 
-@contextlib.contextmanager
-def _attempt(windows: list[tuple[AttemptWindow, str]]) -> Iterator[_Attempt]:
+@contextlib.asynccontextmanager
+async def _attempt(windows: list[tuple[Attempts, str]]) -> AsyncIterator[_Attempt]:
     """Reserve an attempt in every window (or refuse with ``too_many_attempts``), then settle.
 
     Reserving before the slow work is what bounds concurrent attempts: they
-    count while in flight, not only after they failed.
+    count while in flight, not only after they failed. On a cluster the
+    reservation is atomic in Redis, so N nodes together admit no more.
     """
-    waits = [w for window, key in windows if (w := window.retry_after(key)) is not None]
-    if waits:
-        raise _too_many(max(waits), "Too many attempts")
+    reserved: list[tuple[Attempts, Ticket]] = []
+    waits: list[float] = []
     for window, key in windows:
-        window.reserve(key)
+        ticket = await window.reserve(key)
+        if isinstance(ticket, Ticket):
+            reserved.append((window, ticket))
+        else:
+            waits.append(ticket)
+    if waits:
+        for window, ticket in reserved:
+            await window.settle(ticket, failed=False)
+        raise _too_many(max(waits), "Too many attempts")
     attempt = _Attempt()
     try:
         yield attempt
@@ -846,8 +887,8 @@ def _attempt(windows: list[tuple[AttemptWindow, str]]) -> Iterator[_Attempt]:
         attempt.keep &= isinstance(exc, ProtocolError) and exc.code in _COUNTED
         raise
     finally:
-        for window, key in windows:
-            window.settle(key, failed=attempt.keep)
+        for window, ticket in reserved:
+            await window.settle(ticket, failed=attempt.keep)
 
 
 def _too_many(wait: float, what: str) -> ProtocolError:

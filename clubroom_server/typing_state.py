@@ -9,20 +9,34 @@ meanwhile is relayed when the window opens, latest wins), ends an
 and ends it at once when the user sends a message or leaves the room.
 
 Time comes from an injected ``Clock`` so tests move it by hand.
+
+On a cluster a user's connections may sit on several nodes, each with its
+own tracker; an optional ``gate`` (``limits.SharedLimits.claim_relay``)
+makes the pace cluster-wide: before relaying a new state, a node claims the
+user's window in the room in Redis, and if another node has it, waits for it
+to open. The gate compares the clock's ``now``, so on a real clock that is
+wall-clock time (comparable between hosts), and waits are capped at one
+window whatever the clocks say.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from protocol import TYPING_EXPIRY_SECONDS, TYPING_RELAY_SECONDS, TypingState
 
+log = logging.getLogger(__name__)
+
 Relay = Callable[[int, str, TypingState], None]
 """Deliver (room id, username, state) to the room's other connections."""
+
+Gate = Callable[[int, str, float, float], Awaitable[float]]
+"""Claim (room id, user key)'s relay window at ``now`` for ``every`` seconds: 0, or the wait."""
 
 
 class Timer(Protocol):
@@ -36,10 +50,14 @@ class Clock(Protocol):
 
 
 class LoopClock:
-    """The real clock: monotonic time and the running loop's timers."""
+    """The real clock: wall-clock time (comparable between nodes) and the loop's timers.
+
+    Wall-clock time may jump; every wait derived from it is capped at one
+    relay window, so a jump delays a relay by at most that.
+    """
 
     def now(self) -> float:
-        return time.monotonic()
+        return time.time()
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         return asyncio.get_running_loop().call_later(delay, callback)
@@ -53,6 +71,7 @@ class _Typist:
     wanted: TypingState = TypingState.DONE
     pending: Timer | None = None
     expiry: Timer | None = None
+    claiming: bool = False  # asking the gate; the answer decides
 
 
 class TypingTracker:
@@ -64,8 +83,11 @@ class TypingTracker:
         clock: Clock | None = None,
         relay_every: float = TYPING_RELAY_SECONDS,
         expiry: float = TYPING_EXPIRY_SECONDS,
+        gate: Gate | None = None,
     ) -> None:
         self._relay = relay
+        self.gate = gate
+        self._claims: set[asyncio.Task[None]] = set()
         self.clock: Clock = clock or LoopClock()
         self.relay_every = relay_every
         self.expiry = expiry
@@ -137,13 +159,46 @@ class TypingTracker:
         if typist.wanted is TypingState.DONE:
             self.end(*key)
             return
-        wait = typist.relayed_at + self.relay_every - self.clock.now()
+        if typist.claiming:
+            return  # the gate's answer flushes the latest wanted state
+        wait = min(self.relay_every, typist.relayed_at + self.relay_every - self.clock.now())
         if wait > 0:
-            if typist.pending is None:
-                typist.pending = self.clock.call_later(wait, lambda: self._window_open(key))
+            self._wait(key, typist, wait)
             return
+        if self.gate is not None:
+            typist.claiming = True
+            task = asyncio.get_running_loop().create_task(self._claim(key, typist))
+            self._claims.add(task)
+            task.add_done_callback(self._claims.discard)
+            return
+        self._send(key, typist)
+
+    def _wait(self, key: tuple[int, str], typist: _Typist, wait: float) -> None:
+        if typist.pending is None:
+            typist.pending = self.clock.call_later(wait, lambda: self._window_open(key))
+
+    def _send(self, key: tuple[int, str], typist: _Typist) -> None:
         typist.relayed, typist.relayed_at = typist.wanted, self.clock.now()
         self._relay(key[0], typist.username, typist.wanted)
+
+    async def _claim(self, key: tuple[int, str], typist: _Typist) -> None:
+        """Ask the cluster for the user's window; relay the latest state then, or later."""
+        assert self.gate is not None
+        wait = 0.0
+        try:
+            wait = await self.gate(key[0], key[1], self.clock.now(), self.relay_every)
+        except Exception:  # the gate must never lose a relay; it fails open
+            log.exception("the shared typing pace could not be asked")
+        finally:
+            typist.claiming = False
+        if self._typists.get(key) is not typist or typist.wanted is typist.relayed:
+            return  # ended (relayed done) or settled meanwhile
+        if typist.wanted is TypingState.DONE:
+            self.end(*key)
+        elif wait > 0:
+            self._wait(key, typist, min(wait, self.relay_every))
+        else:
+            self._send(key, typist)
 
     def _window_open(self, key: tuple[int, str]) -> None:
         typist = self._typists.get(key)
@@ -152,6 +207,8 @@ class TypingTracker:
             self._flush(key, typist)
 
     def close(self) -> None:
+        for task in self._claims:
+            task.cancel()
         for typist in self._typists.values():
             _cancel(typist.expiry)
             _cancel(typist.pending)

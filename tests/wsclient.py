@@ -38,6 +38,7 @@ class WireClient:
         self._reader = asyncio.create_task(self._read())
         self.username = ""
         self.token = ""
+        self.arrivals: list[str] = []  # frame types in the order they arrived
 
     @classmethod
     async def open(cls, url: str, **kwargs: Any) -> WireClient:
@@ -63,6 +64,7 @@ class WireClient:
     async def _dispatch_frames(self) -> None:
         async for raw in self.ws:
             frame = json.loads(raw)
+            self.arrivals.append(frame.get("type", ""))
             future = self._replies.pop(frame.get("id"), None) if "id" in frame else None
             if future is not None:
                 future.set_result(frame)

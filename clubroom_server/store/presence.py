@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NOW_MS = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+# A room's presence changes are serialised by the lock on its row; the time
+# (µs) each takes under that lock orders them: a joiner's member list is as of
+# its version, and a member event with a later version is news to it.
+VERSION = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 15.0
 
@@ -62,12 +66,17 @@ _EXPIRED = f"""
 """
 
 
+class NodeLapsed(UnavailableError):
+    """This node's lease has expired: it may not record presence until it has fenced."""
+
+
 @dataclass(frozen=True, slots=True)
 class Joined:
     """A join's outcome: whether the user is new to the room cluster-wide, and who is in it."""
 
     new_member: bool
     members: list[str]
+    version: int = 0  # when, under the room's lock, the list was read
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +85,7 @@ class Left:
 
     user_left: bool
     room_deleted: bool
+    version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +96,7 @@ class Reaped:
     room_name: str
     left: list[str]  # usernames that are no longer in the room anywhere
     room_deleted: bool
+    version: int = 0
 
 
 class ClusterPresence:
@@ -96,6 +107,7 @@ class ClusterPresence:
         self.node_id = node_id
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self._lease = 0.0  # seconds; set by ``register``
 
     async def open(self) -> None:
         """Connect (the schema is the store's: it migrates before this opens)."""
@@ -137,6 +149,8 @@ class ClusterPresence:
     async def register(self, lease: float, grace: float) -> None:
         """Take this node's lease; rows left by an earlier life of this id start their grace."""
 
+        self._lease = lease
+
         async def work(conn: asyncpg.Connection) -> None:
             await conn.execute(
                 f"INSERT INTO cluster_nodes (id, lease_until_ms) VALUES ($1, {NOW_MS} + $2) "
@@ -149,18 +163,31 @@ class ClusterPresence:
 
         await self._run(work)
 
-    async def renew(self, lease: float) -> None:
-        """Extend this node's lease (every few seconds)."""
+    async def renew(self, lease: float, grace: float) -> bool:
+        """Extend this node's lease (every few seconds); True if it had lapsed meanwhile.
 
-        async def work(conn: asyncpg.Connection) -> None:
+        Lapsed means lease + grace ran out before this renewal (the node was
+        frozen, or starved of CPU or of the database): any other node may
+        have reaped this node's memberships and deleted rooms its clients are
+        still in, so the caller must treat its clients as gone (fence).
+        """
+
+        async def work(conn: asyncpg.Connection) -> bool:
+            lapsed = await conn.fetchval(
+                f"SELECT lease_until_ms + $2 < {NOW_MS} FROM cluster_nodes WHERE id = $1 "
+                "FOR UPDATE",
+                self.node_id,
+                _ms(grace),
+            )
             await conn.execute(
                 f"INSERT INTO cluster_nodes (id, lease_until_ms) VALUES ($1, {NOW_MS} + $2) "
                 "ON CONFLICT (id) DO UPDATE SET lease_until_ms = EXCLUDED.lease_until_ms",
                 self.node_id,
                 _ms(lease),
             )
+            return lapsed is None or bool(lapsed)  # no row: forgotten as dead
 
-        await self._run(work)
+        return await self._run(work)
 
     async def retire(self, grace: float) -> None:
         """An orderly shutdown: this node's rows start their grace now, its lease ends.
@@ -178,9 +205,15 @@ class ClusterPresence:
     # ---------------------------------------------------------- memberships
 
     async def join(self, room_id: int, user_key: str, username: str) -> Joined | None:
-        """Record that this node holds the user in the room; None if the room is gone."""
+        """Record that this node holds the user in the room; None if the room is gone.
+
+        Only while this node's lease is valid (``NodeLapsed`` otherwise): a
+        row written by a node the others consider dead could be reaped, and
+        its room deleted, the moment after the joiner was told ``joined``.
+        """
 
         async def work(conn: asyncpg.Connection) -> Joined | None:
+            await _hold_lease(conn, self.node_id, _ms(self._lease))
             if await _lock_room(conn, room_id) is None:
                 return None
             others = await conn.fetchval(
@@ -200,7 +233,8 @@ class ClusterPresence:
                 self.node_id,
                 username,
             )
-            return Joined(bool(mine) and others == 0, await _members(conn, room_id))
+            members = await _members(conn, room_id)
+            return Joined(bool(mine) and others == 0, members, await conn.fetchval(VERSION))
 
         return await self._run(work)
 
@@ -210,7 +244,7 @@ class ClusterPresence:
         async def work(conn: asyncpg.Connection) -> Left:
             if await _lock_room(conn, room_id) is None:
                 return Left(user_left=False, room_deleted=False)
-            await conn.execute(
+            status = await conn.execute(
                 "DELETE FROM presence WHERE room_id = $1 AND user_key = $2 AND node_id = $3",
                 room_id,
                 user_key,
@@ -221,7 +255,10 @@ class ClusterPresence:
                 room_id,
                 user_key,
             )
-            return Left(not still_in, await _delete_if_empty(conn, room_id))
+            # Leaving twice (a kick racing a join undoes the join) is announced once.
+            removed = status != "DELETE 0"
+            deleted = await _delete_if_empty(conn, room_id)
+            return Left(removed and not still_in, deleted, await conn.fetchval(VERSION))
 
         return await self._run(work)
 
@@ -241,6 +278,20 @@ class ClusterPresence:
 
         async def work(conn: asyncpg.Connection) -> list[str]:
             return await _members(conn, room_id)
+
+        return await self._run(work)
+
+    async def is_present(self, room_id: int, user_key: str) -> bool:
+        """Does any node hold the user in the room (in grace included)?"""
+
+        async def work(conn: asyncpg.Connection) -> bool:
+            return bool(
+                await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM presence WHERE room_id = $1 AND user_key = $2)",
+                    room_id,
+                    user_key,
+                )
+            )
 
         return await self._run(work)
 
@@ -296,6 +347,27 @@ class ClusterPresence:
             return deleted
 
         return await self._run(work)
+
+
+async def _hold_lease(conn: asyncpg.Connection, node_id: str, lease_ms: int) -> None:
+    """Make sure this node's lease outlives the transaction by a good margin, or refuse.
+
+    A lease still valid but past half its time is renewed here (rarely: the
+    lease loop renews every third), so a loaded node's joins do not fail
+    for a renewal that is merely late. A lease already expired is not
+    renewed: the lease loop must notice the lapse and fence first.
+    """
+    left = await conn.fetchval(
+        f"SELECT lease_until_ms - {NOW_MS} FROM cluster_nodes WHERE id = $1", node_id
+    )
+    if left is None or left <= 0:
+        raise NodeLapsed(node_id)
+    if left < lease_ms // 2:
+        await conn.execute(
+            f"UPDATE cluster_nodes SET lease_until_ms = {NOW_MS} + $2 WHERE id = $1",
+            node_id,
+            lease_ms,
+        )
 
 
 async def _start_grace(conn: asyncpg.Connection, node_id: str, grace: float) -> bool:
@@ -356,7 +428,8 @@ async def _reap_room(conn: asyncpg.Connection, room_id: int, grace_ms: int) -> R
         if not still_in:
             left[row["user_key"]] = row["username"]
     deleted = await _delete_if_empty(conn, room_id)
-    return Reaped(room_id, name, [left[key] for key in sorted(left)], deleted)
+    version = await conn.fetchval(VERSION)
+    return Reaped(room_id, name, [left[key] for key in sorted(left)], deleted, version)
 
 
 async def _forget_dead_nodes(conn: asyncpg.Connection, grace_ms: int) -> None:

@@ -18,6 +18,7 @@ machine's Redis never hear each other.
 from __future__ import annotations
 
 import itertools
+import signal
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -142,6 +143,17 @@ class ProcessCluster:
         assert node is not None
         await node.kill()
 
+    def freeze(self, index: int) -> None:
+        """SIGSTOP: the node stays connected but does nothing (a stall, a VM pause)."""
+        node = self.nodes[index]
+        assert node is not None
+        node.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self, index: int) -> None:
+        node = self.nodes[index]
+        assert node is not None
+        node.process.send_signal(signal.SIGCONT)
+
     async def terminate(self, index: int) -> int:
         node, self.nodes[index] = self.nodes[index], None
         assert node is not None
@@ -150,5 +162,6 @@ class ProcessCluster:
     async def stop(self) -> None:
         for index, node in enumerate(self.nodes):
             if node is not None:
+                self.thaw(index)  # a frozen node would never hear SIGTERM
                 self.nodes[index] = None
                 await node.terminate()

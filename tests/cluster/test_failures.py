@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+import protocol
 from tests.cluster.harness import ProcessCluster
 from tests.databases import fresh_postgres, query
 from tests.redisserver import RedisServer
@@ -95,7 +96,9 @@ async def messages(client: WireClient, count: int) -> list[dict[str, Any]]:
 
 
 async def room_exists(db: str, name: str) -> bool:
-    return bool(await query(db, "SELECT 1 FROM rooms WHERE key = ?", [name.lower()]))
+    """Is the room stored (by its key: a skeleton, so "Race0" is "raceo", not "race0")?"""
+    key = protocol.room_key(name)
+    return bool(await query(db, "SELECT 1 FROM rooms WHERE key = ?", [key]))
 
 
 async def test_three_nodes_serve_one_room_exactly_once_in_order(
@@ -264,13 +267,15 @@ async def test_the_message_rate_is_one_budget_across_nodes(
         await cluster.stop()
 
 
+@pytest.mark.parametrize("bob_node", [1, 0], ids=["other-node", "same-node"])
 async def test_last_leave_on_one_node_races_a_join_on_another(
-    cluster: ProcessCluster, clients: list[WireClient], db: str
+    cluster: ProcessCluster, clients: list[WireClient], db: str, bob_node: int
 ) -> None:
-    """Ann's last leave on node 0 against Bob's join on node 1, many times: Bob is either in
-    a room that exists or told it does not; an emptied room never survives."""
+    """Ann's last leave on node 0 against Bob's join on node 1 (or on node 0 too), many
+    times: Bob is either in a room that exists or told it does not; an emptied room never
+    survives."""
     ann = await on_node(cluster, 0, "ann", clients)
-    bob = await on_node(cluster, 1, "bob", clients)
+    bob = await on_node(cluster, bob_node, "bob", clients)
     for round_ in range(25):  # which side wins varies with timing; both are correct
         name = f"Race{round_}"
         await ann.ok("create_room", room=name)
@@ -284,6 +289,69 @@ async def test_last_leave_on_one_node_races_a_join_on_another(
         else:
             assert joined["code"] == "no_such_room"
         assert not await room_exists(db, name)  # the last one out deleted it
+
+
+async def test_a_last_leave_during_a_join_in_flight_keeps_the_room(
+    cluster: ProcessCluster, clients: list[WireClient], db: str
+) -> None:
+    """The other half of the race, hit every time: the only member leaves the moment they
+    hear a joiner on another node arrive, while the joiner's catch-up is still being read.
+    The joiner holds their place already, so the room stays, with its history, and the
+    joiner is in it; then the two swap roles. The last one out at the end deletes it."""
+    ann = await on_node(cluster, 0, "ann", clients)
+    bob = await on_node(cluster, 1, "bob", clients)
+    await ann.ok("create_room", room="Relay")
+    for i in range(40):
+        await ann.ok("send", room="Relay", text=f"history {i}")
+    inside, outside = ann, bob
+    for _ in range(6):
+
+        async def leave_on_arrival(member: WireClient) -> None:
+            await member.event("member_joined")
+            await member.ok("leave_room", room="Relay")
+
+        joined, _ = await asyncio.gather(
+            outside.ok("join_room", room="Relay", after=0), leave_on_arrival(inside)
+        )
+        assert outside.username in joined["members"]
+        assert len(joined["messages"]) > 0, "the history survived"
+        assert await room_exists(db, "Relay")
+        assert (await outside.ok("send", room="Relay", text="still here"))["type"] == "sent"
+        inside.drain_events()
+        outside.drain_events()
+        inside, outside = outside, inside
+    await inside.ok("leave_room", room="Relay")
+    assert not await room_exists(db, "Relay")
+
+
+async def test_a_node_frozen_past_its_lease_sends_its_clients_away_on_waking(
+    cluster: ProcessCluster, clients: list[WireClient], db: str
+) -> None:
+    """Node 1 stalls (SIGSTOP) past lease + grace: the others drop Bob and delete the room
+    only he was in. On waking, node 1 must not keep Bob as a ghost member of a deleted room:
+    it closes him with 1012; back, he finds the deleted room gone and rejoins the other."""
+    ann = await on_node(cluster, 0, "ann", clients)
+    bob = await on_node(cluster, 1, "bob", clients)
+    await bob.ok("create_room", room="Solo")
+    await ann.ok("create_room", room="Lobby")
+    await bob.ok("join_room", room="Lobby")
+    await ann.event("member_joined")
+    cluster.freeze(1)
+    try:
+        left = await asyncio.wait_for(ann.event("member_left"), 15)
+        assert left == {"type": "member_left", "room": "Lobby", "username": "bob"}
+        async with asyncio.timeout(15):
+            while await room_exists(db, "Solo"):  # noqa: ASYNC110 - the reaper decides when
+                await asyncio.sleep(0.1)
+    finally:
+        cluster.thaw(1)
+    assert await asyncio.wait_for(bob.wait_closed(), 15) == 1012
+    back = await resumed(cluster.url(1), bob.token)
+    clients.append(back)
+    assert (await back.call("join_room", room="Solo"))["code"] == "no_such_room"
+    joined = await back.ok("join_room", room="Lobby")
+    assert joined["members"] == ["ann", "bob"]
+    assert (await ann.event("member_joined"))["username"] == "bob"
 
 
 async def test_a_node_cut_off_from_the_database_sends_its_clients_away(

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 import pytest
 
-from clubroom_server.store.presence import ClusterPresence, Reaped
+from clubroom_server.store.presence import ClusterPresence, NodeLapsed, Reaped
 from tests.cluster.databases import apply_schema, fresh_postgres
 
 LEASE = 0.3  # seconds: short, so expiry is observable quickly
@@ -156,11 +156,12 @@ async def test_a_dead_nodes_members_leave_after_lease_and_grace(db: str, node: M
     dying = ClusterPresence(db, "dying")
     await dying.open()
     try:
-        await dying.register(lease=LEASE, grace=GRACE)
+        await dying.register(lease=60, grace=GRACE)
         only, shared = await add_room(db, "Only"), await add_room(db, "Shared")
         await dying.join(only, "ann", "Ann")
         await dying.join(shared, "ann", "Ann")
         await b.join(shared, "bob", "Bob")
+        await dying.renew(LEASE, GRACE)  # its last renewal: the lease ends soon after
     finally:
         await dying.close()  # like kill -9: no retire, the lease just runs out
     assert await b.reap(GRACE) == []  # lease still valid
@@ -193,3 +194,49 @@ async def test_a_restarted_node_does_not_resurrect_stale_presence(db: str, node:
         assert await b.members(room) == ["Bob"]
     finally:
         await again.close()
+
+
+async def test_a_node_whose_lease_lapsed_records_nothing_until_it_renews(
+    db: str, node: MakeNode
+) -> None:
+    """A stalled node (no renewal for lease + grace) may have lost its members to a reaper:
+    its joins are refused, and its next renewal reports the lapse (the node then fences)."""
+    b = await node("b")
+    stalled = ClusterPresence(db, "stalled")
+    await stalled.open()
+    try:
+        await stalled.register(lease=LEASE, grace=GRACE)
+        room = await add_room(db)
+        await stalled.join(room, "ann", "Ann")
+        await b.join(room, "bob", "Bob")
+        reaped = await reap_until(b, 1)  # the stalled node's member is dropped
+        assert reaped[0].left == ["Ann"]
+        with pytest.raises(NodeLapsed):
+            await stalled.join(room, "cat", "Cat")
+        assert await b.members(room) == ["Bob"]
+        assert await stalled.renew(LEASE, GRACE) is True
+        assert await stalled.renew(60, GRACE) is False
+        joined = await stalled.join(room, "cat", "Cat")
+        assert joined is not None and joined.members == ["Bob", "Cat"]
+    finally:
+        await stalled.close()
+
+
+async def test_rooms_nobody_holds_are_deleted_once_old_enough(db: str, node: MakeNode) -> None:
+    """A room no node holds (its creator's join failed, or every node restarted) is deleted
+    when older than the age given (the node passes max(60 s, grace)); a younger one, or one
+    someone holds, is kept. Age is the row's creation time against the database's clock."""
+    a = await node("a")
+    old_unheld, old_held = await add_room(db, "Old"), await add_room(db, "Held")  # created at 0
+    await a.join(old_held, "ann", "Ann")
+    conn = await asyncpg.connect(db)
+    try:
+        young = await conn.fetchval(
+            "INSERT INTO rooms (name, key, created_ms) "
+            "VALUES ('Young', 'young', (extract(epoch FROM now()) * 1000)::bigint) RETURNING id"
+        )
+    finally:
+        await conn.close()
+    assert await a.reap_unjoined_rooms(60) == [old_unheld]
+    assert await stored(db, old_unheld) == (False, 0)
+    assert (await stored(db, old_held))[0] and (await stored(db, young))[0]

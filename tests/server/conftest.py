@@ -26,10 +26,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "db_backend" not in metafunc.fixturenames:
         return
     only_sqlite = metafunc.definition.get_closest_marker("sqlite_only") is not None
-    one_process = any(
-        metafunc.definition.get_closest_marker(name) is not None
-        for name in ("single_process", "cluster_todo")
-    )
+    one_process = metafunc.definition.get_closest_marker("single_process") is not None
     backends = ["sqlite"] if only_sqlite else list(BACKENDS)
     if not only_sqlite and not one_process:
         backends.append("cluster")

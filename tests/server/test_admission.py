@@ -76,7 +76,6 @@ async def failed_logins_from(url: str, forwarded: str | None, attempts: int) -> 
     return codes
 
 
-@pytest.mark.cluster_todo  # login throttling per address is still per node
 async def test_a_trusted_proxy_names_the_client_address(
     make_server: MakeServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -105,7 +104,6 @@ async def test_a_trusted_proxy_names_the_client_address(
     assert "registered user ann from 192.0.2.44" in caplog.text
 
 
-@pytest.mark.cluster_todo  # login throttling per address is still per node
 async def test_forwarded_for_is_ignored_from_an_untrusted_peer(make_server: MakeServer) -> None:
     """Without --trusted-proxy, X-Forwarded-For cannot buy fresh per-address limits."""
     server = await make_server(login_failures_per_address=2, login_failures_per_user=0)

@@ -201,7 +201,6 @@ async def test_registration_is_throttled_per_address_and_probes_pay_too(
     await close_all([client, other])
 
 
-@pytest.mark.cluster_todo  # the registration budget is still per node
 async def test_registration_is_throttled_in_total(make_server: MakeServer) -> None:
     """The server-wide registration budget holds across addresses."""
     server = await make_server(registrations_total=2)

@@ -9,17 +9,15 @@ from tests.fakeclock import FakeClock
 from tests.server.conftest import Connect
 from tests.wsclient import WireClient, in_room
 
-# The fake clock is injected into one server process; on a cluster the typist's
-# node relays over the bus (clubroom_server/cluster.py ``broadcast``), untested here.
-pytestmark = pytest.mark.cluster_todo
-
 
 @pytest.fixture
 def clock(server: RunningServer) -> FakeClock:
-    """The server's typing tracker runs on a clock the test advances."""
+    """The server's typing trackers (every node's, on a cluster) run on a clock the test
+    advances; on a cluster the typist's node relays over the bus, paced through Redis."""
     fake = FakeClock()
-    assert server.app is not None and server.app.conversation is not None
-    server.app.conversation.typing.clock = fake
+    for app in getattr(server, "apps", [server.app]):
+        assert app is not None and app.conversation is not None
+        app.conversation.typing.clock = fake
     return fake
 
 
@@ -86,3 +84,18 @@ async def test_typing_needs_the_room_and_a_known_state(connect: Connect, clock: 
     ann, _ = await pair(connect)
     assert (await ann.call("typing", room="Elsewhere", state="active"))["code"] == "not_in_room"
     assert (await ann.call("typing", room="Lobby", state="shouting"))["code"] == "bad_request"
+
+
+async def test_one_users_devices_share_one_relay_window(connect: Connect, clock: FakeClock) -> None:
+    """Ann types on two devices (on a cluster, two nodes): still one relay per window."""
+    ann, bob = await pair(connect)
+    again = await connect()
+    await again.ok("resume", token=ann.token)
+    await again.ok("join_room", room="Lobby")
+    await ann.ok("typing", room="Lobby", state="active")
+    assert await bob.event("typing") == typing("ann", "active")
+    clock.advance(1.0)
+    await again.ok("typing", room="Lobby", state="paused")
+    await bob.no_event()
+    clock.advance(1.6)
+    assert await bob.event("typing") == typing("ann", "paused")
