@@ -11,6 +11,7 @@ from clubroom_tui.client import Backoff, RequestFailed
 from clubroom_tui.widgets.composer import Composer
 from clubroom_tui.widgets.message_log import day_label
 from protocol import ErrorCode
+from tests.admincli import admin_ok
 from tests.conftest import MakeServer, RunningServer
 from tests.tui.conftest import (
     MakeClient,
@@ -211,7 +212,7 @@ async def test_failed_send_puts_the_text_back(
     make_server: MakeServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """A message that can no longer be sent (room gone after the outage) returns to the box."""
-    server = await make_server(grace=0.2)
+    server = await make_server()
     app = make_app(server.url, config_dir, backoff=Backoff(initial=1.6, maximum=1.6))
     async with app.run_test(size=(100, 30)) as pilot:
         await log_in(pilot, "ann", register=True)
@@ -219,7 +220,9 @@ async def test_failed_send_puts_the_text_back(
         await server.stop()
         await wait_for_text(pilot, "○ offline")
         await say(pilot, "do not lose me")
-        await server.start()  # nobody re-joins within 0.2 s, so the room is deleted
+        # The operator deletes the room while the server is down (no race with a grace period).
+        await admin_ok("rooms", "delete", "lobby", "--yes", "--db", str(server.settings.db))
+        await server.start()
         shown = await wait_for_text(pilot, "● connected", "no room called 'lobby'")
         assert app.screen.query_one(Composer).value == "do not lose me"
         assert "queued" not in shown
@@ -229,7 +232,7 @@ async def test_rate_limit_says_slow_down_and_sends_later(
     make_server: MakeServer, config_dir: Path
 ) -> None:
     """Sending too fast shows "slow down" and every message still arrives once, in order."""
-    server = await make_server(rate_limit=1, rate_burst=1)
+    server = await make_server(rate_limit=0.4, rate_burst=1)  # 2.5 s apart: slow down shows
     app = make_app(server.url, config_dir)
     async with app.run_test(size=(100, 30)) as pilot:
         await log_in(pilot, "ann", register=True)
