@@ -361,6 +361,9 @@ class MetricsEndpoint:
                 logger=logging.getLogger(WEBSOCKETS_LOGGER),
                 server_header=None,
                 compression=None,
+                # A scraper that keeps its socket after the answer must not hold
+                # up shutdown for websockets' default 10 s.
+                close_timeout=1,
             )
         except OSError as exc:
             where = f"{self._host}:{self._port}"
