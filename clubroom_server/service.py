@@ -250,7 +250,9 @@ class ChatService:
             raise ProtocolError(
                 ErrorCode.NO_SUCH_ROOM, f"There is no room called {gone.args[0]!r}."
             ) from None
-        except StoreError:
+        except StoreError as exc:
+            # The client learns only that it failed; the operator needs to know why.
+            log.warning("a %s request failed in the store: %s", type(request).__name__, exc)
             raise ProtocolError(ErrorCode.INTERNAL_ERROR, NOT_SAVED) from None
 
     def disconnect(self, peer: Peer) -> None:

@@ -619,6 +619,16 @@ def _private_files() -> Iterator[None]:
         os.umask(previous)
 
 
+def _in_use(path: Path) -> bool:
+    """True while a write-ahead log holds pages: another connection (a running server)
+    may be checkpointing, which writes the header's new size before the pages that
+    grow the file, so a short file is then no sign of damage."""
+    try:
+        return path.with_name(path.name + "-wal").stat().st_size > 0
+    except OSError:
+        return False
+
+
 def _check_not_truncated(path: Path) -> None:
     """Refuse a file shorter than its header says (copied or written only in part)."""
     try:
@@ -638,7 +648,8 @@ def _check_not_truncated(path: Path) -> None:
     page_size = 65536 if page_size == 1 else page_size
     change_counter, pages = struct.unpack(">II", header[24:32])
     (valid_for,) = struct.unpack(">I", header[92:96])
-    if pages and valid_for == change_counter and size < pages * page_size:
+    short = size < pages * page_size
+    if pages and valid_for == change_counter and short and not _in_use(path):
         raise StartupError(
             f"{path} is truncated ({size} of {pages * page_size} bytes); "
             "restore it from a backup or choose another --db."
