@@ -20,7 +20,9 @@ from clubroom_server.config import Settings
 from clubroom_server.store import sqlite_path
 from tests.cluster.harness import CLUSTER_DEFAULTS, InProcessCluster, bus_prefix
 from tests.databases import database_url, query
+from tests.redisserver import RedisServer
 from tests.services import redis_url
+from tests.wsclient import WireClient
 
 # Tests hash with the cheapest argon2 profile (except the tests about hashing),
 # keep the grace period short and leave every other default as shipped.
@@ -132,3 +134,21 @@ def cluster_of_nodes(overrides: dict[str, Any]) -> InProcessCluster:
 async def server(make_server: MakeServer) -> RunningServer:
     """One running server with the test defaults."""
     return await make_server()
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A Redis of this test's own, which it may stop and restart (never the shared one)."""
+    redis = RedisServer(tmp_path)
+    await redis.start()
+    yield redis
+    await redis.stop()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[WireClient]]:
+    """Clients to close at the end of the test."""
+    opened: list[WireClient] = []
+    yield opened
+    for client in opened:
+        await client.close()

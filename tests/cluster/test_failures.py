@@ -6,7 +6,6 @@ import asyncio
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,24 +27,6 @@ FAST = ("--grace", "1", "--node-lease", "1", "--rate-limit", "0", "--room-rate-l
 async def db() -> AsyncIterator[str]:
     async with fresh_postgres() as url:
         yield url
-
-
-@pytest.fixture
-async def private_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    """A Redis of this test's own, which it may stop and restart."""
-    redis = RedisServer(tmp_path)
-    await redis.start()
-    yield redis
-    await redis.stop()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[WireClient]]:
-    """Clients to close at the end of the test."""
-    opened: list[WireClient] = []
-    yield opened
-    for client in opened:
-        await client.close()
 
 
 async def started(cluster: ProcessCluster) -> ProcessCluster:

@@ -7,8 +7,7 @@ import asyncio
 import protocol
 from tests.cluster.harness import ProcessCluster
 from tests.cluster.test_failures import (
-    clients,  # noqa: F401 - fixtures
-    cluster,  # noqa: F401
+    cluster,  # noqa: F401 - fixtures
     db,  # noqa: F401
     on_node,
     room_exists,
@@ -45,7 +44,7 @@ async def gone(db: str, name: str) -> None:  # noqa: F811
 
 async def test_a_kick_racing_a_join_leaves_no_ghost_member(
     cluster: ProcessCluster,  # noqa: F811
-    clients: list[WireClient],  # noqa: F811
+    clients: list[WireClient],
     db: str,  # noqa: F811
 ) -> None:
     """Bob (node 1) joins with a long catch-up; Ann (node 0) kicks him the moment she hears

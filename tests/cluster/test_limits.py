@@ -6,7 +6,6 @@ by node, in turn), so a per-node limit would let through three times as much.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,14 +16,6 @@ from tests.wsclient import PASSWORD, WireClient, resumed, user
 
 pytestmark = pytest.mark.parametrize("db_backend", ["cluster"], indirect=True)
 NODES = 3
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[WireClient]]:
-    opened: list[WireClient] = []
-    yield opened
-    for client in opened:
-        await client.close()
 
 
 async def cluster_with(make_server: MakeServer, **settings: Any) -> InProcessCluster:

@@ -8,12 +8,10 @@ from tests.cluster.harness import ProcessCluster
 from tests.cluster.test_failures import (
     FAST,
     NAMES,
-    clients,  # noqa: F401 - fixtures
-    cluster,  # noqa: F401
+    cluster,  # noqa: F401 - fixtures
     db,  # noqa: F401
     healthy_again,
     on_node,
-    private_redis,  # noqa: F401
 )
 from tests.redisserver import RedisServer
 from tests.wsclient import WireClient
@@ -38,7 +36,7 @@ def story(frames: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 async def test_changes_reach_every_node_in_one_order(
     cluster: ProcessCluster,  # noqa: F811
-    clients: list[WireClient],  # noqa: F811
+    clients: list[WireClient],
 ) -> None:
     """A send, an edit, a reaction and a deletion on different nodes: all members, one order."""
     ann, bob, cat = [await on_node(cluster, i, n, clients) for i, n in enumerate(NAMES)]
@@ -60,8 +58,8 @@ async def test_changes_reach_every_node_in_one_order(
 
 async def test_changes_lost_on_the_bus_are_read_back_in_order(
     db: str,  # noqa: F811
-    private_redis: RedisServer,  # noqa: F811
-    clients: list[WireClient],  # noqa: F811
+    private_redis: RedisServer,
+    clients: list[WireClient],
 ) -> None:
     """Changes made while Redis is down reach the other nodes from the database, in order."""
     nodes = ProcessCluster(db, private_redis.url, FAST)

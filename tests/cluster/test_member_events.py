@@ -6,8 +6,7 @@ import asyncio
 
 from tests.cluster.harness import ProcessCluster
 from tests.cluster.test_failures import (
-    clients,  # noqa: F401 - fixtures
-    cluster,  # noqa: F401
+    cluster,  # noqa: F401 - fixtures
     db,  # noqa: F401
     on_node,
 )
@@ -40,7 +39,7 @@ class View:
 
 async def test_two_joiners_on_two_nodes_see_a_consistent_member_list(
     cluster: ProcessCluster,  # noqa: F811
-    clients: list[WireClient],  # noqa: F811
+    clients: list[WireClient],
 ) -> None:
     """Bob (node 1) and Cat (node 2) join Ann's room at the same moment, many times: each
     one's list plus the events after it names every member exactly once; Ann's too."""

@@ -8,8 +8,6 @@ over HTTP and read with prometheus-client's parser, as Prometheus would.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -46,23 +44,6 @@ def cluster_settings(db: str, bus: str, **overrides: object) -> Settings:
             **overrides,
         }
     )
-
-
-@pytest.fixture
-async def private_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    """A Redis of this test's own, which it may stop and restart."""
-    redis = RedisServer(tmp_path)
-    await redis.start()
-    yield redis
-    await redis.stop()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[WireClient]]:
-    opened: list[WireClient] = []
-    yield opened
-    for client in opened:
-        await client.close()
 
 
 async def on_nodes(cluster: InProcessCluster, clients: list[WireClient]) -> list[WireClient]:
