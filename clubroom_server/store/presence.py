@@ -54,6 +54,12 @@ _UNAVAILABLE = (
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.ReadOnlySQLTransactionError,
 )
+# Two transactions that lock the same rows in different orders (a join
+# holding its lease row then its room, a reap locking rooms, a node forgotten
+# while its rows are read) may deadlock; PostgreSQL aborts one, which is
+# rolled back whole and simply runs again.
+_RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+TRANSACTION_RETRIES = 3
 
 # Rows whose time is up: a row in grace whose grace ran out, or a held row
 # whose node's lease ran out more than a grace period ago (or is unknown).
@@ -134,8 +140,7 @@ class ClusterPresence:
         if self._pool is None:
             raise UnavailableError("cluster presence is not open")
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                return await work(conn)
+            return await self._attempt(work)
         except _UNAVAILABLE as exc:
             raise UnavailableError(f"cluster presence: {type(exc).__name__}") from None
         except asyncpg.exceptions.ObjectNotInPrerequisiteStateError as exc:
@@ -143,6 +148,19 @@ class ClusterPresence:
             raise UnavailableError(f"cluster presence: {type(exc).__name__}") from None
         except asyncpg.PostgresError as exc:
             raise StoreError(f"cluster presence: {type(exc).__name__}") from None
+
+    async def _attempt(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run ``work`` in a transaction, again if PostgreSQL aborted it as a deadlock victim."""
+        assert self._pool is not None
+        for attempt in range(TRANSACTION_RETRIES + 1):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    return await work(conn)
+            except _RETRYABLE as exc:
+                if attempt == TRANSACTION_RETRIES:
+                    raise
+                log.info("cluster presence: %s, retrying", type(exc).__name__)
+        raise AssertionError("unreachable")
 
     # ----------------------------------------------------------------- leases
 
