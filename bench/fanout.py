@@ -77,8 +77,8 @@ class Climb:
         """Run one step on one server; keep its best passing and lowest failing step.
 
         A failed step is run once more only if the failure may not be the
-        server's: the load generator fell behind, or the server waited for a CPU
-        a tenth of the step. Both attempts are kept and reported.
+        server's: the load generator fell behind, or other processes crowded the
+        server's CPU (``ChatRun.crowded``). Both attempts are kept and reported.
         """
         step = self._attempt(group, send_rate)
         interference = step.notes.get("loadgen_limits") or (
