@@ -17,6 +17,7 @@ class BenchConfig:
     quick: bool
     workers: int = 2
     ceiling_loop: str = "asyncio"
+    clubroom_loop: str = "auto"  # the server's --event-loop: auto = uvloop when installed
     pin: bool = True  # servers on one half of the CPUs, load generator on the other
     server_root: str | None = None  # another checkout's clubroom_server (A/B comparisons)
     baseline_root: str | None = None  # the checkout the ``versus`` scenario compares against

@@ -261,7 +261,10 @@ class Harness:
         root_text = (variant.root if variant else None) or self.config.server_root
         root = Path(root_text) if root_text else REPO_ROOT
         db = self._databases.enter_context(fresh_database(self.postgres)) if self.postgres else None
-        extra = list(variant.extra_args) if variant else []
+        # "auto" is every server's default, and older checkouts (versus) lack the option
+        loop = self.config.clubroom_loop
+        extra = [] if loop == "auto" else ["--event-loop", loop]
+        extra += list(variant.extra_args) if variant else []
         if variant and variant.metrics:
             extra += ["--metrics-address", f"127.0.0.1:{free_port()}"]
         server = start_clubroom(

@@ -62,7 +62,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
     parser.add_argument(
         "--ceiling-loop", choices=("asyncio", "uvloop"), default="asyncio",
-        help="event loop of the ceiling server (Clubroom uses asyncio's)",
+        help="event loop of the ceiling server",
+    )  # fmt: skip
+    parser.add_argument(
+        "--clubroom-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+        help="Clubroom's --event-loop (auto: uvloop when installed, as the server does)",
     )  # fmt: skip
     parser.add_argument(
         "--no-pin", action="store_true",
@@ -106,6 +110,7 @@ def configure(args: argparse.Namespace) -> BenchConfig:
     changes: dict[str, Any] = {
         "workers": args.workers,
         "ceiling_loop": args.ceiling_loop,
+        "clubroom_loop": args.clubroom_loop,
         "pin": not args.no_pin,
         "server_root": str(args.server_root.resolve()) if args.server_root else None,
         "baseline_root": str(args.baseline_root.resolve()) if args.baseline_root else None,
