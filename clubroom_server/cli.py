@@ -21,6 +21,7 @@ from clubroom_server.logs import LOG_FORMATS, LOG_LEVELS
 from clubroom_server.manage.cli import COMMANDS as ADMIN_COMMANDS
 from clubroom_server.manage.cli import database_options
 from clubroom_server.store import SYNCHRONOUS_MODES, StartupError, StoreError, is_postgres_url
+from clubroom_server.store.pacing import MAX_INTERVAL as MAX_COMMIT_INTERVAL
 from protocol import FORWARDED_FOR_HEADER
 
 _DEFAULTS = Settings.__dataclass_fields__
@@ -271,6 +272,14 @@ SERVE_OPTIONS = [
         "db_pool_size",
         click.IntRange(2),
         "PostgreSQL only: connections kept to the database.",
+    ),
+    _option(
+        "--commit-interval",
+        "commit_interval",
+        click.FloatRange(0, MAX_COMMIT_INTERVAL),
+        "Seconds: while messages stream in, commit at most this often, so that they share "
+        "a commit and a socket write (a message after a quiet spell is committed at once; "
+        "0 = commit every batch at once).",
     ),
     _option(
         "--log-format",

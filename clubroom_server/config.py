@@ -26,6 +26,7 @@ RESTART_ONLY: tuple[str, ...] = (
     "port",
     "db",
     "db_pool_size",
+    "commit_interval",
     "argon2_profile",
     "hash_workers",
     "synchronous",
@@ -101,6 +102,7 @@ class Settings:
     bus_prefix: str = "clubroom"
     node_lease: float = 10.0  # seconds; renewed every third of it
     event_loop: str = "auto"  # auto (uvloop when installed), uvloop or asyncio
+    commit_interval: float = 0.01  # seconds between commits while writes stream in (pacing.py)
 
     @property
     def argon2_parameters(self) -> argon2.Parameters:

@@ -43,12 +43,21 @@ def describe_url(url: str | Path) -> str:
     return str(path) if path is not None else "an unknown kind of database"
 
 
-def make_store(url: str | Path, *, synchronous: str = "FULL", pool_size: int = 10) -> Store:
-    """The store for ``url``, not yet open (``StartupError`` for an unknown kind of URL)."""
+def make_store(
+    url: str | Path,
+    *,
+    synchronous: str = "FULL",
+    pool_size: int = 10,
+    commit_interval: float = 0.0,
+) -> Store:
+    """The store for ``url``, not yet open (``StartupError`` for an unknown kind of URL).
+
+    ``commit_interval``: see ``pacing.CommitPacer`` (0: every batch at once).
+    """
     if is_postgres_url(url):
         from clubroom_server.store.postgres import PostgresStore
 
-        return PostgresStore(str(url), pool_size=pool_size)
+        return PostgresStore(str(url), pool_size=pool_size, commit_interval=commit_interval)
     path = sqlite_path(url)
     if path is None:
         scheme = urlsplit(str(url)).scheme
@@ -58,7 +67,7 @@ def make_store(url: str | Path, *, synchronous: str = "FULL", pool_size: int = 1
         )
     from clubroom_server.store.sqlite import SQLiteStore
 
-    return SQLiteStore(path, synchronous)
+    return SQLiteStore(path, synchronous, commit_interval)
 
 
 async def open_store(url: str | Path, *, synchronous: str = "FULL", pool_size: int = 10) -> Store:

@@ -54,6 +54,7 @@ from clubroom_server.store.interface import (
     StoreError,
     UnavailableError,
 )
+from clubroom_server.store.pacing import CommitPacer
 from clubroom_server.store.records import (
     TABLE_OF,
     TABLES,
@@ -196,13 +197,14 @@ class _Write(NamedTuple):
 class PostgresStore:
     """The ``Store`` interface on a PostgreSQL database, through an asyncpg pool."""
 
-    def __init__(self, url: str, pool_size: int = 10) -> None:
+    def __init__(self, url: str, pool_size: int = 10, commit_interval: float = 0.0) -> None:
         self.url = url
         self._pool_size = max(2, pool_size)
         self._pool: asyncpg.Pool | None = None
         self._search_pool: asyncpg.Pool | None = None
         self._queue: list[_Write] = []
         self._wakeup = asyncio.Event()
+        self._pacer = CommitPacer(commit_interval)
         self._closing = False
         self._write_task: asyncio.Task[None] | None = None
         self._unavailable_logged = False
@@ -323,6 +325,8 @@ class PostgresStore:
     async def _write_loop(self) -> None:
         while True:
             await self._wakeup.wait()
+            if self._queue:
+                await self._pacer.wait_turn(hurry=self._closing)
             self._wakeup.clear()
             batch, self._queue = self._queue, []
             if batch:

@@ -53,6 +53,7 @@ from clubroom_server.store.interface import (
     StoreError,
     UnavailableError,
 )
+from clubroom_server.store.pacing import CommitPacer
 from clubroom_server.store.purge import SearchPurger, count_deletion, pending
 from clubroom_server.store.records import (
     TABLE_OF,
@@ -169,7 +170,7 @@ class _WriterThread:
 class SQLiteStore:
     """The ``Store`` interface on one SQLite file."""
 
-    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path, synchronous: str = "FULL", commit_interval: float = 0.0) -> None:
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
         self.path = path
@@ -178,6 +179,7 @@ class SQLiteStore:
         self._reader: aiosqlite.Connection | None = None
         self._queue: list[_Write] = []
         self._wakeup = asyncio.Event()
+        self._pacer = CommitPacer(commit_interval)
         self._closing = False
         self._checkpointer: aiosqlite.Connection | None = None
         self._truncate_wanted = asyncio.Event()
@@ -301,6 +303,8 @@ class SQLiteStore:
     async def _write_loop(self) -> None:
         while True:
             await self._wakeup.wait()
+            if self._queue:
+                await self._pacer.wait_turn(hurry=self._closing)
             self._wakeup.clear()
             batch, self._queue = self._queue, []
             if batch:

@@ -1,0 +1,53 @@
+"""Group-commit pacing: while writes stream in, commit at most once per interval.
+
+A commit has a fixed cost whatever it holds: on SQLite with
+``synchronous=FULL`` the WAL's ``fsync`` and the search index's new segment
+(about 300 µs of CPU on the 2-core VM, measured), plus the hop to the writer
+thread and back (40–180 µs there); on PostgreSQL a round trip and the
+server's WAL flush. Messages that share a commit also share their fan-out
+tick, so each member's connection gets one socket write carrying several
+frames instead of one write per frame. At a few hundred messages a second
+the writer is otherwise fast enough to commit nearly every message alone,
+and those fixed costs dominate.
+
+The pacer makes a write that arrives less than ``interval`` after the
+previous commit started wait for the rest of the interval, gathering what
+arrives meanwhile. A write after a quiet spell (the usual case in a chat)
+is committed at once, so pacing adds latency only to a stream, and at most
+``interval``. Every message is still durable before anyone is told about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+MAX_INTERVAL = 0.1  # seconds: more would be a visible delay, for little more saving
+
+
+class CommitPacer:
+    """Decides when the writer may start its next commit."""
+
+    def __init__(
+        self,
+        interval: float,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if not 0 <= interval <= MAX_INTERVAL:
+            raise ValueError(f"the commit interval must be between 0 and {MAX_INTERVAL} s")
+        self.interval = interval
+        self._clock = clock
+        self._sleep = sleep
+        self._last_start = float("-inf")
+
+    def _now(self) -> float:
+        return self._clock() if self._clock else asyncio.get_running_loop().time()
+
+    async def wait_turn(self, hurry: bool = False) -> None:
+        """Return when the next commit may start; ``hurry`` (closing) skips the wait."""
+        if self.interval and not hurry:
+            delay = self._last_start + self.interval - self._now()
+            if delay > 0:
+                await self._sleep(delay)
+        self._last_start = self._now()
