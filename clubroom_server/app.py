@@ -39,7 +39,10 @@ class Clubroom:
         logs.protect_secrets()
         self.settings = settings
         self.store: Store = make_store(
-            settings.db, synchronous=settings.synchronous, pool_size=settings.db_pool_size
+            settings.db,
+            synchronous=settings.synchronous,
+            pool_size=settings.db_pool_size,
+            search_timeout=settings.search_timeout,
         )
         self.hasher = PasswordHasher(
             settings.argon2_parameters, settings.hash_workers, settings.hash_queue_limit

@@ -12,6 +12,7 @@ from pathlib import Path
 import argon2
 import platformdirs
 
+from clubroom_server.store.interface import DEFAULT_SEARCH_TIMEOUT
 from protocol import DEFAULT_PORT, MAX_FRAME_BYTES
 
 ARGON2_PROFILES: dict[str, argon2.Parameters] = {
@@ -26,6 +27,7 @@ RESTART_ONLY: tuple[str, ...] = (
     "port",
     "db",
     "db_pool_size",
+    "search_timeout",
     "argon2_profile",
     "hash_workers",
     "synchronous",
@@ -101,6 +103,7 @@ class Settings:
     bus_prefix: str = "clubroom"
     node_lease: float = 10.0  # seconds; renewed every third of it
     event_loop: str = "auto"  # auto (uvloop when installed), uvloop or asyncio
+    search_timeout: float = DEFAULT_SEARCH_TIMEOUT  # seconds a search may run, then invalid_query
 
     @property
     def argon2_parameters(self) -> argon2.Parameters:
