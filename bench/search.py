@@ -111,8 +111,11 @@ def text_elsewhere(rng: random.Random, words: Words) -> str:
     return " ".join(said)
 
 
-async def fill(store: Store, rng: random.Random, words: Words) -> int:
-    """The searched room (id 1) and OTHER_ROOMS more, their messages interleaved by id."""
+async def fill(store: Store, rng: random.Random, words: Words) -> list[int]:
+    """The searched room (id 1) and OTHER_ROOMS more, their messages interleaved by id.
+
+    Returns the ids of the searched room's messages.
+    """
     user = await store.add_user("bench", "bench", "$argon2id$bench", 0)
     total = MESSAGES + ELSEWHERE
     rooms = 1 + OTHER_ROOMS
@@ -134,7 +137,7 @@ async def fill(store: Store, rng: random.Random, words: Words) -> int:
     for start in range(0, total, BATCH):
         await store.load(records[start : start + BATCH])
     await store.raise_high_water(HighWater(users=user.id, rooms=rooms, messages=10 + total))
-    return 1
+    return [record.id for record in records if record.room_id == 1]
 
 
 async def settle(url: str) -> None:
@@ -219,13 +222,14 @@ async def measure(url: str, rounds: int, passes: int, kinds: list[Kind]) -> dict
     store = await open_store(url)
     try:
         started = time.monotonic()
-        room_id = await fill(store, rng, words)
+        room_id = 1
+        ids = await fill(store, rng, words)
         print(f"  filled {MESSAGES + ELSEWHERE:,} messages in {time.monotonic() - started:.1f} s")
         await settle(url)
         await talk(store, room_id, [" ".join(words.sentence(rng)) for _ in range(TALK)])
         results = await searches(store, room_id, rng, words, rounds, passes, kinds)
         if len(kinds) == len(KINDS):
-            results.update(await deletions(store, room_id))
+            results.update(await deletions(store, room_id, ids[:: len(ids) // 10]))
         return results
     finally:
         await store.close()
@@ -280,7 +284,7 @@ def spread(runs: list[list[int]]) -> Row:
     )
 
 
-async def deletions(store: Store, room_id: int, count: int = 10) -> dict[str, Row]:
+async def deletions(store: Store, room_id: int, ids: list[int]) -> dict[str, Row]:
     """Deleting a message in the full room: the answer, the erasure, sends meanwhile.
 
     On SQLite the words leave the FTS5 index in the background (``purge``),
@@ -298,8 +302,8 @@ async def deletions(store: Store, room_id: int, count: int = 10) -> dict[str, Ro
     purging: list[int] = []
     async with sending(store, room_id, user.id, quiet):
         await asyncio.sleep(1.0)
-    for n in range(count):
-        change = MessageChange(ChangeKind.DELETE, room_id, 10 + n * 997, user.id, "bench", 0)
+    for message_id in ids[:10]:
+        change = MessageChange(ChangeKind.DELETE, room_id, message_id, user.id, "bench", 0)
         rounds = purger.rounds if purger else 0
         async with sending(store, room_id, user.id, purging):
             began = time.perf_counter_ns()

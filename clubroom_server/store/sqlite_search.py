@@ -32,6 +32,9 @@ M_COLUMNS = ", ".join(f"m.{column}" for column in TABLE_OF[MessageRecord].column
 # The index's delete markers already hide deleted and edited-away text; the
 # row is checked too, so that no state of the index can show a deleted message.
 LIVE = " AND m.kind = 0 AND m.deleted_ms IS NULL"
+# The index has the room of each message as a token of its own (migration
+# 8): FTS5 finds the room's matches itself, and only those are looked up
+# (the room is checked again on the row, as is whether it is live).
 # Newest first: FTS5 walks its matches by descending rowid and stops at the
 # page (ordering by m.id instead made the planner scan the whole room).
 SEARCH_NEWEST = (
@@ -51,6 +54,11 @@ SEARCH_BEST = (
     f"ORDER BY messages_fts.rowid DESC LIMIT {BEST_CANDIDATES}) "
     "ORDER BY score, id DESC LIMIT ? OFFSET ?"
 )
+
+
+def in_room(room_id: int, match: str) -> str:
+    """The FTS5 query for ``match`` (quoted phrases) among the room's messages only."""
+    return f"room : r{room_id} AND text : ({match})"
 
 
 class Deadline:
@@ -93,7 +101,8 @@ class SearchConnection:
     ) -> list[MessageRecord]:
         """Up to ``limit`` rows of the room matching the FTS5 ``match``, from ``offset``."""
         found = await self._run(
-            SEARCH_NEWEST if newest else SEARCH_BEST, (match, room_id, limit, offset)
+            SEARCH_NEWEST if newest else SEARCH_BEST,
+            (in_room(room_id, match), room_id, limit, offset),
         )
         return [MessageRecord(*row[:MESSAGE_FIELDS]) for row in found]
 
