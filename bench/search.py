@@ -58,7 +58,9 @@ BATCH = 5_000
 VOCABULARY = 20_000
 PAGE = 20
 # Words longer than the vocabulary's (3–9 letters), so never drawn by chance.
-EVERYWHERE = "everywhereword"  # in 97 % of all messages, like "the" or "ok"
+# In 97 % of the filled messages, like "the" or "ok", and in none of the 2,000
+# sent after the fill: a word common in a room's past, absent from its present.
+EVERYWHERE = "everywhereword"
 ABSENT_HERE = [f"elsewhereonly{c}" for c in "abcde"]  # each in 30 % of the other rooms' messages
 RARE_HERE = [f"mostlyelsewhere{c}" for c in "abcde"]  # same, and in 5 old messages here
 RARE_HERE_COUNT = 5
@@ -199,7 +201,7 @@ def _long(rng: random.Random, w: Words) -> str:
 _common = _words(1, lambda w: w.common)
 KINDS = (
     Kind("common word", _common),
-    Kind("word in 97 % of messages", lambda rng, w: EVERYWHERE),
+    Kind("word in 97 % of messages, none of the newest 2,000", lambda rng, w: EVERYWHERE),
     Kind("rare word", _words(1, lambda w: w.rare)),
     Kind("absent here, 30 % elsewhere", lambda rng, w: rng.choice(ABSENT_HERE)),
     Kind("5 here, 30 % elsewhere", lambda rng, w: rng.choice(RARE_HERE)),

@@ -5,9 +5,9 @@ room*, and the planner knows only how common they are in the whole table. A
 word in most messages of other rooms and none of this one looked common, so
 the planner walked the room backwards looking for it: every row of a
 100,000-message room (270 ms). The search therefore looks first at the
-room's ``WINDOW`` newest messages (one short backwards walk, whatever the
-words), which answers most searches; only if it needs more, it looks at the
-older ones, choosing by what the window showed: a word frequent there is
+room's newest messages (``WINDOWS``: short backwards walks, whatever the
+words), which answer most searches; only if it needs more, it looks at the
+older ones, choosing by what the windows showed: a word frequent there is
 walked to further back (it soon finds enough), a rare or absent one is
 asked of the GIN index on (room_id, search), which holds this room's matches
 only. The page's rows are then read by id.
@@ -27,7 +27,13 @@ import asyncpg
 from clubroom_server.store.records import TABLE_OF, MessageRecord
 
 MESSAGE_COLUMNS = ", ".join(TABLE_OF[MessageRecord].columns)
-WINDOW = 1000  # newest messages of the room looked at first
+# The room's newest messages are looked at in these steps, newest first,
+# until enough matches are found or the step shows how to go on: a word
+# that was common long ago and is absent from the newest thousand messages
+# is found in the next step, where the GIN index would read every one of its
+# matches (500 ms for a word in 97,000 older messages).
+WINDOWS = (1000, 4000)
+NEWEST = 2**62  # above every message id
 # Older matches are walked to (the room backwards, row by row) when the
 # window suggests that takes fewer rows than this; else the GIN index is asked.
 WALK_ROWS = 20_000
@@ -48,9 +54,9 @@ WINDOW_SQL = (
     "coalesce(array_agg(id ORDER BY id DESC) FILTER (WHERE score IS NOT NULL), '{{}}'), "
     "coalesce(array_agg(score ORDER BY id DESC) FILTER (WHERE score IS NOT NULL), '{{}}') "
     "FROM (SELECT id, CASE WHEN kind = 0 AND search @@ q THEN {rank} END AS score "
-    f"FROM messages, {_QUERY} WHERE room_id = $1 ORDER BY id DESC LIMIT {WINDOW}) AS recent"
+    f"FROM messages, {_QUERY} WHERE room_id = $1 AND id < $3 ORDER BY id DESC LIMIT $4) AS recent"
 )
-# Matches older than the window ($3), newest first: ``{order}`` is ``id`` to
+# Matches older than the windows ($3), newest first: ``{order}`` is ``id`` to
 # let the planner walk the room backwards, ``id + 0`` to make it ask the GIN
 # index (an expression no index is ordered by). A phrase is also matched as
 # its words alone ({words}, $6), which changes no result: the planner thinks
@@ -98,39 +104,63 @@ async def search(
     conn: asyncpg.Connection, query: Query, newest: bool, offset: int, limit: int
 ) -> list[MessageRecord]:
     """Up to ``limit`` matching messages from ``offset`` on, newest or best first."""
-    window_sql = WINDOW_SQL.format(rank=_RANK[newest])
-    floor, size, ids, scores = await conn.fetchrow(window_sql, query.room_id, query.phrases)
-    window = Matches(list(ids), list(scores))
     wanted = offset + limit if newest else BEST_CANDIDATES
-    if size == WINDOW and len(window.ids) < wanted:
-        skip = max(0, offset - len(window.ids)) if newest else 0
-        older = await _older(conn, query, newest, floor, window, wanted, skip)
-    else:
-        older = Matches([], [])
+    recent = await _recent(conn, query, newest, wanted)
+    older = Matches([], [])
+    if recent.floor is not None and len(recent.matches.ids) < wanted:
+        skip = max(0, offset - len(recent.matches.ids)) if newest else 0
+        older = await _older(conn, query, newest, recent, wanted, skip)
     if newest:
-        page = (window.ids[offset:] + older.ids)[:limit]
+        page = (recent.matches.ids[offset:] + older.ids)[:limit]
     else:
-        page = _best(window, older)[offset : offset + limit]
+        page = _best(recent.matches, older)[offset : offset + limit]
     return await _rows(conn, page)
 
 
-async def _older(
-    conn: asyncpg.Connection,
-    query: Query,
-    newest: bool,
-    floor: int,
-    window: Matches,
-    wanted: int,
-    skip: int,
-) -> Matches:
-    """The older matches that make ``wanted`` in all with the window's, the first ``skip`` left out.
+class Recent(NamedTuple):
+    """What the windows found: matches, rows looked at, and the oldest id (None: all of them)."""
 
-    The walk back reads about ``missing / share`` rows (``share``: how many of
-    the window's messages matched); the index reads every match in the room.
+    matches: Matches
+    looked: int
+    floor: int | None
+
+
+async def _recent(conn: asyncpg.Connection, query: Query, newest: bool, wanted: int) -> Recent:
+    """The matches among the room's newest messages, window by window (see WINDOWS)."""
+    sql = WINDOW_SQL.format(rank=_RANK[newest])
+    ids: list[int] = []
+    scores: list[float] = []
+    floor: int | None = NEWEST
+    looked = 0
+    for size in WINDOWS:
+        oldest, rows, found, ranks = await conn.fetchrow(
+            sql, query.room_id, query.phrases, floor, size
+        )
+        ids += found
+        scores += ranks
+        looked += rows
+        floor = oldest if rows == size else None
+        if floor is None or len(ids) >= wanted or _walkable(len(ids), looked, wanted):
+            break
+    return Recent(Matches(ids, scores), looked, floor)
+
+
+def _walkable(found: int, looked: int, wanted: int) -> bool:
+    """Whether walking further back finds the missing matches within WALK_ROWS rows.
+
+    The walk reads about ``missing / share`` rows, ``share`` being how many
+    of the messages looked at matched; the index reads every match in the room.
     """
-    missing = wanted - len(window.ids)
-    share = len(window.ids) / WINDOW
-    order = "id" if share and missing / share <= WALK_ROWS else "id + 0"
+    share = found / looked if looked else 0
+    return share > 0 and (wanted - found) / share <= WALK_ROWS
+
+
+async def _older(
+    conn: asyncpg.Connection, query: Query, newest: bool, recent: Recent, wanted: int, skip: int
+) -> Matches:
+    """The older matches that make ``wanted`` in all with the recent ones, ``skip`` left out."""
+    found = len(recent.matches.ids)
+    order = "id" if _walkable(found, recent.looked, wanted) else "id + 0"
     phrase = query.words is not None
     sql = OLDER_SQL.format(
         rank=_RANK[newest],
@@ -139,7 +169,7 @@ async def _older(
         order=order,
     )
     extra = [query.words] if phrase else []
-    args = (query.room_id, query.phrases, floor, missing - skip, skip, *extra)
+    args = (query.room_id, query.phrases, recent.floor, wanted - found - skip, skip, *extra)
     ids, scores = await conn.fetchrow(sql, *args)
     return Matches(list(ids), list(scores))
 
