@@ -1,9 +1,14 @@
-"""Search latency: p50/p99 of ``search_messages`` over a room of 100,000 messages.
+"""Search latency: p50/p99 of ``search_messages`` over a 100,000-message room among others.
 
 Runs the real stores on both backends (SQLite FTS5; PostgreSQL tsvector + GIN)
-with a room filled through ``load`` (the same rows, triggers and generated
-columns as sends make, only faster to fill), then times searches of common
-and rare words, two words and phrases, newest first and best first:
+on a database filled through ``load`` (the same rows, triggers and generated
+columns as sends make, only faster to fill): the searched room's 100,000
+messages and as many in three other rooms, interleaved by id as rooms that
+talk at the same time are. Then it times what users and adversaries type
+(``KINDS``): very common and rare words, a word in nearly every message,
+words frequent in the other rooms but absent or rare in this one, two words,
+ten words, phrases, operator-looking input, and deep pages; newest first and
+best first:
 
     python -m bench.search --postgres postgresql://postgres@127.0.0.1:5432/test
 
@@ -11,8 +16,9 @@ After the fill (and, on PostgreSQL, a VACUUM ANALYZE) 2,000 more messages
 are sent the ordinary way, so the indexes hold recent entries as in a room in
 use. Each kind is timed in interleaved passes; the table gives p50 and p99
 over all, and the best and worst pass's p99 (the spread the machine's other
-load adds). Then deletions: how long the answer takes, on SQLite how long
-until the words have left the index, and sends meanwhile.
+load adds), and how many searches the store stopped at its ``search_timeout``.
+Then deletions: how long the answer takes, on SQLite how long until the words
+have left the index, and sends meanwhile.
 
 Target: p99 ≤ 50 ms. Without ``--postgres`` only SQLite runs.
 """
@@ -27,54 +33,113 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.stats import Latency
 from bench.store import fresh_postgres
 from clubroom_server.search import parse_query
-from clubroom_server.store import HighWater, MessageRecord, RoomRecord, Store, open_store
+from clubroom_server.store import (
+    HighWater,
+    MessageRecord,
+    RoomRecord,
+    SearchTooSlow,
+    Store,
+    open_store,
+)
 from clubroom_server.store.changes import ChangeKind, MessageChange
 
-MESSAGES = 100_000
+MESSAGES = 100_000  # in the searched room
+ELSEWHERE = 100_000  # in the other rooms together
+OTHER_ROOMS = 3
 TALK = 2_000  # messages sent after the fill (and its VACUUM), before timing
 BATCH = 5_000
 VOCABULARY = 20_000
-QUERIES = ("common", "rare", "two words", "phrase")
+PAGE = 20
+# Words longer than the vocabulary's (3–9 letters), so never drawn by chance.
+# In 97 % of the filled messages, like "the" or "ok", and in none of the 2,000
+# sent after the fill: a word common in a room's past, absent from its present.
+EVERYWHERE = "everywhereword"
+ABSENT_HERE = [f"elsewhereonly{c}" for c in "abcde"]  # each in 30 % of the other rooms' messages
+RARE_HERE = [f"mostlyelsewhere{c}" for c in "abcde"]  # same, and in 5 old messages here
+RARE_HERE_COUNT = 5
 
 
-def vocabulary(rng: random.Random) -> list[str]:
-    """Made-up words; chosen with a Zipf-like skew, as words in chat are."""
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    return ["".join(rng.choices(letters, k=rng.randint(3, 9))) for _ in range(VOCABULARY)]
+@dataclass(frozen=True)
+class Words:
+    """The made-up vocabulary (Zipf-like skew, as words in chat are) and its weights."""
+
+    words: list[str]
+    weights: list[float]  # cumulative, computed once
+
+    @classmethod
+    def made(cls, rng: random.Random) -> Words:
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        words = ["".join(rng.choices(letters, k=rng.randint(3, 9))) for _ in range(VOCABULARY)]
+        weights = list(itertools.accumulate(1 / (rank + 1) for rank in range(VOCABULARY)))
+        return cls(words, weights)
+
+    def sentence(self, rng: random.Random) -> list[str]:
+        """5–20 words."""
+        return rng.choices(self.words, cum_weights=self.weights, k=rng.randint(5, 20))
+
+    @property
+    def common(self) -> list[str]:
+        return self.words[:50]
+
+    @property
+    def rare(self) -> list[str]:
+        return self.words[VOCABULARY // 2 :]
 
 
-def sentence(rng: random.Random, words: list[str], weights: list[float]) -> str:
-    """5–20 words; ``weights`` are cumulative (computed once, not per call)."""
-    return " ".join(rng.choices(words, cum_weights=weights, k=rng.randint(5, 20)))
+def text_here(rng: random.Random, words: Words, seq: int) -> str:
+    """A message of the searched room: no ABSENT_HERE word; RARE_HERE in a few old ones."""
+    said = words.sentence(rng)
+    if rng.random() < 0.97:
+        said.insert(rng.randrange(len(said) + 1), EVERYWHERE)
+    spacing = MESSAGES // (RARE_HERE_COUNT * len(RARE_HERE) * 10)  # all in the oldest 10 %
+    if seq % spacing == 0 and seq // spacing < RARE_HERE_COUNT * len(RARE_HERE):
+        said.append(RARE_HERE[seq // spacing % len(RARE_HERE)])
+    return " ".join(said)
 
 
-async def fill(store: Store, rng: random.Random, words: list[str], weights: list[float]) -> int:
+def text_elsewhere(rng: random.Random, words: Words) -> str:
+    """A message of another room: the same talk, and its own frequent words."""
+    said = words.sentence(rng)
+    if rng.random() < 0.97:
+        said.insert(rng.randrange(len(said) + 1), EVERYWHERE)
+    said += [word for word in ABSENT_HERE + RARE_HERE if rng.random() < 0.3]
+    return " ".join(said)
+
+
+async def fill(store: Store, rng: random.Random, words: Words) -> list[int]:
+    """The searched room (id 1) and OTHER_ROOMS more, their messages interleaved by id.
+
+    Returns the ids of the searched room's messages.
+    """
     user = await store.add_user("bench", "bench", "$argon2id$bench", 0)
-    room = RoomRecord(id=1, name="search", key="search", last_seq=MESSAGES)
-    await store.load([room])  # as ``copy`` does: the room's seq, ids and all
-    for start in range(0, MESSAGES, BATCH):
-        await store.load(
-            [
-                MessageRecord(
-                    id=10 + n,
-                    room_id=room.id,
-                    seq=n + 1,
-                    author_id=user.id,
-                    author="bench",
-                    text=sentence(rng, words, weights),
-                    at_ms=n,
-                )
-                for n in range(start, min(start + BATCH, MESSAGES))
-            ]
-        )
-    await store.raise_high_water(HighWater(users=user.id, rooms=1, messages=10 + MESSAGES))
-    return room.id
+    total = MESSAGES + ELSEWHERE
+    rooms = 1 + OTHER_ROOMS
+    where = [1] * MESSAGES + [2 + n % OTHER_ROOMS for n in range(ELSEWHERE)]
+    rng.shuffle(where)
+    seqs = [0] * (rooms + 1)
+    records = []
+    for n, room_id in enumerate(where):
+        seqs[room_id] += 1
+        seq = seqs[room_id]
+        text = text_here(rng, words, seq) if room_id == 1 else text_elsewhere(rng, words)
+        records.append(MessageRecord(10 + n, room_id, seq, user.id, "bench", text, n))
+    await store.load(
+        [
+            RoomRecord(id=r, name=f"room{r}", key=f"room{r}", last_seq=seqs[r])
+            for r in range(1, rooms + 1)
+        ]
+    )
+    for start in range(0, total, BATCH):
+        await store.load(records[start : start + BATCH])
+    await store.raise_high_water(HighWater(users=user.id, rooms=rooms, messages=10 + total))
+    return [record.id for record in records if record.room_id == 1]
 
 
 async def settle(url: str) -> None:
@@ -104,62 +169,109 @@ async def talk(store: Store, room_id: int, texts: list[str]) -> None:
     )
 
 
-def query_of(kind: str, rng: random.Random, words: list[str]) -> str:
-    common, rare = words[:50], words[VOCABULARY // 2 :]
-    if kind == "common":
-        return rng.choice(common)
-    if kind == "rare":
-        return rng.choice(rare)
-    if kind == "two words":
-        return f"{rng.choice(common)} {rng.choice(words[:2000])}"
-    return f'"{rng.choice(common)} {rng.choice(common)}"'
+@dataclass(frozen=True)
+class Kind:
+    """A kind of search: what is typed, which orders, and from which result on."""
+
+    name: str
+    query: Callable[[random.Random, Words], str]
+    offset: int = 0
+    orders: tuple[bool, ...] = (True, False)  # newest first, best first
+
+
+def _words(count: int, pool: Callable[[Words], list[str]]) -> Callable[[random.Random, Words], str]:
+    return lambda rng, w: " ".join(rng.sample(pool(w), count))
+
+
+def _phrase(rng: random.Random, w: Words) -> str:
+    return f'"{rng.choice(w.common)} {rng.choice(w.common)}"'
+
+
+def _operators(rng: random.Random, w: Words) -> str:
+    """FTS and web-search syntax, which Clubroom reads as words (``or`` is one)."""
+    a, b, c = rng.sample(w.common, 3)
+    return f'{a} OR {b} -{c} {a[:3]}* NEAR("{b}") AND'
+
+
+def _long(rng: random.Random, w: Words) -> str:
+    """Ten words of the room's talk, as when a sentence is pasted in."""
+    return " ".join(list(dict.fromkeys(w.sentence(rng) + rng.sample(w.common, 10)))[:10])
+
+
+_common = _words(1, lambda w: w.common)
+KINDS = (
+    Kind("common word", _common),
+    Kind("word in 97 % of messages, none of the newest 2,000", lambda rng, w: EVERYWHERE),
+    Kind("rare word", _words(1, lambda w: w.rare)),
+    Kind("absent here, 30 % elsewhere", lambda rng, w: rng.choice(ABSENT_HERE)),
+    Kind("5 here, 30 % elsewhere", lambda rng, w: rng.choice(RARE_HERE)),
+    Kind("two words", lambda rng, w: f"{rng.choice(w.common)} {rng.choice(w.words[:2000])}"),
+    Kind("ten words", _long),
+    Kind("phrase of common words", _phrase),
+    Kind("operators typed", _operators),
+    Kind("common word, page 11", _common, offset=10 * PAGE),
+    Kind("common word, page 101", _common, offset=100 * PAGE),
+    Kind("common word, offset 10,000", _common, offset=10_000, orders=(True,)),
+)
 
 
 Row = tuple[str, ...]
 
 
-async def measure(url: str, rounds: int, passes: int) -> dict[str, Row]:
+async def measure(url: str, rounds: int, passes: int, kinds: list[Kind]) -> dict[str, Row]:
     rng = random.Random(16)
-    words = vocabulary(rng)
-    weights = list(itertools.accumulate(1 / (rank + 1) for rank in range(VOCABULARY)))
+    words = Words.made(rng)
     store = await open_store(url)
     try:
         started = time.monotonic()
-        room_id = await fill(store, rng, words, weights)
-        print(f"  filled {MESSAGES:,} messages in {time.monotonic() - started:.1f} s")
+        room_id = 1
+        ids = await fill(store, rng, words)
+        print(f"  filled {MESSAGES + ELSEWHERE:,} messages in {time.monotonic() - started:.1f} s")
         await settle(url)
-        await talk(store, room_id, [sentence(rng, words, weights) for _ in range(TALK)])
-        results = await searches(store, room_id, rng, words, rounds, passes)
-        results.update(await deletions(store, room_id))
+        await talk(store, room_id, [" ".join(words.sentence(rng)) for _ in range(TALK)])
+        results = await searches(store, room_id, rng, words, rounds, passes, kinds)
+        if len(kinds) == len(KINDS):
+            results.update(await deletions(store, room_id, ids[:: len(ids) // 10]))
         return results
     finally:
         await store.close()
 
 
 async def searches(
-    store: Store, room_id: int, rng: random.Random, words: list[str], rounds: int, passes: int
+    store: Store,
+    room_id: int,
+    rng: random.Random,
+    words: Words,
+    rounds: int,
+    passes: int,
+    kinds: list[Kind],
 ) -> dict[str, Row]:
-    """Every query kind and order, ``rounds`` queries each, in ``passes`` interleaved passes.
+    """Every kind and order, ``rounds`` queries each, in ``passes`` interleaved passes.
 
     Passes take turns (all kinds, then all kinds again), so a burst of load
     from elsewhere on the machine lands on every kind rather than one; the
-    spread of the passes' p99 shows how much of the p99 is that load.
+    spread of the passes' p99 shows how much of the p99 is that load. A search
+    the store stops (``SearchTooSlow``) counts with the time it took.
     """
-    shapes = [(kind, newest) for kind in QUERIES for newest in (True, False)]
-    timings: dict[tuple[str, bool], list[list[int]]] = {shape: [] for shape in shapes}
+    shapes = [(kind, newest) for kind in kinds for newest in kind.orders]
+    timings: dict[tuple[Kind, bool], list[list[int]]] = {shape: [] for shape in shapes}
+    stopped = dict.fromkeys(shapes, 0)
     for _ in range(passes):
         for kind, newest in shapes:
             taken = []
             for _ in range(rounds):
-                phrases = parse_query(query_of(kind, rng, words))
+                phrases = parse_query(kind.query(rng, words))
                 began = time.perf_counter_ns()
-                await store.search_messages(room_id, phrases, newest, 0, 20)
+                try:
+                    await store.search_messages(room_id, phrases, newest, kind.offset, PAGE)
+                except SearchTooSlow:
+                    stopped[kind, newest] += 1
                 taken.append(time.perf_counter_ns() - began)
             timings[kind, newest].append(taken)
     results: dict[str, Row] = {}
     for (kind, newest), runs in timings.items():
-        label = f"{kind}, {'newest' if newest else 'best'} first"
-        results[label] = spread(runs)
+        label = f"{kind.name}, {'newest' if newest else 'best'} first"
+        results[label] = (*spread(runs), str(stopped[kind, newest]))
     return results
 
 
@@ -174,7 +286,7 @@ def spread(runs: list[list[int]]) -> Row:
     )
 
 
-async def deletions(store: Store, room_id: int, count: int = 10) -> dict[str, Row]:
+async def deletions(store: Store, room_id: int, ids: list[int]) -> dict[str, Row]:
     """Deleting a message in the full room: the answer, the erasure, sends meanwhile.
 
     On SQLite the words leave the FTS5 index in the background (``purge``),
@@ -192,8 +304,8 @@ async def deletions(store: Store, room_id: int, count: int = 10) -> dict[str, Ro
     purging: list[int] = []
     async with sending(store, room_id, user.id, quiet):
         await asyncio.sleep(1.0)
-    for n in range(count):
-        change = MessageChange(ChangeKind.DELETE, room_id, 10 + n * 997, user.id, "bench", 0)
+    for message_id in ids[:10]:
+        change = MessageChange(ChangeKind.DELETE, room_id, message_id, user.id, "bench", 0)
         rounds = purger.rounds if purger else 0
         async with sending(store, room_id, user.id, purging):
             began = time.perf_counter_ns()
@@ -234,27 +346,34 @@ async def keep_sending(store: Store, room_id: int, user_id: int, timings: list[i
         await asyncio.sleep(0.01)
 
 
-async def main(postgres: str | None, rounds: int, passes: int) -> None:
+async def main(
+    postgres: str | None, rounds: int, passes: int, only: str | None, sqlite: bool = True
+) -> None:
+    kinds = [kind for kind in KINDS if only is None or only in kind.name]
     tables: dict[str, dict[str, Row]] = {}
     print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="clubroom-bench-") as folder:
-        print("SQLite (FTS5)")
-        tables["SQLite"] = await measure(str(Path(folder) / "bench.db"), rounds, passes)
+        if sqlite:
+            print("SQLite (FTS5)")
+            tables["SQLite"] = await measure(str(Path(folder) / "bench.db"), rounds, passes, kinds)
     if postgres:
         async with fresh_postgres(postgres) as url:
             print("PostgreSQL (tsvector + GIN)")
-            tables["PostgreSQL"] = await measure(url, rounds, passes)
+            tables["PostgreSQL"] = await measure(url, rounds, passes, kinds)
     print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print("(ms: p50 / p99 over all queries; p99 of the best and worst pass)")
-    print("| query | " + " | ".join(f"{b} p50 / p99 (pass p99)" for b in tables) + " |")
+    print("(ms: p50 / p99 over all queries (p99 of the best–worst pass) [searches stopped])")
+    print("| query | " + " | ".join(f"{b} p50 / p99 (pass p99) [stopped]" for b in tables) + " |")
     print("|---|" + "---|" * len(tables))
     labels = dict.fromkeys(label for table in tables.values() for label in table)
     for label in labels:
-        cells = [
-            f"{t[label][0]} / {t[label][1]} ({t[label][2]})" if label in t else "—"
-            for t in tables.values()
-        ]
+        cells = [cell(t[label]) if label in t else "—" for t in tables.values()]
         print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+def cell(row: Row) -> str:
+    """``p50 / p99 (pass p99 range)``, and ``[n]`` when the store stopped n searches."""
+    text = f"{row[0]} / {row[1]} ({row[2]})"
+    return text + (f" [{row[3]}]" if len(row) > 3 and row[3] != "0" else "")
 
 
 if __name__ == "__main__":
@@ -262,5 +381,11 @@ if __name__ == "__main__":
     parser.add_argument("--postgres", help="admin URL of a PostgreSQL to create a database on")
     parser.add_argument("--rounds", type=int, default=50, help="queries per kind, order, pass")
     parser.add_argument("--passes", type=int, default=3, help="interleaved passes over the kinds")
+    parser.add_argument("--only", help="only the kinds whose name contains this (no deletions)")
+    parser.add_argument(
+        "--sqlite", action=argparse.BooleanOptionalAction, default=True, help="time SQLite too"
+    )
     options = parser.parse_args()
-    asyncio.run(main(options.postgres, options.rounds, options.passes))
+    asyncio.run(
+        main(options.postgres, options.rounds, options.passes, options.only, options.sqlite)
+    )

@@ -43,6 +43,7 @@ class Clubroom:
             synchronous=settings.synchronous,
             pool_size=settings.db_pool_size,
             commit_interval=settings.commit_interval,
+            search_timeout=settings.search_timeout,
         )
         self.hasher = PasswordHasher(
             settings.argon2_parameters, settings.hash_workers, settings.hash_queue_limit

@@ -282,6 +282,12 @@ SERVE_OPTIONS = [
         "0 = commit every batch at once).",
     ),
     _option(
+        "--search-timeout",
+        "search_timeout",
+        click.FloatRange(0.001),
+        "Seconds a search may run; a longer one is stopped and answered invalid_query.",
+    ),
+    _option(
         "--log-format",
         "log_format",
         click.Choice(LOG_FORMATS, case_sensitive=False),

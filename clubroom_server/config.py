@@ -12,6 +12,7 @@ from pathlib import Path
 import argon2
 import platformdirs
 
+from clubroom_server.store.interface import DEFAULT_SEARCH_TIMEOUT
 from protocol import DEFAULT_PORT, MAX_FRAME_BYTES
 
 ARGON2_PROFILES: dict[str, argon2.Parameters] = {
@@ -27,6 +28,7 @@ RESTART_ONLY: tuple[str, ...] = (
     "db",
     "db_pool_size",
     "commit_interval",
+    "search_timeout",
     "argon2_profile",
     "hash_workers",
     "synchronous",
@@ -103,6 +105,7 @@ class Settings:
     node_lease: float = 10.0  # seconds; renewed every third of it
     event_loop: str = "auto"  # auto (uvloop when installed), uvloop or asyncio
     commit_interval: float = 0.01  # seconds between commits while writes stream in (pacing.py)
+    search_timeout: float = DEFAULT_SEARCH_TIMEOUT  # seconds a search may run, then invalid_query
 
     @property
     def argon2_parameters(self) -> argon2.Parameters:

@@ -27,7 +27,7 @@ from clubroom_server import search
 from clubroom_server.auth import TokenBucket
 from clubroom_server.peer import Peer
 from clubroom_server.rooms import Room
-from clubroom_server.store import MessageRecord, Store
+from clubroom_server.store import MessageRecord, SearchTooSlow, Store
 from clubroom_server.store.changes import (
     DELETED,
     NOT_AUTHOR,
@@ -266,9 +266,12 @@ class MessageLife:
         room = self._service.joined_room(peer, request.room)
         phrases = search.parse_query(request.query)
         self._service.take(self._search_bucket, peer)
-        hits, more = await self._store.search_messages(
-            room.id, phrases, request.order == "newest", request.offset, request.limit
-        )
+        try:
+            hits, more = await self._store.search_messages(
+                room.id, phrases, request.order == "newest", request.offset, request.limit
+            )
+        except SearchTooSlow:
+            raise search.too_slow() from None
         messages = await self.present(room, [hit.message for hit in hits], peer.user.id)
         results: list[protocol.SearchResult] = []
         used = 0

@@ -65,5 +65,12 @@ def highlights(text: str, phrases: list[str]) -> list[tuple[int, int]]:
     return sorted(spans)
 
 
+def too_slow() -> ProtocolError:
+    """The answer to a search the store stopped at its timeout: which words to change."""
+    return _invalid(
+        "This search took too long and was stopped: add a rarer word, or quote a phrase."
+    )
+
+
 def _invalid(message: str) -> ProtocolError:
     return ProtocolError(ErrorCode.INVALID_QUERY, message)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from clubroom_server.store.interface import StartupError, Store
+from clubroom_server.store.interface import DEFAULT_SEARCH_TIMEOUT, StartupError, Store
 
 SQLITE_PREFIX = "sqlite:///"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -49,6 +49,7 @@ def make_store(
     synchronous: str = "FULL",
     pool_size: int = 10,
     commit_interval: float = 0.0,
+    search_timeout: float = DEFAULT_SEARCH_TIMEOUT,
 ) -> Store:
     """The store for ``url``, not yet open (``StartupError`` for an unknown kind of URL).
 
@@ -57,7 +58,12 @@ def make_store(
     if is_postgres_url(url):
         from clubroom_server.store.postgres import PostgresStore
 
-        return PostgresStore(str(url), pool_size=pool_size, commit_interval=commit_interval)
+        return PostgresStore(
+            str(url),
+            pool_size=pool_size,
+            commit_interval=commit_interval,
+            search_timeout=search_timeout,
+        )
     path = sqlite_path(url)
     if path is None:
         scheme = urlsplit(str(url)).scheme
@@ -67,11 +73,21 @@ def make_store(
         )
     from clubroom_server.store.sqlite import SQLiteStore
 
-    return SQLiteStore(path, synchronous, commit_interval)
+    return SQLiteStore(
+        path, synchronous, commit_interval=commit_interval, search_timeout=search_timeout
+    )
 
 
-async def open_store(url: str | Path, *, synchronous: str = "FULL", pool_size: int = 10) -> Store:
+async def open_store(
+    url: str | Path,
+    *,
+    synchronous: str = "FULL",
+    pool_size: int = 10,
+    search_timeout: float = DEFAULT_SEARCH_TIMEOUT,
+) -> Store:
     """The store for ``url``, opened: connected, migrated, writer running."""
-    store = make_store(url, synchronous=synchronous, pool_size=pool_size)
+    store = make_store(
+        url, synchronous=synchronous, pool_size=pool_size, search_timeout=search_timeout
+    )
     await store.open()
     return store

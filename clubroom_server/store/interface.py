@@ -64,6 +64,21 @@ class UnavailableError(StoreError):
     """
 
 
+# Seconds a search may run before it is stopped (``SearchTooSlow``): far
+# above the 50 ms target, so only a query that would hold a search connection
+# for long is cut, not one slowed by a busy machine.
+DEFAULT_SEARCH_TIMEOUT = 1.0
+
+
+class SearchTooSlow(StoreError):
+    """A search ran past the store's ``search_timeout`` and was stopped.
+
+    The database is unharmed and the connection stays usable; the words asked
+    for too much work (e.g. a word in most messages of other rooms and none of
+    this one). Answered ``invalid_query`` with advice, never a database error.
+    """
+
+
 class StartupError(StoreError):
     """The store cannot open: one sentence naming the database and what to do.
 
@@ -198,7 +213,11 @@ class Store(Protocol):
     async def search_messages(
         self, room_id: int, phrases: Sequence[str], newest: bool, offset: int, limit: int
     ) -> tuple[list[SearchHit], bool]:
-        """Live messages of the room containing every phrase; a page, and whether more match."""
+        """Live messages of the room containing every phrase; a page, and whether more match.
+
+        A search that runs longer than the store's ``search_timeout`` is
+        stopped and raises ``SearchTooSlow``.
+        """
         ...
 
     async def message_by_nonce(

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from clubroom_server.store import migrations
+from clubroom_server.store import migrations, postgres_search
 from clubroom_server.store.batch import Refused, by_type, fail_all, settle
 from clubroom_server.store.changes import (
     MAX_REACTIONS_PER_MESSAGE,
@@ -45,11 +45,13 @@ from clubroom_server.store.changes import (
 )
 from clubroom_server.store.factory import describe_url
 from clubroom_server.store.interface import (
+    DEFAULT_SEARCH_TIMEOUT,
     DuplicateError,
     NotFoundError,
     OnStored,
     PoolUsage,
     SchemaError,
+    SearchTooSlow,
     StartupError,
     StoreError,
     UnavailableError,
@@ -133,13 +135,6 @@ REACTION_COUNTS = (
     "WHERE message_id = ANY($2::bigint[]) GROUP BY message_id, emoji ORDER BY message_id, MIN(id)"
 )
 MESSAGE_FIELDS = len(TABLE_OF[MessageRecord].columns)
-# Search words through the configuration migration 7 made: 'simple' with
-# accents removed, the same on both sides of the match. ``$2`` is the query
-# (phrases quoted), ``$5`` every word of it on its own (see _search_sql).
-MATCHES = (
-    "FROM messages, websearch_to_tsquery('clubroom_search', $2) q{words} "
-    "WHERE room_id = $1 AND kind = 0{prefilter} AND search @@ q"
-)
 # Searches run on connections of their own, which plan every query for the
 # words searched. After five runs PostgreSQL may switch a prepared statement
 # to a generic plan, made without knowing the words: it then reads the GIN
@@ -148,34 +143,14 @@ MATCHES = (
 # page (2 ms), and the reverse for a rare word. (``SET LOCAL`` in a
 # transaction around each search did the same at three more round trips.)
 # Their own pool also keeps a burst of searches from taking the connections
-# that sends and history need.
+# that sends and history need; and their statement_timeout (the store's
+# ``search_timeout``) stops a search that would hold one for long.
 SEARCH_SETTINGS = {"application_name": "clubroom-search", "plan_cache_mode": "force_custom_plan"}
-# Best first ranks (ts_rank) the room's BEST_CANDIDATES newest matches, as on
-# SQLite: ranking every match of a very common word costs too much.
-BEST_CANDIDATES = 1000
 
 
-def _search_sql(newest: bool, phrase: bool) -> str:
-    """The search statement: newest first, or best of the newest candidates first.
-
-    A phrase (two words or more) is also matched as its words alone, which
-    changes no result: the planner estimates a phrase as common as its words
-    together (613 of 100,000 messages for one with 58) and so walks the room
-    backwards row by row (44,000 rows, 21 ms idle); with the words' match as a
-    second condition it reads the GIN index's candidates (648) and checks the
-    phrase on those (tsvector positions are not in the index).
-    """
-    matches = MATCHES.format(
-        words=", websearch_to_tsquery('clubroom_search', $5) w" if phrase else "",
-        prefilter=" AND search @@ w" if phrase else "",
-    )
-    if newest:
-        return f"SELECT {MESSAGE_COLUMNS} {matches} ORDER BY id DESC LIMIT $3 OFFSET $4"
-    return (
-        f"SELECT * FROM (SELECT {MESSAGE_COLUMNS}, ts_rank(search, q) AS score {matches} "
-        f"ORDER BY id DESC LIMIT {BEST_CANDIDATES}) AS hit "
-        "ORDER BY score DESC, id DESC LIMIT $3 OFFSET $4"
-    )
+def search_settings(timeout: float) -> dict[str, str]:
+    """The search connections' settings: SEARCH_SETTINGS and the timeout in whole ms (≥ 1)."""
+    return {**SEARCH_SETTINGS, "statement_timeout": str(max(1, round(timeout * 1000)))}
 
 
 class _Append(NamedTuple):
@@ -197,9 +172,16 @@ class _Write(NamedTuple):
 class PostgresStore:
     """The ``Store`` interface on a PostgreSQL database, through an asyncpg pool."""
 
-    def __init__(self, url: str, pool_size: int = 10, commit_interval: float = 0.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        pool_size: int = 10,
+        commit_interval: float = 0.0,
+        search_timeout: float = DEFAULT_SEARCH_TIMEOUT,
+    ) -> None:
         self.url = url
         self._pool_size = max(2, pool_size)
+        self._search_timeout = search_timeout
         self._pool: asyncpg.Pool | None = None
         self._search_pool: asyncpg.Pool | None = None
         self._queue: list[_Write] = []
@@ -232,7 +214,7 @@ class PostgresStore:
                 max_size=max(2, self._pool_size // 4),
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,
-                server_settings=SEARCH_SETTINGS,
+                server_settings=search_settings(self._search_timeout),
             )
         except Exception as exc:  # every driver error becomes one sentence, no traceback
             await self._terminate()
@@ -386,22 +368,30 @@ class PostgresStore:
 
     # ------------------------------------------------------------- read path
 
-    async def _fetch(self, sql: str, *args: Any, search: bool = False) -> list[asyncpg.Record]:
-        """Rows of one query; ``search`` runs it on the search pool (see SEARCH_SETTINGS)."""
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """Rows of one query."""
+        rows: list[asyncpg.Record] = await self._read_with(lambda conn: conn.fetch(sql, *args))
+        return rows
+
+    async def _read_with(self, op: ConnOp, search: bool = False) -> Any:
+        """What ``op`` reads on a connection; ``search`` takes it from the search pool."""
         pool = self._search_pool if search else self._pool
         if pool is None:
             raise StoreError("the store is not open")
         try:
             async with pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
-                rows = await conn.fetch(sql, *args)
+                result = await op(conn)
         except _UNAVAILABLE as exc:
+            # statement_timeout cancels a query: an "operator intervention" too.
+            if search and isinstance(exc, asyncpg.QueryCanceledError):
+                raise SearchTooSlow(f"stopped after {self._search_timeout:g} s") from None
             self._note_unavailable(exc)
             raise UnavailableError("the database is unreachable") from None
         except asyncpg.PostgresError as exc:
             log.error("database read failed: %s", exc)
             raise StoreError(str(exc)) from None
         self._note_available()
-        return rows
+        return result
 
     # ----------------------------------------------------------------- users
 
@@ -547,16 +537,14 @@ class PostgresStore:
 
         Each phrase (words only, ``search.parse_query``) is quoted for
         ``websearch_to_tsquery``, which never raises on any input anyway.
+        How: postgres_search. Past ``search_timeout``: ``SearchTooSlow``.
         """
-        query = " ".join(f'"{phrase}"' for phrase in phrases)
-        words = [word for phrase in phrases for word in phrase.split(" ")]
-        phrase = len(words) > len(phrases)
-        args: list[Any] = [room_id, query, limit + 1, offset]
-        if phrase:
-            args.append(" ".join(f'"{word}"' for word in words))
-        rows = await self._fetch(_search_sql(newest, phrase), *args, search=True)
-        hits = [SearchHit(MessageRecord(*row[:MESSAGE_FIELDS])) for row in rows[:limit]]
-        return hits, len(rows) > limit
+        query = postgres_search.Query.of(room_id, phrases)
+        rows: list[MessageRecord] = await self._read_with(
+            lambda conn: postgres_search.search(conn, query, newest, offset, limit + 1),
+            search=True,
+        )
+        return [SearchHit(row) for row in rows[:limit]], len(rows) > limit
 
     async def message_by_nonce(
         self, room_id: int, author_id: int, nonce: str

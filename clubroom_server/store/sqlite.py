@@ -45,6 +45,7 @@ from clubroom_server.store.changes import (
     refusal,
 )
 from clubroom_server.store.interface import (
+    DEFAULT_SEARCH_TIMEOUT,
     DuplicateError,
     NotFoundError,
     OnStored,
@@ -64,6 +65,7 @@ from clubroom_server.store.records import (
     RoomRecord,
     UserRecord,
 )
+from clubroom_server.store.sqlite_search import SearchConnection
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -89,32 +91,9 @@ MESSAGE_FIELDS = TABLE_OF[MessageRecord].columns
 INSERT_MESSAGE = (
     f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ({', '.join('?' for _ in MESSAGE_FIELDS)})"
 )
-M_COLUMNS = ", ".join(f"m.{column}" for column in MESSAGE_FIELDS)
 REACTION_COUNTS = (
     "SELECT message_id, emoji, COUNT(*), MAX(user_id = ?) FROM reactions "
     "WHERE message_id IN ({marks}) GROUP BY message_id, emoji ORDER BY message_id, MIN(id)"
-)
-# The index's delete markers already hide deleted and edited-away text; the
-# row is checked too, so that no state of the index can show a deleted message.
-LIVE = " AND m.kind = 0 AND m.deleted_ms IS NULL"
-# Newest first: FTS5 walks its matches by descending rowid and stops at the
-# page (ordering by m.id instead made the planner scan the whole room).
-SEARCH_NEWEST = (
-    f"SELECT {M_COLUMNS} FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
-    f"WHERE messages_fts MATCH ? AND m.room_id = ?{LIVE} ORDER BY messages_fts.rowid DESC "
-    "LIMIT ? OFFSET ?"
-)
-# Best first ranks (bm25) the room's BEST_CANDIDATES newest matches: scoring
-# every match of a very common word in a large room costs too much (135 ms
-# for 40,000 matches), and in a chat the best of the recent ones is wanted.
-# 1,000 (not 2,000) halves the time of a very common word on both backends.
-BEST_CANDIDATES = 1000
-SEARCH_BEST = (
-    f"SELECT * FROM (SELECT {M_COLUMNS}, bm25(messages_fts) AS score FROM messages_fts "
-    "JOIN messages m ON m.id = messages_fts.rowid "
-    f"WHERE messages_fts MATCH ? AND m.room_id = ?{LIVE} "
-    f"ORDER BY messages_fts.rowid DESC LIMIT {BEST_CANDIDATES}) "
-    "ORDER BY score, id DESC LIMIT ? OFFSET ?"
 )
 WriteOp = Callable[[sqlite3.Connection], Any]
 
@@ -170,7 +149,13 @@ class _WriterThread:
 class SQLiteStore:
     """The ``Store`` interface on one SQLite file."""
 
-    def __init__(self, path: Path, synchronous: str = "FULL", commit_interval: float = 0.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        synchronous: str = "FULL",
+        commit_interval: float = 0.0,
+        search_timeout: float = DEFAULT_SEARCH_TIMEOUT,
+    ) -> None:
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
         self.path = path
@@ -187,6 +172,7 @@ class SQLiteStore:
         self._checkpoint_task: asyncio.Task[None] | None = None
         self._write_task: asyncio.Task[None] | None = None
         self.search_purger = SearchPurger(self._write, self._truncate_wanted.set)
+        self._search = SearchConnection(search_timeout)
 
     @property
     def description(self) -> str:
@@ -215,6 +201,7 @@ class SQLiteStore:
                 await self._writer.run(_migrate, self.path)
                 self._reader = await self._connect()
                 await self._reader.execute("PRAGMA query_only=ON")
+                await self._search.open(await self._connect())
                 self._checkpointer = await self._connect()
             except sqlite3.Error as exc:
                 raise _startup_error(self.path, exc) from None
@@ -273,9 +260,10 @@ class SQLiteStore:
         await self._read("SELECT 1")
 
     def pool_usage(self) -> None:
-        return None  # one writer and one reader connection, always open
+        return None  # a writer, a reader and a search connection, always open
 
     async def _release(self) -> None:
+        await self._search.close()
         for db in (self._checkpointer, self._reader):
             if db is not None:
                 await db.close()
@@ -500,18 +488,19 @@ class SQLiteStore:
     ) -> tuple[list[SearchHit], bool]:
         """Messages of the room matching every phrase, newest or best (bm25) first.
 
-        Best first ranks the newest ``BEST_CANDIDATES`` matches (see there).
+        Best first ranks the newest ``BEST_CANDIDATES`` matches (see
+        sqlite_search); a search past its deadline raises ``SearchTooSlow``.
 
         The phrases are words only (``search.parse_query``); each is quoted as
         an FTS5 string, so no user input is ever read as FTS5 syntax.
         """
         match = " ".join(f'"{phrase}"' for phrase in phrases)
-        rows = await self._read(
-            SEARCH_NEWEST if newest else SEARCH_BEST,
-            (match, room_id, limit + 1, offset),
-        )
-        hits = [SearchHit(MessageRecord(*row[: len(MESSAGE_FIELDS)])) for row in rows[:limit]]
-        return hits, len(rows) > limit
+        try:
+            rows = await self._search.rows(room_id, match, newest, offset, limit + 1)
+        except sqlite3.Error as exc:
+            log.error("search failed: %s", exc)
+            raise _failure(exc) from None
+        return [SearchHit(row) for row in rows[:limit]], len(rows) > limit
 
     async def message_by_nonce(
         self, room_id: int, author_id: int, nonce: str

@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import MakeServer, RunningServer
 from tests.server.conftest import Connect
+from tests.server.crowd import DEEP_OFFSET, WORD, crowded_database, messages_locked
 from tests.waiting import wait_until
 from tests.wsclient import WireClient, in_room
 
@@ -122,6 +123,32 @@ async def test_search_ignores_diacritics(make_server: MakeServer) -> None:
     assert await found(ann, "café") == ["no cafe today", "Meet at the CAFÉ"]
     page = await ann.ok("search", room="Lobby", query="cafe")
     assert page["results"][1]["highlights"] == [[12, 16]]
+    await ann.close()
+
+
+@pytest.mark.single_process
+async def test_a_search_past_the_timeout_gets_advice_not_a_database_error(
+    make_server: MakeServer,
+) -> None:
+    """A search the server stops at ``search_timeout`` answers invalid_query with what to do.
+
+    The timeout is tiny and the search a deep page of a crowded room (and,
+    on PostgreSQL, the table held locked meanwhile): see tests/server/crowd.
+    The connection goes on: the next request is answered as usual.
+    """
+    server = await make_server(rate_limit=0, search_timeout=0.000_001)
+    await server.stop()
+    await crowded_database(server.db, "Crowded")
+    await server.start()
+    ann = await WireClient.open(server.url)
+    await ann.register("ann")
+    await ann.ok("join_room", room="Crowded")
+    async with messages_locked(server.db):
+        reply = await ann.call("search", room="Crowded", query=WORD, offset=DEEP_OFFSET)
+    assert reply["code"] == "invalid_query"
+    assert "took too long" in reply["message"] and "rarer word" in reply["message"]
+    assert "database" not in reply["message"].lower()
+    assert (await ann.ok("send", room="Crowded", text="still here"))["message"]["id"]
     await ann.close()
 
 

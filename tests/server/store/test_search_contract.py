@@ -7,9 +7,19 @@ through the store interface and must give the same answers.
 
 from __future__ import annotations
 
+import pytest
+
 from clubroom_server.search import parse_query
-from clubroom_server.store import MessageRecord, RoomRecord, Store, UserRecord
+from clubroom_server.store import (
+    MessageRecord,
+    RoomRecord,
+    SearchTooSlow,
+    Store,
+    UserRecord,
+    open_store,
+)
 from clubroom_server.store.changes import ChangeKind, MessageChange
+from tests.server.crowd import CROWD, DEEP_OFFSET, WORD, counted, crowd, messages_locked
 
 NOW = 1_700_000_000_000
 
@@ -116,3 +126,69 @@ async def test_only_the_room_searched_is_searched(store: Store) -> None:
     assert await found(store, room, "walrus") == []
     assert await found(store, room, "walrus", newest=False) == []
     assert len(await found(store, busy, "walrus")) == 40
+
+
+def talk(n: int) -> str:
+    """Message ``n`` of 6,000: every one says kiwi, every other one even, one in a
+    hundred fig, and plum: three times in message 100, once in every 50th."""
+    words = ["kiwi", str(n)]
+    words += ["even"] if n % 2 == 0 else []
+    words += ["fig"] if n % 100 == 10 else []
+    words += ["plum"] * 3 if n == 100 else ["plum and more words besides"] if n % 50 == 0 else []
+    words += ["quince"] if n in (5, 700, 1500) else []
+    return " ".join(words)
+
+
+async def test_search_is_exact_beyond_the_newest_thousand_messages(store: Store) -> None:
+    """Matches old and new, dense and sparse, page by page: every one once, in order.
+
+    The room is larger than the part of it PostgreSQL looks at first
+    (postgres_search.WINDOWS), so both ways to the older matches are taken:
+    the walk (even, fig) and the index (quince, plum).
+    """
+    room = await crowd(store, "Big", 6000, talk)
+
+    async def texts(query: str, newest: bool, offset: int, limit: int) -> list[str]:
+        hits, _ = await store.search_messages(room.id, parse_query(query), newest, offset, limit)
+        return [hit.message.text for hit in hits]
+
+    assert await texts("quince", True, 0, 20) == [talk(n) for n in (1500, 700, 5)]
+    assert await texts("quince", True, 1, 20) == [talk(n) for n in (700, 5)]
+    assert await texts("fig", True, 50, 20) == [talk(n) for n in range(910, 0, -100)]
+    assert await texts("even", True, 2800, 3) == [talk(n) for n in (398, 396, 394)]
+    assert await texts("kiwi even", True, 2990, 20) == [talk(n) for n in range(18, -1, -2)]
+    assert await texts('"kiwi 5"', True, 0, 20) == [talk(5)]
+    best = await texts("plum", False, 0, 2)
+    assert best[0] == talk(100)
+    plums = [text for page in range(3) for text in await texts("plum", False, 50 * page, 50)]
+    assert len(set(plums)) == len(plums) == 120
+    figs = [talk(n) for n in range(5910, 0, -100)]
+    assert await texts("fig", False, 0, 50) == figs[:50]
+
+
+async def test_a_search_past_its_timeout_is_stopped_and_the_store_goes_on(url: str) -> None:
+    """Past ``search_timeout`` a search raises SearchTooSlow; the store and its data are fine.
+
+    The timeout is tiny and the search a deep page of a crowded room (and,
+    on PostgreSQL, the table held locked meanwhile): see tests/server/crowd.
+    """
+    hasty = await open_store(url, synchronous="NORMAL", search_timeout=0.000_001)
+    try:
+        room = await crowd(hasty, "Crowded")
+        for _ in range(2):  # the search connection is still usable after a stop
+            async with messages_locked(url):
+                with pytest.raises(SearchTooSlow):
+                    await hasty.search_messages(room.id, [WORD], True, DEEP_OFFSET, 20)
+        latest, _ = await hasty.latest_messages(room.id, 1)
+        assert [m.text for m in latest] == [counted(CROWD - 1)]
+    finally:
+        await hasty.close()
+    patient = await open_store(url, synchronous="NORMAL")
+    try:
+        hits, more = await patient.search_messages(room.id, [WORD], True, DEEP_OFFSET, 2)
+        assert [h.message.text for h in hits] == [
+            counted(CROWD - 1 - DEEP_OFFSET - n) for n in (0, 1)
+        ]
+        assert more
+    finally:
+        await patient.close()
