@@ -20,18 +20,24 @@ is committed at once, so pacing adds latency only to a stream, and at most
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 MAX_INTERVAL = 0.1  # seconds: more would be a visible delay, for little more saving
 
 
 class CommitPacer:
-    """Decides when the writer may start its next commit."""
+    """Decides when the writer may start its next commit.
+
+    The SQLite writer thread asks ``delay()`` and sleeps itself; the
+    PostgreSQL writer task awaits ``wait_turn()``. Either way ``started()``
+    marks the moment a commit begins.
+    """
 
     def __init__(
         self,
         interval: float,
-        clock: Callable[[], float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if not 0 <= interval <= MAX_INTERVAL:
@@ -41,13 +47,19 @@ class CommitPacer:
         self._sleep = sleep
         self._last_start = float("-inf")
 
-    def _now(self) -> float:
-        return self._clock() if self._clock else asyncio.get_running_loop().time()
+    def delay(self) -> float:
+        """Seconds to wait before the next commit may start (0: now)."""
+        if not self.interval:
+            return 0.0
+        return max(0.0, self._last_start + self.interval - self._clock())
+
+    def started(self) -> None:
+        """A commit starts now."""
+        self._last_start = self._clock()
 
     async def wait_turn(self, hurry: bool = False) -> None:
         """Return when the next commit may start; ``hurry`` (closing) skips the wait."""
-        if self.interval and not hurry:
-            delay = self._last_start + self.interval - self._now()
-            if delay > 0:
-                await self._sleep(delay)
-        self._last_start = self._now()
+        delay = 0.0 if hurry else self.delay()
+        if delay > 0:
+            await self._sleep(delay)
+        self.started()
