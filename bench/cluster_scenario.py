@@ -37,12 +37,19 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.config import BenchConfig
 from bench.fanout import Climb, CpuRun, _climbs, _row, _sustained, cpu_phase, spread
-from bench.harness import SUBPROTOCOL, ChatGroup, Harness, _pick_senders
-from bench.servers import ServerProcess, fresh_database, start_clubroom, wait_listening
+from bench.harness import PASSWORD, SUBPROTOCOL, ChatGroup, Harness, SetupError, _pick_senders
+from bench.servers import (
+    REPO_ROOT,
+    ServerProcess,
+    fresh_database,
+    start_clubroom,
+    wait_listening,
+)
 from bench.stats import Measurement, ScenarioResult, TargetCheck, ratio
 from bench.worker import ClientSpec
 
@@ -161,10 +168,11 @@ def start_deployment(h: Harness, deployment: Deployment, stack: ExitStack) -> No
         assert cfg.postgres and cfg.redis
         db = stack.enter_context(fresh_database(cfg.postgres))
         bus = ["--bus", cfg.redis, "--bus-prefix", f"bench-{uuid.uuid4().hex[:8]}"]
+    root = Path(cfg.server_root) if cfg.server_root else REPO_ROOT
     nodes: list[ServerProcess] = []
     for index in range(deployment.nodes):
         node_id = ["--node-id", f"{deployment.label}-n{index}"] if deployment.clustered else []
-        node = start_clubroom(h.workdir, db, extra_args=[*bus, *node_id])
+        node = start_clubroom(h.workdir, db, root=root, extra_args=[*bus, *node_id])
         stack.callback(node.stop)
         nodes.append(wait_listening(node))
     return NodeSet.of(deployment.label, nodes)
@@ -181,9 +189,38 @@ def deployment_group(
         for index, cid in enumerate(cids)
     ]
     h.open(specs)
-    accounts = h.register([spec.cid for spec in specs], f"{prefix}u")
+    accounts = register(h, [spec.cid for spec in specs], f"{prefix}u")
     h.enter_rooms(rooms)
     return ChatGroup(label, nodes, rooms, _pick_senders(rooms, cfg.s1_senders), dict(accounts))
+
+
+def register(
+    h: Harness, cids: list[int], prefix: str, attempts: int = 3
+) -> dict[int, tuple[str, str]]:
+    """``Harness.register``, retrying what failed under a new name.
+
+    On a crowded machine two nodes registering 200 accounts at once have
+    answered ``internal_error`` ("could not save that just now") to a few:
+    the set-up is not what is measured, so those try again.
+    """
+    accounts: dict[int, tuple[str, str]] = {}
+    todo = cids
+    for attempt in range(attempts):
+        frames = [
+            (cid, {"type": "register", "username": f"{prefix}{cid}r{attempt}",
+                   "password": PASSWORD})
+            for cid in todo
+        ]  # fmt: skip
+        replies = h.requests(frames, concurrency=64)
+        accounts |= {
+            r["cid"]: (r["username"], r["token"]) for r in replies if r["type"] == "welcome"
+        }
+        failed = [reply for reply in replies if reply["type"] != "welcome"]
+        if not failed:
+            return accounts
+        h.log(f"  {len(failed)} registrations failed, e.g. {failed[0]}; trying those again")
+        todo = [reply["cid"] for reply in failed]
+    raise SetupError(f"{len(todo)} registrations kept failing")
 
 
 # --------------------------------------------------------------------------
