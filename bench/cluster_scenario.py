@@ -200,8 +200,10 @@ def register(
     """``Harness.register``, retrying what failed under a new name.
 
     On a crowded machine two nodes registering 200 accounts at once have
-    answered ``internal_error`` ("could not save that just now") to a few:
-    the set-up is not what is measured, so those try again.
+    answered ``internal_error`` ("could not save that just now") to a few,
+    when PostgreSQL was short of connections (its ``max_connections`` is
+    shared by every node's pool and everything else on it): the set-up is not
+    what is measured, so those try again.
     """
     accounts: dict[int, tuple[str, str]] = {}
     todo = cids
@@ -249,6 +251,8 @@ def cluster(h: Harness) -> ClusterResult:
         rates = common_send_rates(cfg, medians)
         phases: dict[float, dict[str, list[CpuRun]]] = {}
         for rate in rates:
+            for group in groups:  # a backlog from the last (failed) round must not carry over
+                h.wait_idle(group.server)
             h.log(f"  common rate {rate * cfg.s1_clients:,.0f} deliveries/s "
                   f"({rate:g} sends/s), {cfg.s1_cpu_pairs} round(s)")  # fmt: skip
             phases[rate] = cpu_phase(h, groups, rate, cfg.s1_cpu_pairs)
