@@ -22,6 +22,7 @@ class BenchConfig:
     server_root: str | None = None  # another checkout's clubroom_server (A/B comparisons)
     baseline_root: str | None = None  # the checkout the ``versus`` scenario compares against
     postgres: str | None = None  # admin URL: S1 and S5 also run on PostgreSQL (s1pg, s5pg)
+    redis: str | None = None  # Redis URL: the cluster scenario's bus (with ``postgres``)
     p99_limit_ms: float = 100.0
     drain_timeout: float = 15.0
     # S1: rooms x clients, senders per room; a coarse ladder of total send rates (messages/s)

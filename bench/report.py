@@ -13,6 +13,7 @@ from typing import Any
 
 from websockets.version import version as websockets_version
 
+from bench import cluster_scenario
 from bench.stats import Measurement, ScenarioResult, TargetCheck
 
 _PRIMARY_RATIO = {
@@ -26,6 +27,7 @@ _PRIMARY_RATIO = {
     "versus": ("deliveries_per_s", "dlv/s vs baseline"),
     "longrun": ("rss_growth_vs_allowance", "RSS growth/allowance"),
     "s5pg": ("big_join_vs_ceiling_round_trip", "join/rtt"),
+    "cluster": ("deliveries_per_s", "dlv/s 2 nodes vs 1"),
 }
 _COLUMNS = (
     "scenario", "server", "deliv/s", "p50 ms", "p99 ms", "max ms",
@@ -147,6 +149,8 @@ def targets(results: dict[str, ScenarioResult], quick: bool = False) -> list[Tar
                         longrun.ratios.get("fd_growth_vs_allowance"), 1.0, False, judged),
         ]  # fmt: skip
     checks += _postgres_targets(results, judged)
+    if (cluster := results.get("cluster")) is not None:
+        checks += cluster_scenario.targets(cluster, judged)
     if results:
         worst = min(result.to_json()["delivered_ratio"] for result in results.values())
         checks.append(TargetCheck("every scenario delivered/expected = 1.0", worst, 1.0,
@@ -222,6 +226,8 @@ def rows(results: Iterable[ScenarioResult]) -> list[list[str]]:
         table.append(_cells(result, result.clubroom, True))
         if result.ceiling is not None:
             table.append(_cells(result, result.ceiling, False))
+        for row in getattr(result, "others", ()):  # the cluster scenario's SQLite row
+            table.append(_cells(result, row, False))
     return table
 
 

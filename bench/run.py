@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import fanout, longrun, report, scenarios
+from bench import cluster_scenario, fanout, longrun, report, scenarios
 from bench.config import BenchConfig
 from bench.harness import Harness
 from bench.servers import REPO_ROOT
@@ -28,8 +28,9 @@ from bench.stats import ScenarioResult
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SCENARIOS = ("s1", "s2", "s3", "s4", "s5")
 POSTGRES_SCENARIOS = ("s1pg", "s5pg")  # S1 and S5 again, Clubroom on PostgreSQL
-# Run only when named with --only: the long run (minutes), /metrics on vs off, two versions
-OPT_IN = ("longrun", "metrics", "versus")
+# Run only when named with --only: the long run (minutes), /metrics on vs off, two versions,
+# one node vs two on PostgreSQL + Redis (needs --postgres and --redis)
+OPT_IN = ("longrun", "metrics", "versus", "cluster")
 
 
 def raise_fd_limit() -> int:
@@ -58,6 +59,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--postgres",
         help="admin URL of a PostgreSQL (may create databases): also run S1 and S5 with "
         "Clubroom on PostgreSQL (s1pg, s5pg), beside SQLite",
+    )
+    parser.add_argument(
+        "--redis",
+        help="Redis URL for the cluster scenario's bus (with --postgres): "
+        "SQLite vs 1 vs 2 nodes on PostgreSQL + Redis",
     )
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
     parser.add_argument(
@@ -115,6 +121,7 @@ def configure(args: argparse.Namespace) -> BenchConfig:
         "server_root": str(args.server_root.resolve()) if args.server_root else None,
         "baseline_root": str(args.baseline_root.resolve()) if args.baseline_root else None,
         "postgres": args.postgres,
+        "redis": args.redis,
     }
     if args.repetitions is not None:  # 0: no climbs, only the CPU phase (3 pairs)
         changes["s1_repetitions"] = args.repetitions
@@ -153,6 +160,7 @@ def run_scenarios(
         "longrun": lambda: longrun.longrun(harness),
         "metrics": lambda: fanout.metrics_cost(harness),
         "versus": lambda: fanout.versus_baseline(harness),
+        "cluster": lambda: cluster_scenario.cluster(harness),
     }
     for key in selected:
         started = time.monotonic()
@@ -189,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     selected = [key.strip() for key in (args.only or ",".join(default)).split(",") if key.strip()]
     if set(selected) & set(POSTGRES_SCENARIOS) and not args.postgres:
         print("s1pg and s5pg need --postgres URL", file=sys.stderr)
+        return 2
+    if "cluster" in selected and not (args.postgres and args.redis):
+        print("cluster needs --postgres URL and --redis URL", file=sys.stderr)
         return 2
     if "versus" in selected and not args.baseline_root:
         print("versus needs --baseline-root PATH (another checkout)", file=sys.stderr)
@@ -256,6 +267,8 @@ def print_summary(
     for key in ("s1", "s1pg", "metrics", "versus"):
         if key in results:
             print(f"\n{key} repetitions:\n" + report.s1_steps_text(results[key]))
+    if "cluster" in results:
+        print("\ncluster:\n" + cluster_scenario.summary_text(results["cluster"]))
     if "longrun" in results:
         print("\nlong run samples:\n" + longrun.samples_text(results["longrun"]))
     print("\nKey figures:")

@@ -10,6 +10,13 @@ calls ``on_resync``, and the node re-reads, for every room it serves,
 everything after what it last delivered (see ``ordering.py``). Messages are
 never *only* on the bus: the database has them first.
 
+A node that sees a gap in a room's sequence first asks the bus whether it
+has caught up (``caught_up``: a PING on the subscriber connection, whose
+PONG comes after everything Redis had queued for this node), and reads the
+database only if the gap is still open then. Under load the missing message
+is usually already in this node's socket, unread: one Redis round trip is
+then enough where a read of the database would cost several.
+
 Wire format of one bus payload: an ASCII header line
 ``<room id> <seq> <message id> <origin node>\\n`` then the frame exactly as
 clients receive it. ``seq`` 0 marks an event outside the message order
@@ -87,6 +94,10 @@ class Bus(Protocol):
     def publish(self, event: BusEvent) -> None:
         """Send an event to every node serving its room (after its commit; never blocks)."""
 
+    async def caught_up(self) -> None:
+        """Return once every event Redis had for this node at the call was handed to
+        ``on_event`` (at once if that cannot be known: the bus is reconnecting)."""
+
     async def subscribe(self, room_id: int) -> None:
         """Receive the room's events; returns once the subscription is active.
 
@@ -110,6 +121,9 @@ class LocalBus:
         return None
 
     def publish(self, event: BusEvent) -> None:
+        return None
+
+    async def caught_up(self) -> None:
         return None
 
     async def subscribe(self, room_id: int) -> None:
@@ -186,6 +200,10 @@ class RedisBus:
         self._publish_ok = True
         self._unpublished: deque[BusEvent] = deque()
         self._commands: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        # Barriers: callers waiting for the next PING to be sent, then one group per
+        # PING in flight (its PONG releases the group; a keep-alive PING has none).
+        self._unpinged: list[asyncio.Future[None]] = []
+        self._pings: deque[list[asyncio.Future[None]]] = deque()
         self._wake_publisher = asyncio.Event()
         self._up = asyncio.Event()
         self._on_event: OnEvent = lambda event: None
@@ -277,8 +295,8 @@ class RedisBus:
         if self._rooms.pop(room_id, None) is not None:
             self._command("unsubscribe", self.channel(room_id))
 
-    def _command(self, verb: str, channel: str) -> None:
-        """Queue a (un)subscription: one task sends them in call order.
+    def _command(self, verb: str, channel: str = "") -> None:
+        """Queue a (un)subscription or a PING: one task sends them in call order.
 
         Order matters: a room left and joined again at once must end up
         subscribed, which an unsubscribe overtaking the subscribe would undo.
@@ -292,7 +310,36 @@ class RedisBus:
             if pubsub is None:
                 continue  # reconnecting: it subscribes to the rooms served by then
             with contextlib.suppress(RedisError, OSError):
-                await getattr(pubsub, verb)(channel)
+                if verb == "ping":
+                    await self._ping(pubsub)
+                else:
+                    await getattr(pubsub, verb)(channel)
+
+    async def caught_up(self) -> None:
+        """One PING on the subscriber connection, shared by every caller waiting for the
+        next one; its PONG comes after all that Redis had queued for us when it was sent."""
+        if not self._subscribed or self._pubsub is None:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._unpinged.append(waiter)
+        if len(self._unpinged) == 1:
+            self._command("ping")
+        await asyncio.shield(waiter)  # a caller that stops waiting leaves the PING be
+
+    async def _ping(self, pubsub: aioredis.client.PubSub) -> None:
+        """Send a PING whose PONG releases whoever waits for one (``_dispatch``)."""
+        group, self._unpinged = self._unpinged, []
+        self._pings.append(group)
+        await pubsub.ping()
+
+    def _release_barriers(self) -> None:
+        """The connection is gone: nobody waits for a PONG that will not come."""
+        for group in [*self._pings, self._unpinged]:
+            for waiter in group:
+                if not waiter.done():
+                    waiter.set_result(None)
+        self._pings.clear()
+        self._unpinged = []
 
     # ------------------------------------------------------------ subscriber
 
@@ -323,6 +370,7 @@ class RedisBus:
     async def _drop_subscriber(self) -> None:
         self._subscribed = False
         pubsub, self._pubsub = self._pubsub, None
+        self._release_barriers()
         for waiting in self._confirmations.values():
             for future in waiting:
                 if not future.done():
@@ -358,7 +406,7 @@ class RedisBus:
             elif loop.time() - last_heard > PING_INTERVAL:
                 if pinged:
                     raise TimeoutError("Redis did not answer a ping")
-                await self._pubsub.ping()
+                await self._ping(self._pubsub)
                 last_heard, pinged = loop.time(), True
 
     async def _reconnect(self) -> None:
@@ -382,6 +430,11 @@ class RedisBus:
     def _dispatch(self, message: dict[str, object]) -> None:
         kind = message["type"]
         channel = message["channel"]
+        if kind == "pong":
+            for waiter in self._pings.popleft() if self._pings else ():
+                if not waiter.done():
+                    waiter.set_result(None)
+            return
         if kind == "subscribe":
             assert isinstance(channel, bytes)
             waiting = self._confirmations.get(channel)

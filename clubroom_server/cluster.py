@@ -75,7 +75,7 @@ class ClusterNode:
         self.members = members
         self.node_id = node_id
         self.limits = limits
-        self.order = OrderedDelivery(self._in_order, self._fetch_after, clock)
+        self.order = OrderedDelivery(self._in_order, self._fetch_after, clock, settle=bus.caught_up)
         self._rooms: Rooms | None = None
         self._encode: EncodeRows | None = None
         self._session_ended: Callable[[str], None] = lambda token_hash: None

@@ -9,7 +9,12 @@ turns that into exactly-once, in-order delivery per room:
 
 - a message whose predecessor has not arrived is held back;
 - if the gap is still open after ``gap_wait`` (tens of milliseconds), the
-  missing messages are read from the database through ``fetch_after``;
+  source that may still bring it is asked to catch up (``settle``: the bus
+  hands over all it had queued, at most ``SETTLE_WAIT``), and only if the
+  gap is open after that are the missing messages read from the database
+  through ``fetch_after``. On a busy node the late message is mostly already
+  in the bus's socket, unread; reading the database for it would add load
+  exactly when the node has least to spare;
 - anything at or below what was already delivered is a duplicate, dropped;
 - after the bus reconnects (``resync``), every room is re-read after the
   last message it delivered, because a subscriber may have missed messages
@@ -35,7 +40,8 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 
-GAP_WAIT = 0.03  # seconds a gap may stay open before the database is asked
+GAP_WAIT = 0.03  # seconds a gap may stay open before the bus, then the database, is asked
+SETTLE_WAIT = 0.03  # seconds the bus may take to catch up before the database is read anyway
 RETRY_WAIT = 0.5  # seconds before a failed fetch is tried again
 RETRY_WAIT_MAX = 5.0
 
@@ -69,6 +75,11 @@ class LoopClock:
 # (room id, message id) -> the room's messages after it, in order, and whether more follow.
 FetchAfter = Callable[[int, int], Awaitable[tuple[Sequence[Sequenced], bool]]]
 Deliver = Callable[[int, Sequenced], None]
+Settle = Callable[[], Awaitable[None]]
+
+
+async def _settled() -> None:
+    return None
 
 
 @dataclass(eq=False)
@@ -91,9 +102,11 @@ class OrderedDelivery:
         fetch_after: FetchAfter,
         clock: Clock | None = None,
         gap_wait: float = GAP_WAIT,
+        settle: Settle = _settled,
     ) -> None:
         self._deliver = deliver
         self._fetch_after = fetch_after
+        self._settle = settle
         self._clock = clock or LoopClock()
         self.gap_wait = gap_wait
         self._rooms: dict[int, _RoomOrder] = {}
@@ -180,14 +193,10 @@ class OrderedDelivery:
     def _gap_timeout(self, room_id: int, order: _RoomOrder) -> None:
         order.timer = None
         if self._rooms.get(room_id) is order and order.pending:
-            log.debug(
-                "room %d: seq %s is late; reading it from the database",
-                room_id,
-                (order.delivered or 0) + 1,
-            )
-            self._start_fill(room_id, order)
+            log.debug("room %d: seq %s is late", room_id, (order.delivered or 0) + 1)
+            self._start_fill(room_id, order, settle_first=True)
 
-    def _start_fill(self, room_id: int, order: _RoomOrder) -> None:
+    def _start_fill(self, room_id: int, order: _RoomOrder, settle_first: bool = False) -> None:
         if order.filling:
             order.refill = True
             return
@@ -195,14 +204,38 @@ class OrderedDelivery:
             order.timer.cancel()
             order.timer = None
         order.filling = True
-        task = asyncio.get_running_loop().create_task(self._fill(room_id, order))
+        task = asyncio.get_running_loop().create_task(self._fill(room_id, order, settle_first))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _fill(self, room_id: int, order: _RoomOrder) -> None:
-        """Read the room after what was delivered until no gap is left (or the room is gone)."""
+    async def _caught_up(self, room_id: int, order: _RoomOrder) -> bool:
+        """Let the bus hand over what it holds; True if that closed every gap of the room.
+
+        Offers made meanwhile are delivered as they come (``filling`` only
+        keeps a second timer from being armed).
+        """
+        try:
+            async with asyncio.timeout(SETTLE_WAIT):
+                await self._settle()
+        except TimeoutError:
+            pass
+        except Exception as exc:  # the bus is in trouble: the database decides
+            log.debug("the bus could not catch up: %s", exc)
+        closed = self._rooms.get(room_id) is order and not order.pending and not order.refill
+        if closed:
+            log.debug("room %d: the bus brought what was late", room_id)
+        return closed
+
+    async def _fill(self, room_id: int, order: _RoomOrder, settle_first: bool = False) -> None:
+        """Read the room after what was delivered until no gap is left (or the room is gone).
+
+        ``settle_first`` (a gap timed out): first let the bus catch up, and
+        read nothing if that closed the gap. A resync always reads.
+        """
         failed = False
         try:
+            if settle_first and await self._caught_up(room_id, order):
+                return
             while self._rooms.get(room_id) is order and order.delivered is not None:
                 order.refill = False
                 before = order.delivered

@@ -16,14 +16,17 @@ from typing import Any
 
 import pytest
 
-from tests.services import POSTGRES_VAR
+from tests.services import POSTGRES_VAR, REDIS_VAR
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # With a test PostgreSQL, S1 and S5 also run with Clubroom on PostgreSQL (s1pg, s5pg).
 POSTGRES = os.environ.get(POSTGRES_VAR) or None
+# With Redis as well, the cluster scenario: SQLite, one node and two nodes.
+REDIS = os.environ.get(REDIS_VAR) or None
+CLUSTER = ("cluster",) if POSTGRES and REDIS else ()
 DEFAULT = ("s1", "s2", "s3", "s4", "s5") + (("s1pg", "s5pg") if POSTGRES else ())
 # the opt-in long run too, for 3 s (metrics and versus share S1's machinery)
-SCENARIOS = (*DEFAULT, "longrun")
+SCENARIOS = (*DEFAULT, "longrun", *CLUSTER)
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/stat").exists(), reason="the benchmark reads server costs from /proc"
@@ -37,7 +40,8 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
     completed = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--json", str(output),
          "--only", ",".join(SCENARIOS), "--minutes", "0.05", "--sample-seconds", "0.5"]
-        + (["--postgres", POSTGRES] if POSTGRES else []),
+        + (["--postgres", POSTGRES] if POSTGRES else [])
+        + (["--redis", REDIS] if CLUSTER else []),
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -125,6 +129,26 @@ def test_login_storm_compares_calm_and_storm_per_repetition(
     for rep in details["repetitions"]:
         assert rep["storm_p99_ms"] is not None and rep["calm_p99_ms"] is not None
         assert rep["window_seconds"] > 0
+
+
+@pytest.mark.skipif(not CLUSTER, reason="needs a test PostgreSQL and Redis")
+def test_cluster_compares_two_nodes_with_one_and_sqlite(quick_results: dict[str, Any]) -> None:
+    """The cluster scenario ran SQLite, one node and two nodes on the same load, lost
+    nothing on any of them, and compared two nodes with one at a common rate."""
+    scenario = quick_results["scenarios"]["cluster"]
+    assert scenario["details"]["nodes"] == {"sqlite-1": 1, "pg-1": 1, "pg-2": 2}
+    rows = [scenario["clubroom"], scenario["ceiling"], *scenario["others"]]
+    assert [row["target"] for row in rows] == ["pg-2", "pg-1", "sqlite-1"]
+    for row in rows:
+        assert row["delivered"] == row["expected"] > 0, row
+    assert scenario["details"]["common_rates"]
+    for figures in scenario["details"]["common_rates"].values():
+        for label, deployment in figures["deployments"].items():
+            assert all(run["delivered"] == run["expected"] > 0 for run in deployment["runs"]), label
+        assert figures["two_vs_one"]["p99_added_ms"] is not None
+        assert figures["two_vs_one"]["cpu_per_delivery"] is not None
+    names = [target["name"] for target in quick_results["targets"]]
+    assert any(name.startswith("cluster: 2 nodes add") for name in names)
 
 
 def test_long_run_samples_memory_and_descriptors(quick_results: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import redis
 
 from clubroom_server.bus import BusEvent, LocalBus, RedisBus, decode_event, encode_event
 from tests.redisserver import RedisServer
@@ -88,6 +89,44 @@ async def test_a_node_ignores_its_own_presence_news(make_node: MakeNode) -> None
     a.bus.publish(message(5, 1, origin="a"))
     await wait_until(lambda: len(a.events) == 1)
     assert a.events[0].seq == 1
+
+
+async def test_caught_up_returns_after_everything_redis_had_is_handed_over(
+    make_node: MakeNode,
+) -> None:
+    """Once Redis has taken a burst, ``caught_up`` returns only after the subscriber handed
+    every event of it over: a gap still open then is not on the bus.
+
+    The burst is published with a blocking client, so this event loop (and
+    the subscriber on it) has read none of it when ``caught_up`` is called.
+    """
+    b = await make_node(name="b")
+    await b.bus.subscribe(5)
+    burst = 500
+    with redis.Redis.from_url(redis_url()) as publisher, publisher.pipeline() as pipe:
+        for seq in range(1, burst + 1):
+            pipe.publish(b.bus.channel(5), encode_event(message(5, seq)))
+        pipe.execute()
+    assert b.events == []
+    async with asyncio.timeout(10):  # awaited in this task: no turn of the loop before it
+        await b.bus.caught_up()
+    assert [event.seq for event in b.events] == list(range(1, burst + 1))
+
+
+async def test_caught_up_does_not_wait_for_a_bus_that_is_down(
+    make_node: MakeNode, tmp_path: Path
+) -> None:
+    """Redis gone: there is nothing to catch up with, the database decides at once."""
+    redis = RedisServer(tmp_path)
+    await redis.start()
+    try:
+        b = await make_node(redis.url, "b")
+        await b.bus.subscribe(5)
+        await redis.stop()
+        await wait_until(lambda: not b.bus.healthy)
+        await asyncio.wait_for(b.bus.caught_up(), 1)
+    finally:
+        await redis.stop()
 
 
 async def test_unsubscribed_rooms_are_not_heard(make_node: MakeNode) -> None:

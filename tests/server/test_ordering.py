@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from clubroom_server.ordering import GAP_WAIT, OrderedDelivery, Sequenced
+from tests.waiting import wait_until
 
 ROOM = 7
 
@@ -81,9 +82,24 @@ class Harness:
         self.clock = FakeClock()
         self.db = Database()
         self.got: list[int] = []
+        self.unread: list[Sequenced] = []  # in the bus's socket, not handed over yet
+        self.bus_stuck = False  # the bus never says it caught up
+        self.settles = 0
         self.order = OrderedDelivery(
-            lambda room, i: self.got.append(i.seq), self.db.fetch_after, self.clock
+            lambda room, i: self.got.append(i.seq),
+            self.db.fetch_after,
+            self.clock,
+            settle=self.settle,
         )
+
+    async def settle(self) -> None:
+        """The bus catching up: what it held unread is offered, then it returns."""
+        self.settles += 1
+        if self.bus_stuck:
+            await asyncio.Event().wait()
+        unread, self.unread = self.unread, []
+        for i in unread:
+            self.order.offer(ROOM, i)
 
 
 @pytest.fixture
@@ -121,6 +137,50 @@ async def test_a_lost_message_is_read_from_the_database_after_the_wait(h: Harnes
     assert h.got == [1] and h.db.fetches == []
     await h.clock.advance(GAP_WAIT * 0.2)
     assert h.got == [1, 2, 3] and h.db.fetches == [item(1).message_id]
+
+
+async def test_a_late_message_still_unread_on_the_bus_is_not_read_from_the_database(
+    h: Harness,
+) -> None:
+    """A busy node: 2 is in the bus's socket when the wait ends. The bus catches up and
+    delivers it; the database is not asked."""
+    one, two, three = h.db.store(3)
+    h.order.offer(ROOM, one)
+    h.order.offer(ROOM, three)
+    h.unread.append(two)
+    await h.clock.advance(GAP_WAIT)
+    assert h.settles == 1
+    assert h.got == [1, 2, 3] and h.db.fetches == []
+
+
+async def test_a_gap_the_bus_does_not_close_is_read_from_the_database(h: Harness) -> None:
+    """The bus caught up and 2 is still missing (Redis dropped it): the database has it."""
+    one, _, three = h.db.store(3)
+    h.order.offer(ROOM, one)
+    h.order.offer(ROOM, three)
+    await h.clock.advance(GAP_WAIT)
+    assert h.settles == 1
+    assert h.got == [1, 2, 3] and h.db.fetches == [item(1).message_id]
+
+
+async def test_a_bus_that_does_not_catch_up_only_delays_the_read(h: Harness) -> None:
+    """No answer from the bus (a dead connection not noticed yet): the database is read
+    after a short bounded wait all the same."""
+    one, _, three = h.db.store(3)
+    h.order.offer(ROOM, one)
+    h.order.offer(ROOM, three)
+    h.bus_stuck = True
+    await h.clock.advance(GAP_WAIT)
+    await wait_until(lambda: h.got == [1, 2, 3])
+    assert h.db.fetches == [item(1).message_id]
+
+
+async def test_a_resync_reads_the_database_without_asking_the_bus(h: Harness) -> None:
+    """After a reconnect the bus cannot know what it missed: the read is not skipped."""
+    h.db.store(2)
+    h.order.resync()
+    await h.clock.advance(0)
+    assert h.got == [1, 2] and h.settles == 0
 
 
 async def test_duplicates_are_dropped(h: Harness) -> None:
