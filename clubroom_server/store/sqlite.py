@@ -1,9 +1,9 @@
 """The embedded backend: one SQLite file, the zero-set-up default.
 
-Writes go through one writer connection on one thread: whatever arrives while
-a commit is in flight becomes the next transaction (group commit), so
-durability (``synchronous=FULL``) costs one fsync per batch, not per message,
-and the whole batch is one thread round trip (the datasette pattern). Reads
+Writes go through one writer connection on one thread (``writer.py``):
+whatever arrives while a commit is in flight becomes the next transaction
+(group commit), so durability (``synchronous=FULL``) costs one fsync per
+batch, not per message, and the whole batch is one thread round trip. Reads
 use their own connection and never wait behind writes (WAL). WAL checkpoints
 run on a third connection, off the commit path. The single writer is the
 "lock on the room's row": it takes a message's id and the room's next ``seq``
