@@ -38,19 +38,30 @@ class Refused(NamedTuple):
     error: StoreError
 
 
+class Failed(NamedTuple):
+    """One write of a batch that could not be stored at all (its own commit failed)."""
+
+    error: StoreError
+
+
 def settle(batch: Sequence[QueuedWrite], results: Sequence[Any]) -> None:
-    """Announce committed writes in order, then wake whoever awaits them."""
+    """Announce committed writes in order, then wake whoever awaits them.
+
+    A ``Failed`` result is answered (and counted) as ``fail_all`` would.
+    """
     COMMIT_BATCH.observe(len(batch))
     for write, result in zip(batch, results, strict=True):
-        if write.on_stored is not None and not isinstance(result, Refused):
+        if write.on_stored is not None and not isinstance(result, Refused | Failed):
             try:
                 write.on_stored(result)
             except Exception:  # an announcement must never undo a commit
                 log.exception("post-commit callback failed")
     for write, result in zip(batch, results, strict=True):
-        if write.future.done():
+        if isinstance(result, Failed):
+            fail_all([write], result.error)
+        elif write.future.done():
             continue
-        if isinstance(result, Refused):
+        elif isinstance(result, Refused):
             write.future.set_exception(result.error)
         else:
             write.future.set_result(result)

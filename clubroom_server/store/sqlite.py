@@ -1,9 +1,9 @@
 """The embedded backend: one SQLite file, the zero-set-up default.
 
-Writes go through one writer connection on one thread: whatever arrives while
-a commit is in flight becomes the next transaction (group commit), so
-durability (``synchronous=FULL``) costs one fsync per batch, not per message,
-and the whole batch is one thread round trip (the datasette pattern). Reads
+Writes go through one writer connection on one thread (``writer.py``):
+whatever arrives while a commit is in flight becomes the next transaction
+(group commit), so durability (``synchronous=FULL``) costs one fsync per
+batch, not per message, and the whole batch is one thread round trip. Reads
 use their own connection and never wait behind writes (WAL). WAL checkpoints
 run on a third connection, off the commit path. The single writer is the
 "lock on the room's row": it takes a message's id and the room's next ``seq``
@@ -20,15 +20,14 @@ import os
 import sqlite3
 import struct
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import aiosqlite
 
 from clubroom_server.store import migrations
-from clubroom_server.store.batch import Refused, by_type, fail_all, settle
+from clubroom_server.store.batch import Failed, Refused, by_type, settle
 from clubroom_server.store.changes import (
     MAX_REACTIONS_PER_MESSAGE as MAX_REACTIONS,
 )
@@ -66,9 +65,9 @@ from clubroom_server.store.records import (
     UserRecord,
 )
 from clubroom_server.store.sqlite_search import SearchConnection
+from clubroom_server.store.writer import WriterThread
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 # aiosqlite logs every call with its arguments at DEBUG (hashes included):
 # clubroom_server.logs holds it at INFO, for every server and every command.
 
@@ -116,36 +115,6 @@ class _Write(NamedTuple):
     on_stored: Callable[[Any], None] | None
 
 
-class _WriterThread:
-    """The one connection that writes, on a thread of its own."""
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
-        self._db: sqlite3.Connection | None = None
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(connection, *args)`` on the writer thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, self._db, *args)
-
-    async def open(self, path: Path, pragmas: str) -> None:
-        def connect(_: None) -> None:
-            self._db = sqlite3.connect(path, check_same_thread=False)
-            try:
-                self._db.executescript(pragmas)
-            except BaseException:
-                self._db.close()
-                self._db = None
-                raise
-
-        await self.run(connect)
-
-    async def close(self) -> None:
-        if self._db is not None:
-            await self.run(sqlite3.Connection.close)
-            self._db = None
-        self._pool.shutdown(wait=True)
-
-
 class SQLiteStore:
     """The ``Store`` interface on one SQLite file."""
 
@@ -160,17 +129,14 @@ class SQLiteStore:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
         self.path = path
         self._synchronous = synchronous.upper()
-        self._writer = _WriterThread()
+        self._writer = WriterThread(_commit_batch, self._settle, CommitPacer(commit_interval))
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: list[_Write] = []
-        self._wakeup = asyncio.Event()
-        self._pacer = CommitPacer(commit_interval)
         self._closing = False
         self._checkpointer: aiosqlite.Connection | None = None
         self._truncate_wanted = asyncio.Event()
         self._commits_since_checkpoint = 0
         self._checkpoint_task: asyncio.Task[None] | None = None
-        self._write_task: asyncio.Task[None] | None = None
         self.search_purger = SearchPurger(self._write, self._truncate_wanted.set)
         self._search = SearchConnection(search_timeout)
 
@@ -192,8 +158,10 @@ class SQLiteStore:
         _check_not_truncated(self.path)
         with _private_files():
             self._make_folder()
+            self._loop = asyncio.get_running_loop()
+            self._writer.start(self._loop)
             try:
-                await self._writer.open(
+                await self._writer.open_connection(
                     self.path,
                     # Checkpoints run on their own connection, never inside a commit.
                     self._pragmas + "PRAGMA journal_mode=WAL;PRAGMA wal_autocheckpoint=0;",
@@ -205,7 +173,6 @@ class SQLiteStore:
                 self._checkpointer = await self._connect()
             except sqlite3.Error as exc:
                 raise _startup_error(self.path, exc) from None
-        self._write_task = asyncio.create_task(self._write_loop(), name="store-writer")
         self._checkpoint_task = asyncio.create_task(
             self._checkpoint_loop(), name="store-checkpointer"
         )
@@ -245,10 +212,8 @@ class SQLiteStore:
         """Finish every queued write, fold the WAL in, close every connection (idempotent)."""
         await self.search_purger.stop()
         self._closing = True
-        self._wakeup.set()
-        if self._write_task is not None:
-            await self._write_task
-            self._write_task = None
+        if self._writer.running:
+            await self._writer.run(lambda _: None)  # every write queued before is settled
         if self._checkpoint_task is not None:
             self._truncate_wanted.set()  # wake it: it sees the store is closing
             await self._checkpoint_task
@@ -276,11 +241,10 @@ class SQLiteStore:
         self, op: WriteOp | _Append, on_stored: Callable[[Any], None] | None = None
     ) -> Any:
         """Queue one write for the next group commit; await the result once durable."""
-        if self._closing:
-            raise StoreError("the store is closing")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Write(op, future, on_stored))
-        self._wakeup.set()
+        if self._closing or self._loop is None:
+            raise StoreError("the store is closing" if self._closing else "the store is not open")
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._writer.submit(_Write(op, future, on_stored))
         return future
 
     async def _write(
@@ -288,31 +252,9 @@ class SQLiteStore:
     ) -> Any:
         return await self._enqueue(op, on_stored)
 
-    async def _write_loop(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            if self._queue:
-                await self._pacer.wait_turn(hurry=self._closing)
-            self._wakeup.clear()
-            batch, self._queue = self._queue, []
-            if batch:
-                await self._commit(batch)
-                self._commits_since_checkpoint += 1
-            elif self._closing:
-                return
-
-    async def _commit(self, batch: list[_Write]) -> None:
-        """Commit a batch in one transaction; on failure retry each write alone."""
-        try:
-            results = await self._writer.run(_commit_all, [write.op for write in batch])
-        except (sqlite3.Error, ValueError, OverflowError) as exc:
-            if len(batch) == 1:
-                log.error("database write failed: %s", exc)
-                fail_all(batch, _failure(exc))
-                return
-            for write in batch:
-                await self._commit([write])
-            return
+    def _settle(self, batch: list[_Write], results: list[Any]) -> None:
+        """On the loop: a batch the writer thread committed (or failed), in commit order."""
+        self._commits_since_checkpoint += 1
         settle(batch, results)
 
     # ----------------------------------------------------------------- users
@@ -700,6 +642,21 @@ def _startup_error(path: Path, exc: sqlite3.Error) -> StartupError:
 
 def _statement(sql: str, params: Sequence[Any]) -> WriteOp:
     return lambda db: db.execute(sql, params).rowcount
+
+
+def _commit_batch(db: sqlite3.Connection, batch: list[_Write]) -> list[Any]:
+    """On the writer thread: commit a batch in one transaction; on failure each write alone.
+
+    A write that fails alone is a ``Failed`` result: its caller gets the error,
+    the others of the batch are stored.
+    """
+    try:
+        return _commit_all(db, [write.op for write in batch])
+    except (sqlite3.Error, ValueError, OverflowError) as exc:
+        if len(batch) == 1:
+            log.error("database write failed: %s", exc)
+            return [Failed(_failure(exc))]
+    return [result for write in batch for result in _commit_batch(db, [write])]
 
 
 def _commit_all(db: sqlite3.Connection, ops: list[WriteOp | _Append]) -> list[Any]:

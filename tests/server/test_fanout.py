@@ -58,6 +58,26 @@ async def test_a_burst_arrives_whole_and_in_order_with_fewer_writes_than_frames(
     assert 0 < writes < frames
 
 
+@pytest.mark.single_process
+async def test_a_senders_reply_leaves_in_the_write_of_its_own_message_event(
+    make_server: MakeServer,
+) -> None:
+    """A send costs its sender one socket write: the ``sent`` reply and the echo share it."""
+    server = await make_server(metrics_address="127.0.0.1:0", rate_limit=0)
+    ann = await user(server.url, "ann")
+    await in_room([ann])
+    before = await scrape(server)
+    for n in range(5):
+        sent = await ann.ok("send", room="Lobby", text=f"hello {n}")
+        echo = await ann.event("message")
+        assert echo["message"] == sent["message"]
+    after = await scrape(server)
+    writes = value(after, "clubroom_socket_writes_total") - value(
+        before, "clubroom_socket_writes_total"
+    )
+    assert writes == 5
+
+
 async def test_every_message_is_stored_before_anyone_receives_it(
     make_server: MakeServer,
 ) -> None:
