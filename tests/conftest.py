@@ -19,7 +19,7 @@ from clubroom_server.app import Clubroom
 from clubroom_server.config import Settings
 from clubroom_server.store import sqlite_path
 from tests.cluster.harness import CLUSTER_DEFAULTS, InProcessCluster, bus_prefix
-from tests.databases import database_url, query
+from tests.databases import database_url, drop_templates, query
 from tests.redisserver import RedisServer
 from tests.services import redis_url
 from tests.wsclient import WireClient
@@ -37,6 +37,11 @@ TEST_DEFAULTS: dict[str, Any] = {
     "registrations_per_address": 0,
     "registrations_total": 0,
 }
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop the migrated template databases this process made (tests.databases)."""
+    drop_templates()
 
 
 class RunningServer:
@@ -107,7 +112,7 @@ async def make_server(tmp_path: Path, db_backend: str) -> AsyncIterator[MakeServ
                 overrides["db"] = str(overrides.pop("db_path"))
             backend = "postgres" if db_backend == "cluster" else db_backend
             if "db" not in overrides:
-                fresh = database_url(backend, tmp_path, f"clubroom{len(servers)}")
+                fresh = database_url(backend, tmp_path, f"clubroom{len(servers)}", migrated=True)
                 overrides["db"] = await databases.enter_async_context(fresh)
             if db_backend == "cluster":
                 server: RunningServer = cluster_of_nodes(overrides)  # type: ignore[assignment]
