@@ -1,0 +1,92 @@
+"""Found by typing into the real client in tmux: keys that went to the wrong place.
+
+- Typed while the client starts (before it has put the terminal in raw mode),
+  Enter arrives as a line feed (ctrl+j): it did nothing on the login form, so
+  the password went on into the username field, in plain sight.
+- A key that moves the focus (ctrl+g, ctrl+r, ctrl+n, ctrl+up) moved it only
+  after the keys already typed behind it: ``ctrl+g Book Club ⏎`` typed at
+  once tried to *create* "Book Club", and ``ctrl+up e`` typed an "e".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import RunningServer
+from tests.tui.conftest import (
+    PASSWORD,
+    MakeClient,
+    enter_room,
+    log_in,
+    make_app,
+    press_at_machine_speed,
+    say,
+    type_at_machine_speed,
+    wait_for_text,
+)
+
+LINE_FEED = ("ctrl+j", "\n")  # what Enter is before the app has the terminal
+
+
+def type_ahead(app: object, text: str) -> None:
+    """Type ``text`` as it arrives when typed ahead of the app: each newline a line feed."""
+    for n, line in enumerate(text.split("\n")):
+        if n:
+            press_at_machine_speed(app, LINE_FEED)  # type: ignore[arg-type]
+        type_at_machine_speed(app, line)  # type: ignore[arg-type]
+
+
+async def test_enter_typed_ahead_as_a_line_feed_still_logs_in(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """username ⏎ password ⏎ with ⏎ as a line feed: logged in, the password never shown."""
+    await make_client("ann")
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await wait_for_text(pilot, "● connected")
+        type_ahead(app, f"ann\n{PASSWORD}\n")
+        shown = await wait_for_text(pilot, "Hello, ann!")
+        assert PASSWORD not in shown
+
+
+async def test_ctrl_g_then_a_name_at_once_joins(
+    server: RunningServer, config_dir: Path, make_client: MakeClient
+) -> None:
+    """ctrl+g, "Book Club", Enter, all at once: the name goes to the join field, and joins."""
+    bob = await make_client("bob")
+    await bob.create_room("Book Club")
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        press_at_machine_speed(app, ("ctrl+g", "\x07"))
+        type_at_machine_speed(app, "Book Club\n")
+        await wait_for_text(pilot, "# Book Club", "Leave")
+
+
+async def test_ctrl_r_then_enter_at_once_opens_the_room(
+    server: RunningServer, config_dir: Path
+) -> None:
+    """ctrl+r then Enter at once opens the highlighted room (not "Type a room name first.")."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "den", create=True)
+        await pilot.press("escape")
+        await wait_for_text(pilot, "Your rooms", "# den")
+        press_at_machine_speed(app, ("ctrl+r", "\x12"), ("enter", "\r"))
+        await wait_for_text(pilot, "# den", "Leave")
+
+
+async def test_ctrl_up_then_e_at_once_edits_the_newest_message(
+    server: RunningServer, config_dir: Path
+) -> None:
+    """ctrl+up e typed at once: the newest message is being edited, no "e" in the box."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "den", create=True)
+        await say(pilot, "tea at noon")
+        await wait_for_text(pilot, "ann: tea at noon")
+        press_at_machine_speed(app, ("ctrl+up", None), ("e", "e"))
+        await wait_for_text(pilot, "Editing “tea at noon”")
+        assert app.screen.query_one("#composer").value == "tea at noon"  # type: ignore[attr-defined]
