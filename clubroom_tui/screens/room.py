@@ -139,6 +139,14 @@ class RoomScreen(MessageActions, Screen[None]):
     def notice(self, text: str) -> None:
         show_line(self.query_one("#room-notice", Static), text)
 
+    @property
+    def reading_live(self) -> bool:
+        """Does the reader see what arrives now (the log at the bottom, nothing unseen)?
+
+        Before the log is drawn it is not known; new messages then count as unread.
+        """
+        return self.is_mounted and self.query_one(MessageLog).sees_newest
+
     def _member_names(self) -> list[str]:
         state = self.client.rooms.get(self.key)
         return [m for m in state.members if m.casefold() != self.me.casefold()] if state else []
