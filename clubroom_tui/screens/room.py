@@ -437,6 +437,15 @@ class RoomScreen(MessageActions, Screen[None]):
     @on(MessageLog.AtBottom)
     def _reached_bottom(self) -> None:
         self.call_after_refresh(self._mark_read_if_seen)
+        if not self.query_one(MessageLog).unseen:
+            self.query_one("#new-below", Static).display = False  # a jump's way back is done
+
+    def hint_newer_below(self) -> None:
+        """After a jump into history: say how to get back to the newest messages."""
+        hint = self.query_one("#new-below", Static)
+        if not self.query_one(MessageLog).following:
+            hint.update(Text("↓ newer messages below (ctrl+end)"))
+            hint.display = True
 
     # -- older messages --------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from textual.reactive import reactive
 from textual.widgets import RichLog
 
 from clubroom_tui.plain import plain
-from protocol import Message, Reaction, parse_time
+from protocol import Message, Reaction, mentioned_keys, parse_time, username_key
 
 Action = Literal["edit", "delete", "react", "reply", "copy"]
 
@@ -87,6 +87,7 @@ class MessageLog(RichLog):
         "message-log--selected",
         "message-log--dim",
         "message-log--divider",
+        "message-log--mention",
     }
     # While the log has the focus, up/down choose a message and a letter acts on it.
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -493,6 +494,10 @@ class MessageLog(RichLog):
             lines.append(reaction_line(message.reactions, dim, self._style("mine")))
         return lines
 
+    def _mentions_me(self, message: Message) -> bool:
+        """Does the text ``@``-name the reader (as the server counts mentions)?"""
+        return username_key(self.me) in mentioned_keys(message.text)
+
     def _notice_line(self, notice: Notice, moment: datetime) -> Text:
         clock = (moment.strftime("%H:%M"), self._style("time"))
         return Text.assemble(clock, " ", plain(notice.text, self._style("notice")))
@@ -501,6 +506,8 @@ class MessageLog(RichLog):
         """``HH:MM author: `` and the text, apart, so the text can hang under itself."""
         mine = message.author.lower() == self.me
         text_style = self._style("mine") if mine else Style()
+        if not mine and self._mentions_me(message):
+            text_style = self._style("mention")  # stands out when scrolling back, too
         author_style = self._style("mine") if mine else self._style("author")
         head = Text.assemble(
             (moment.strftime("%H:%M"), self._style("time")),
