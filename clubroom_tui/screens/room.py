@@ -53,6 +53,12 @@ SLOWED = "slow down: waiting to send"
 class RoomScreen(MessageActions, Screen[None]):
     """The room's name and connection state on top, the log, members and composer below."""
 
+    # Narrower than this, the member list (22 columns) would leave the log a
+    # sliver: it starts hidden there; ctrl+t still shows it (see clubroom.tcss).
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
+        (0, "-narrow"),
+        (70, "-wide"),
+    ]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Dashboard"),
         Binding("ctrl+t", "toggle_members", "Members"),

@@ -7,6 +7,8 @@
   and terminals that give them a width pushed the log's border out of line.
 - After jumping to a search result far back, nothing said how to get back to
   the newest messages.
+- At 40–60 columns the member list kept its 22 columns and left the log a
+  sliver (16 columns at 40).
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ from tests.contrast import AA_NORMAL_TEXT
 from tests.tui.conftest import (
     MakeClient,
     ann_in_lobby,
+    enter_room,
+    log_in,
+    make_app,
     say,
+    screen_text,
     seed_room,
     wait_for,
     wait_for_text,
@@ -96,3 +102,22 @@ async def test_after_a_jump_the_way_back_to_the_newest_is_shown(
         await wait_for(lambda: log.following, "the log to follow again")
         hint = pilot.app.screen.query_one("#new-below")
         await wait_for(lambda: not hint.display, "the hint to go")
+
+
+async def test_a_narrow_terminal_gives_the_log_the_width_and_ctrl_t_shows_members(
+    server: RunningServer, config_dir: Path
+) -> None:
+    """At 60 columns the member list (22 wide) is hidden, at 100 shown; ctrl+t shows it anyway."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test(size=(60, 20)) as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "den", create=True)
+        await say(pilot, "a line that would be squeezed beside the member list")
+        shown = await wait_for_text(pilot, "ann: a line that would be squeezed")
+        assert "Members (1)" not in shown
+        await pilot.resize_terminal(100, 24)
+        await wait_for_text(pilot, "Members (1)")
+        await pilot.resize_terminal(60, 20)
+        await wait_for(lambda: "Members (1)" not in screen_text(app), "the list to hide")
+        await pilot.press("ctrl+t")
+        await wait_for_text(pilot, "Members (1)")
