@@ -40,7 +40,11 @@ class ReactPicker(ModalScreen[str | None]):
                 for n, emoji in enumerate(FREQUENT, start=1):
                     label = f"{emoji}✓" if emoji in self.mine else emoji
                     yield Button(label, id=f"react-{n}", name=emoji)
-            yield Input(placeholder="another emoji, or :name:", id="react-other")
+            # not select_on_focus: the first typed character moves the focus here,
+            # and the next one must not replace it
+            yield Input(
+                placeholder="another emoji, or :name:", id="react-other", select_on_focus=False
+            )
             yield Static(id="react-error")
 
     def on_key(self, event: events.Key) -> None:
