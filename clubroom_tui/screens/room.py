@@ -101,7 +101,7 @@ class RoomScreen(MessageActions, Screen[None]):
         yield StatusBar(self._place(), user=self.me)
         with Horizontal(id="room-body"):
             with Vertical(id="conversation"):
-                yield MessageLog(self.me, id="log")
+                yield MessageLog(self.me, on_done=self.back_to_writing, id="log")
                 yield Static(id="new-below")
                 yield Static(id="typing-line")
                 yield Outbox(id="outbox")

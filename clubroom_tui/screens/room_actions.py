@@ -62,7 +62,8 @@ class MessageActions:
         if log.selected is None:
             log.action_select(1)
 
-    def on_message_log_done(self, _event: MessageLog.Done) -> None:
+    def back_to_writing(self) -> None:
+        """Escape in the log: back to the composer at once."""
         self.set_focus(self.query_one(Composer))
 
     def show_changes(self, event: MessagesChanged) -> None:

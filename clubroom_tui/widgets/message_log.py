@@ -6,7 +6,7 @@ typed and can never be markup or a terminal escape.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import ClassVar, Literal
@@ -126,8 +126,11 @@ class MessageLog(RichLog):
     class AtBottom(TextualMessage):
         """The reader has come back to the bottom: the newest message is in view."""
 
-    def __init__(self, me: str, *, id: str | None = None) -> None:
+    def __init__(
+        self, me: str, *, on_done: Callable[[], None] | None = None, id: str | None = None
+    ) -> None:
         super().__init__(wrap=True, markup=False, highlight=False, min_width=1, id=id)
+        self.on_done = on_done  # called on Escape (else a ``Done`` message is posted)
         self.auto_scroll = False
         self.me = me.lower()
         self._entries: list[Entry] = []
@@ -273,8 +276,17 @@ class MessageLog(RichLog):
             self.post_message(self.Act(action, message))
 
     def action_done(self) -> None:
+        """Escape: no message chosen; the screen moves the focus now, in the key's turn.
+
+        Keys typed right after Escape must land where the focus goes (the
+        composer), not in the log, where they vanished while a posted
+        message waited its turn.
+        """
         self.select(None)
-        self.post_message(self.Done())
+        if self.on_done is not None:
+            self.on_done()
+        else:
+            self.post_message(self.Done())
 
     def on_click(self, event: Click) -> None:
         """A click on a message chooses it (and gives the log the focus)."""

@@ -6,6 +6,8 @@
 - A key that moves the focus (ctrl+g, ctrl+r, ctrl+n, ctrl+up) moved it only
   after the keys already typed behind it: ``ctrl+g Book Club ⏎`` typed at
   once tried to *create* "Book Club", and ``ctrl+up e`` typed an "e".
+- Escape in the log moved the focus back to the box a moment later: what
+  was typed right after it fell on the log and vanished.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tests.tui.conftest import (
     press_at_machine_speed,
     say,
     type_at_machine_speed,
+    wait_for,
     wait_for_text,
 )
 
@@ -90,3 +93,20 @@ async def test_ctrl_up_then_e_at_once_edits_the_newest_message(
         press_at_machine_speed(app, ("ctrl+up", None), ("e", "e"))
         await wait_for_text(pilot, "Editing “tea at noon”")
         assert app.screen.query_one("#composer").value == "tea at noon"  # type: ignore[attr-defined]
+
+
+async def test_escape_from_the_log_then_typing_at_once_writes_in_the_box(
+    server: RunningServer, config_dir: Path
+) -> None:
+    """In the log, Escape then "hi" at once: "hi" is in the box, not lost on the log."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test() as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "den", create=True)
+        await say(pilot, "tea at noon")
+        await wait_for_text(pilot, "ann: tea at noon")
+        await pilot.press("ctrl+up")
+        await wait_for_text(pilot, "esc Back to writing")
+        press_at_machine_speed(app, ("escape", "\x1b"), ("h", "h"), ("i", "i"))
+        composer = app.screen.query_one("#composer")
+        await wait_for(lambda: composer.value == "hi", "the typed text in the box")  # type: ignore[attr-defined]
