@@ -246,6 +246,12 @@ class ClubroomApp(InOrderKeys):
             names.setdefault(key, name)
         return sorted(names.values(), key=str.casefold)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """F6 (next mention) means nothing before logging in: not offered on the login form."""
+        if action == "next_mention":
+            return self.client.token is not None
+        return True
+
     def action_next_mention(self) -> None:
         """Open the next room (in name order) with unread mentions."""
         waiting = [name for name in self.your_rooms() if self.mentions.get(room_key(name), 0)]

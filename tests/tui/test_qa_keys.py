@@ -8,6 +8,7 @@
   once tried to *create* "Book Club", and ``ctrl+up e`` typed an "e".
 - Escape in the log moved the focus back to the box a moment later: what
   was typed right after it fell on the log and vanished.
+- The login form offered "f6 Next mention", which means nothing there.
 """
 
 from __future__ import annotations
@@ -110,3 +111,13 @@ async def test_escape_from_the_log_then_typing_at_once_writes_in_the_box(
         press_at_machine_speed(app, ("escape", "\x1b"), ("h", "h"), ("i", "i"))
         composer = app.screen.query_one("#composer")
         await wait_for(lambda: composer.value == "hi", "the typed text in the box")  # type: ignore[attr-defined]
+
+
+async def test_f6_is_offered_only_once_logged_in(server: RunningServer, config_dir: Path) -> None:
+    """The login form's footer does not offer "Next mention"; the dashboard's does."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test(size=(120, 24)) as pilot:
+        shown = await wait_for_text(pilot, "● connected", "^r Register")
+        assert "Next mention" not in shown
+        await log_in(pilot, "ann", register=True)
+        await wait_for_text(pilot, "f6 Next mention")
