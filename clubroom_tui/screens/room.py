@@ -61,6 +61,8 @@ class RoomScreen(MessageActions, Screen[None]):
     ]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Dashboard"),
+        # The same key while editing or replying: the footer says what it does then.
+        Binding("escape", "cancel_compose", "Cancel edit/reply"),
         Binding("ctrl+t", "toggle_members", "Members"),
         Binding("ctrl+end", "jump_down", "Newest", show=False),
         Binding("pageup", "page_up", "Older", show=False),
@@ -493,8 +495,20 @@ class RoomScreen(MessageActions, Screen[None]):
             self.query_one(Composer).value = self.draft.text
         return done
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Offer the Escape that fits: back to the dashboard, or cancel the edit/reply."""
+        composing = self.editing is not None or self.replying is not None
+        if action == "back":
+            return not composing
+        if action == "cancel_compose":
+            return composing
+        return True
+
+    def action_cancel_compose(self) -> None:
+        self.cancel_action()
+
     def action_back(self) -> None:
-        if self.cancel_action():  # Escape first ends editing or replying
+        if self.cancel_action():  # (not offered while editing or replying; kept to be safe)
             return
         self.app.pop_screen()
 

@@ -50,6 +50,7 @@ class MessageActions:
         def notice(self, text: str) -> None: ...
         def set_focus(self, widget: Any, scroll_visible: bool = True) -> None: ...
         def hint_newer_below(self) -> None: ...
+        def refresh_bindings(self) -> None: ...
         @property
         def app(self) -> Any: ...
 
@@ -111,6 +112,7 @@ class MessageActions:
     def _start(self, *, editing: Message | None = None, replying: Message | None = None) -> None:
         """Open the composer to edit (with the text in it) or to reply; Escape cancels."""
         self.editing, self.replying = editing, replying
+        self.refresh_bindings()  # the footer's Escape now cancels
         composer = self.query_one(Composer)
         if editing is not None:
             composer.value = editing.text
@@ -131,6 +133,7 @@ class MessageActions:
         if self.editing is not None:
             self.query_one(Composer).value = ""
         self.editing = self.replying = None
+        self.refresh_bindings()
         self.query_one("#action-notice", Static).display = False
         return True
 

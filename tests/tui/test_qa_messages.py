@@ -6,6 +6,7 @@
   server refused) and "copied" (an empty clipboard, "Copied the message's text.").
 - In the reaction picker, typing `:tada:` did nothing: the focus was on the
   first button, and the free-entry field took a Tab per button to reach.
+- While editing, the footer still said "esc Dashboard" although Escape cancels.
 """
 
 from __future__ import annotations
@@ -87,3 +88,22 @@ async def test_typing_in_the_reaction_picker_goes_to_the_free_entry(
         await wait_for(lambda: isinstance(pilot.app.screen, ReactPicker), "the picker")
         await pilot.press(*":tada:", "enter")  # at a person's pace: the field's focus lands between
         await wait_for_text(pilot, ":tada: 1")
+
+
+async def test_while_editing_the_footer_says_escape_cancels(
+    server: RunningServer, config_dir: Path
+) -> None:
+    """Editing: "esc Cancel edit/reply" (not "esc Dashboard"); Escape cancels and stays."""
+    app = make_app(server.url, config_dir)
+    async with app.run_test(size=(120, 24)) as pilot:
+        await log_in(pilot, "ann", register=True)
+        await enter_room(pilot, "lobby", create=True)
+        await say(pilot, "tea at noon")
+        await wait_for_text(pilot, "ann: tea at noon")
+        await choose_newest(pilot)
+        await pilot.press("e")
+        shown = await wait_for_text(pilot, "Editing “tea at noon”", "esc Cancel edit/reply")
+        assert "esc Dashboard" not in shown
+        await pilot.press("escape")
+        shown = await wait_for_text(pilot, "esc Dashboard", "Leave")
+        assert "Editing" not in shown
