@@ -81,7 +81,8 @@ class DashboardScreen(Screen[None]):
 
     def _ask_server(self) -> None:
         """The server's list of your rooms, with badges (rooms joined elsewhere included)."""
-        if self.is_current and self.client.ready:
+        stack = self.app.screen_stack  # empty while the app shuts down
+        if stack and stack[-1] is self and self.client.ready:
             self.app.load_badges()  # type: ignore[attr-defined]
 
     def on_client_news(self, _news: ClientNews) -> None:
@@ -89,6 +90,8 @@ class DashboardScreen(Screen[None]):
 
     def refresh_rooms(self) -> None:
         """Show the rooms the client is in, with their unread counts."""
+        if not self.query(RoomList):
+            return  # not composed yet, or being taken down: on_mount shows the list
         names: list[str] = self.app.your_rooms()  # type: ignore[attr-defined]
         mentions: dict[str, int] = getattr(self.app, "mentions", {})
         self.query_one(RoomList).show(
