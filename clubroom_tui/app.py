@@ -43,6 +43,10 @@ from clubroom_tui.widgets.message_log import Notice
 from protocol import room_key
 
 MAX_KEPT_NOTICES = 200
+# How often the dashboard asks the server for your rooms and their counts: a
+# room joined on another device, and messages in rooms not joined here, show
+# within this time (rooms joined here count live).
+ROOMS_REFRESH_SECONDS = 15.0
 
 
 class ClubroomApp(InOrderKeys):
@@ -71,9 +75,13 @@ class ClubroomApp(InOrderKeys):
         self.bell_on_mention = bell_on_mention
         self.unread: dict[str, int] = {}
         self.mentions: dict[str, int] = {}  # unread mentions per room key
+        # The rooms the server counts us in (room key → name), on any device:
+        # ``my_rooms`` lists them; this connection may not have joined them yet.
+        self.memberships: dict[str, str] = {}
         self.notices: dict[str, list[Notice]] = {}  # per room, for when it is shown again
         self.drafts: dict[str, Draft] = {}  # per room: unsent text and the last line sent
         self.remember = False
+        self.rooms_refresh_seconds = ROOMS_REFRESH_SECONDS
         self._events: EventStream | None = None
 
     def get_css_variables(self) -> dict[str, str]:
@@ -161,10 +169,9 @@ class ClubroomApp(InOrderKeys):
         return self.screen
 
     def _count_unread(self, event: MessagesAdded) -> None:
+        """Count others' messages the reader does not see arrive (elsewhere, or scrolled up)."""
         key = room_key(event.room)
-        main = self._main_screen()
-        viewing = isinstance(main, RoomScreen) and main.key == key
-        if event.snapshot or viewing:
+        if event.snapshot or self._reading_live(event.room):
             return
         me = (self.client.username or "").lower()
         fresh = sum(1 for m in event.messages if m.author.lower() != me)
@@ -176,14 +183,25 @@ class ClubroomApp(InOrderKeys):
         main = self._main_screen()
         return isinstance(main, RoomScreen) and main.key == room_key(room)
 
+    def _reading_live(self, room: str) -> bool:
+        """Is the room on screen with its newest message in view (so what arrives is seen)?
+
+        A reader scrolled up, or still above the "new messages" divider, does
+        not see what arrives: it counts as unread until they reach the bottom.
+        """
+        main = self._main_screen()
+        return isinstance(main, RoomScreen) and main.key == room_key(room) and main.reading_live
+
     def _mentioned(self, event: Mentioned) -> None:
         """Ring (if wanted); a mention elsewhere also counts on the dashboard and pops up."""
         if self.bell_on_mention:
             self.bell()
-        if self._viewing(event.room):
+        if self._reading_live(event.room):
             return
         key = room_key(event.room)
         self.mentions[key] = self.mentions.get(key, 0) + 1
+        if self._viewing(event.room):
+            return  # in this room, scrolled up: the log says what is below
         self.notify(
             f"{event.author} mentioned you in {event.room} (F6 jumps there).",
             title="Mention",
@@ -209,8 +227,10 @@ class ClubroomApp(InOrderKeys):
             listed = await self.client.my_rooms()
         except ClientError:
             return  # the counts of this session still show; nothing is lost
+        self.memberships.clear()
         for entry in listed.rooms:
             key = room_key(entry.room)
+            self.memberships[key] = entry.room
             if not self._viewing(entry.room):
                 self.unread[key], self.mentions[key] = entry.unread, entry.mentions
         for invitation in listed.invitations:
@@ -219,10 +239,22 @@ class ClubroomApp(InOrderKeys):
             if isinstance(screen, DashboardScreen):
                 screen.refresh_rooms()
 
+    def your_rooms(self) -> list[str]:
+        """The rooms you are in, by name: joined here, or (the server says) on another device."""
+        names = {key: state.name for key, state in self.client.rooms.items()}
+        for key, name in self.memberships.items():
+            names.setdefault(key, name)
+        return sorted(names.values(), key=str.casefold)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """F6 (next mention) means nothing before logging in: not offered on the login form."""
+        if action == "next_mention":
+            return self.client.token is not None
+        return True
+
     def action_next_mention(self) -> None:
         """Open the next room (in name order) with unread mentions."""
-        rooms = sorted(self.client.rooms.values(), key=lambda state: state.name.casefold())
-        waiting = [s.name for s in rooms if self.mentions.get(room_key(s.name), 0)]
+        waiting = [name for name in self.your_rooms() if self.mentions.get(room_key(name), 0)]
         if not waiting:
             self.notify("No unread mentions.", markup=False)
             return
@@ -231,7 +263,24 @@ class ClubroomApp(InOrderKeys):
         later = [
             name for name in waiting if current is None or name.casefold() > current.casefold()
         ]
-        self.open_room((later or waiting)[0])
+        self.show_room((later or waiting)[0])
+
+    def show_room(self, room: str) -> None:
+        """Open one of your rooms; join it here first if only another device is in it."""
+        if room_key(room) in self.client.rooms:
+            self.open_room(room)
+        else:
+            self.join_and_open(room)
+
+    @work(group="rooms")
+    async def join_and_open(self, room: str) -> None:
+        try:
+            joined = await self.client.join_room(room)
+        except ClientError as exc:
+            self.notify(f"Could not open {room}: {exc}", severity="warning", markup=False)
+            return
+        self._save_session()
+        self.open_room(joined.room)
 
     def _keep_notice(self, event: MembersChanged) -> None:
         notice = Notice.member_change(event.joined, event.left)
@@ -241,6 +290,7 @@ class ClubroomApp(InOrderKeys):
             del kept[:-MAX_KEPT_NOTICES]
 
     def _forget_room(self, room: str) -> None:
+        self.memberships.pop(room_key(room), None)
         self.unread.pop(room_key(room), None)
         self.mentions.pop(room_key(room), None)
         self.notices.pop(room_key(room), None)
@@ -255,18 +305,19 @@ class ClubroomApp(InOrderKeys):
         else:
             self._forget_session()
         notice = rooms_gone_while_away(event.lost_rooms) if event.lost_rooms else ""
-        self.switch_screen(DashboardScreen(self.client, self.unread, notice=notice))
-        self.load_badges()
+        dashboard = DashboardScreen(self.client, self.unread, notice=notice)
+        self.switch_screen(dashboard)
 
     def on_login_screen_saved_session_rejected(self) -> None:
         self._forget_session()
 
     def on_dashboard_screen_room_chosen(self, event: DashboardScreen.RoomChosen) -> None:
         self._save_session()
-        self.open_room(event.room)
+        self.show_room(event.room)
 
     def on_dashboard_screen_logged_out(self) -> None:
         self._forget_session()
+        self.memberships.clear()
         self.unread.clear()
         self.mentions.clear()
         self.notices.clear()
@@ -336,9 +387,9 @@ class ClubroomApp(InOrderKeys):
         if isinstance(screen, RoomScreen):
             yield SystemCommand("Back to dashboard", "Stay in the room", self.back_to_dashboard)
             yield SystemCommand("Leave room", f"Leave {screen.room} for good", screen.action_leave)
-        for state in sorted(self.client.rooms.values(), key=lambda s: s.name.lower()):
-            open_it = partial(self.open_room, state.name)
-            yield SystemCommand(f"Open {state.name}", "Show this room", open_it)
+        for name in self.your_rooms():
+            open_it = partial(self.show_room, name)
+            yield SystemCommand(f"Open {name}", "Show this room", open_it)
 
 
 def rooms_gone_while_away(rooms: tuple[str, ...]) -> str:

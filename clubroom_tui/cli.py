@@ -33,7 +33,9 @@ Keys (also listed in the footer; ctrl+p opens the command palette):
   dashboard    ctrl+n create room   ctrl+g join room   ctrl+r your rooms
                (arrows + enter open a room)
                ctrl+o log out (asks first if that deletes rooms)
-  room         enter sends; a paste keeps all its lines
+  room         enter sends; ctrl+j (shift+enter, alt+enter where the terminal
+               reports them) starts a new line; a paste keeps all its lines
+               up in an empty box brings back the last message sent
                tab completes a member's name (al or @al → alice) or a /command
                /help lists the commands (/join /leave /me /topic /kick /ban
                /unban /invite /msg /who /help /quit); //text sends "/text"
@@ -41,6 +43,9 @@ Keys (also listed in the footer; ctrl+p opens the command palette):
                escape back to the dashboard (stay in the room)
                ctrl+t show/hide members   ctrl+end jump to the newest
                pageup/pagedown scroll; scrolling to the top loads older messages
+               ctrl+up choose a message (up/down another), then e edit,
+               d delete (asks), r react, t or enter reply, c copy, escape back
+               ctrl+f or /search WORDS search; enter on a result jumps to it
                leave: the Leave button or ctrl+p "Leave room" (asks first)
 Keys apply in the order typed, to the field that had the focus.
 """

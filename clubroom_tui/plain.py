@@ -3,7 +3,9 @@
 Message texts, usernames and room names come from other users. They are
 always put into ``rich.text.Text`` objects (so ``[bold]`` stays literal) and
 any control character is replaced by a visible stand-in first, so an ESC or
-a bidirectional override can neither drive the terminal nor disguise text.
+a bidirectional override can neither drive the terminal nor disguise text,
+and an invisible character (a zero-width space) can neither hide in a word
+nor break the layout.
 """
 
 from __future__ import annotations
@@ -13,7 +15,16 @@ import re
 from rich.style import Style
 from rich.text import Text
 
-_UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Controls and direction overrides; and characters that draw nothing but which
+# terminals give a width Rich does not (so a line with one pushes the log's
+# border out of place) or which hide text: zero-width space, word joiner and
+# invisible operators, BOM, line/paragraph separators, Arabic letter mark,
+# Mongolian vowel separator, Hangul fillers. The zero-width joiner (emoji
+# sequences) and non-joiner (Persian) are real text and stay.
+_UNSAFE = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069"
+    r"\u061c\u115f\u1160\u180e\u200b\u2028\u2029\u2060-\u2064\u3164\ufeff\uffa0]"
+)
 
 
 def _stand_in(match: re.Match[str]) -> str:

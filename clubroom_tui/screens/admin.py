@@ -235,12 +235,12 @@ class AdminScreen(Screen[None]):
 
     @on(Input.Submitted, "#admin-room-filter")
     def _to_rooms(self) -> None:
-        self.query_one(RoomTable).focus()
+        self.set_focus(self.query_one(RoomTable))
 
     @on(Input.Submitted, "#admin-user-query")
     def _find_users(self, event: Input.Submitted) -> None:
         self.load_users(event.value)
-        self.query_one(UserTable).focus()  # where Delete and e act on what was found
+        self.set_focus(self.query_one(UserTable))  # where Delete and e act on what was found
 
     @on(Button.Pressed, "#admin-delete-room")
     def action_delete_room(self) -> None:

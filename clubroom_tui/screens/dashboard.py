@@ -33,7 +33,7 @@ class DashboardScreen(Screen[None]):
         Binding("ctrl+r", "focus_rooms", "Your rooms"),
         Binding("ctrl+o", "log_out", "Log out"),
         Binding("f2", "admin", "Admin"),  # administrators only (check_action)
-        Binding("enter", "enter", "Create / join", show=False, priority=True),
+        Binding("enter,ctrl+j", "enter", "Create / join", show=False, priority=True),
     ]
 
     class RoomChosen(Message):
@@ -72,25 +72,31 @@ class DashboardScreen(Screen[None]):
     def on_mount(self) -> None:
         self.refresh_rooms()
         self.show_error(self.notice)
-        self.query_one("#create-name", Input).focus()
+        self.set_focus(self.query_one("#create-name", Input))
+        self.set_interval(self.app.rooms_refresh_seconds, self._ask_server)  # type: ignore[attr-defined]
 
     def on_screen_resume(self) -> None:
         self.refresh_rooms()
+        self._ask_server()
+
+    def _ask_server(self) -> None:
+        """The server's list of your rooms, with badges (rooms joined elsewhere included)."""
+        stack = self.app.screen_stack  # empty while the app shuts down
+        if stack and stack[-1] is self and self.client.ready:
+            self.app.load_badges()  # type: ignore[attr-defined]
 
     def on_client_news(self, _news: ClientNews) -> None:
         self.refresh_rooms()
 
     def refresh_rooms(self) -> None:
         """Show the rooms the client is in, with their unread counts."""
-        rooms = sorted(self.client.rooms.values(), key=lambda state: state.name.lower())
+        if not self.query(RoomList):
+            return  # not composed yet, or being taken down: on_mount shows the list
+        names: list[str] = self.app.your_rooms()  # type: ignore[attr-defined]
         mentions: dict[str, int] = getattr(self.app, "mentions", {})
         self.query_one(RoomList).show(
-            (
-                state.name,
-                self.unread.get(room_key(state.name), 0),
-                mentions.get(room_key(state.name), 0),
-            )
-            for state in rooms
+            (name, self.unread.get(room_key(name), 0), mentions.get(room_key(name), 0))
+            for name in names
         )
 
     def show_error(self, text: str) -> None:
@@ -106,13 +112,13 @@ class DashboardScreen(Screen[None]):
         self.app.open_admin()  # type: ignore[attr-defined]
 
     def action_focus_create(self) -> None:
-        self.query_one("#create-name", Input).focus()
+        self.set_focus(self.query_one("#create-name", Input))
 
     def action_focus_join(self) -> None:
-        self.query_one("#join-name", Input).focus()
+        self.set_focus(self.query_one("#join-name", Input))
 
     def action_focus_rooms(self) -> None:
-        self.query_one(RoomList).focus()
+        self.set_focus(self.query_one(RoomList))
 
     def action_enter(self) -> None:
         """Enter in a name field takes the name and empties the field now, in the key's turn.

@@ -36,7 +36,9 @@ class LoginScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+l", "log_in", "Log in"),
         Binding("ctrl+r", "register", "Register"),
-        Binding("enter", "enter", "Next / log in", show=False, priority=True),
+        # ctrl+j too: keys typed before the app has the terminal (while it starts)
+        # arrive with Enter turned into a line feed by the terminal's cooked mode.
+        Binding("enter,ctrl+j", "enter", "Next / log in", show=False, priority=True),
     ]
 
     class LoggedIn(Message):
@@ -85,7 +87,7 @@ class LoginScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#username", Input).focus()
+        self.set_focus(self.query_one("#username", Input))
         self.watch(self.app, "connection_detail", self._show_connection)
         if self.saved is not None:
             self.resume_saved(self.saved)

@@ -53,8 +53,16 @@ SLOWED = "slow down: waiting to send"
 class RoomScreen(MessageActions, Screen[None]):
     """The room's name and connection state on top, the log, members and composer below."""
 
+    # Narrower than this, the member list (22 columns) would leave the log a
+    # sliver: it starts hidden there; ctrl+t still shows it (see clubroom.tcss).
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [
+        (0, "-narrow"),
+        (70, "-wide"),
+    ]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Dashboard"),
+        # The same key while editing or replying: the footer says what it does then.
+        Binding("escape", "cancel_compose", "Cancel edit/reply"),
         Binding("ctrl+t", "toggle_members", "Members"),
         Binding("ctrl+end", "jump_down", "Newest", show=False),
         Binding("pageup", "page_up", "Older", show=False),
@@ -95,7 +103,7 @@ class RoomScreen(MessageActions, Screen[None]):
         yield StatusBar(self._place(), user=self.me)
         with Horizontal(id="room-body"):
             with Vertical(id="conversation"):
-                yield MessageLog(self.me, id="log")
+                yield MessageLog(self.me, on_done=self.back_to_writing, id="log")
                 yield Static(id="new-below")
                 yield Static(id="typing-line")
                 yield Outbox(id="outbox")
@@ -138,6 +146,14 @@ class RoomScreen(MessageActions, Screen[None]):
 
     def notice(self, text: str) -> None:
         show_line(self.query_one("#room-notice", Static), text)
+
+    @property
+    def reading_live(self) -> bool:
+        """Does the reader see what arrives now (the log at the bottom, nothing unseen)?
+
+        Before the log is drawn it is not known; new messages then count as unread.
+        """
+        return self.is_mounted and self.query_one(MessageLog).sees_newest
 
     def _member_names(self) -> list[str]:
         state = self.client.rooms.get(self.key)
@@ -429,6 +445,15 @@ class RoomScreen(MessageActions, Screen[None]):
     @on(MessageLog.AtBottom)
     def _reached_bottom(self) -> None:
         self.call_after_refresh(self._mark_read_if_seen)
+        if not self.query_one(MessageLog).unseen:
+            self.query_one("#new-below", Static).display = False  # a jump's way back is done
+
+    def hint_newer_below(self) -> None:
+        """After a jump into history: say how to get back to the newest messages."""
+        hint = self.query_one("#new-below", Static)
+        if not self.query_one(MessageLog).following:
+            hint.update(Text("↓ newer messages below (ctrl+end)"))
+            hint.display = True
 
     # -- older messages --------------------------------------------------------------
 
@@ -470,8 +495,20 @@ class RoomScreen(MessageActions, Screen[None]):
             self.query_one(Composer).value = self.draft.text
         return done
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Offer the Escape that fits: back to the dashboard, or cancel the edit/reply."""
+        composing = self.editing is not None or self.replying is not None
+        if action == "back":
+            return not composing
+        if action == "cancel_compose":
+            return composing
+        return True
+
+    def action_cancel_compose(self) -> None:
+        self.cancel_action()
+
     def action_back(self) -> None:
-        if self.cancel_action():  # Escape first ends editing or replying
+        if self.cancel_action():  # (not offered while editing or replying; kept to be safe)
             return
         self.app.pop_screen()
 

@@ -19,7 +19,7 @@ from clubroom_tui.screens.react import ReactPicker
 from clubroom_tui.screens.search import SearchPanel
 from clubroom_tui.widgets.composer import Composer
 from clubroom_tui.widgets.message_log import MessageLog
-from protocol import HISTORY_MAX, Message
+from protocol import HISTORY_MAX, Message, room_key
 
 if TYPE_CHECKING:
     from clubroom_tui.client import ClubroomClient
@@ -48,17 +48,24 @@ class MessageActions:
 
         def query_one(self, selector: Any, expect_type: Any = None) -> Any: ...
         def notice(self, text: str) -> None: ...
+        def set_focus(self, widget: Any, scroll_visible: bool = True) -> None: ...
+        def hint_newer_below(self) -> None: ...
+        def refresh_bindings(self) -> None: ...
         @property
         def app(self) -> Any: ...
 
     # -- entering and leaving the log ------------------------------------------------
 
     def action_choose_message(self) -> None:
-        """Focus the log to choose a message (the newest first)."""
-        self.query_one(MessageLog).focus()
+        """Focus the log with the newest message chosen, now: a letter typed next acts on it."""
+        log = self.query_one(MessageLog)
+        self.set_focus(log)
+        if log.selected is None:
+            log.action_select(1)
 
-    def on_message_log_done(self, _event: MessageLog.Done) -> None:
-        self.query_one(Composer).focus()
+    def back_to_writing(self) -> None:
+        """Escape in the log: back to the composer at once."""
+        self.set_focus(self.query_one(Composer))
 
     def show_changes(self, event: MessagesChanged) -> None:
         self.query_one(MessageLog).update_messages(event.messages)
@@ -67,14 +74,14 @@ class MessageActions:
 
     def on_message_log_act(self, event: MessageLog.Act) -> None:
         message = event.message
-        if event.action == "copy":
+        if message.deleted:  # nothing left to copy, react to, answer, edit or delete
+            self.notice("That message was deleted.")
+        elif event.action == "copy":
             self.app.copy_to_clipboard(message.text)
             self.notice("Copied the message's text.")
         elif event.action == "react":
             mine = frozenset(r.emoji for r in message.reactions or [] if r.mine)
             self.app.push_screen(ReactPicker(mine), lambda emoji: self._reacted(message, emoji))
-        elif message.deleted:
-            self.notice("That message was deleted.")
         elif event.action == "reply":
             self._start(replying=message)
         elif not self._may_change(event.action, message):
@@ -98,13 +105,14 @@ class MessageActions:
         """The author edits and deletes; the room's owner may delete anyone's message too."""
         if self._is_mine(message):
             return True
-        state = self.client.rooms.get(self.room)
+        state = self.client.rooms.get(room_key(self.room))
         owner = state.owner if state is not None else None
         return action == "delete" and owner is not None and owner.casefold() == self.me.casefold()
 
     def _start(self, *, editing: Message | None = None, replying: Message | None = None) -> None:
         """Open the composer to edit (with the text in it) or to reply; Escape cancels."""
         self.editing, self.replying = editing, replying
+        self.refresh_bindings()  # the footer's Escape now cancels
         composer = self.query_one(Composer)
         if editing is not None:
             composer.value = editing.text
@@ -116,7 +124,7 @@ class MessageActions:
             Text(f"{what} — Enter sends, Escape cancels")
         )
         self.query_one("#action-notice", Static).display = True
-        composer.focus()  # the cursor is at the end of the text, where editing goes on
+        self.set_focus(composer)  # the cursor is at the end of the text, where editing goes on
 
     def cancel_action(self) -> bool:
         """Leave edit or reply mode (the draft stays); False if in neither."""
@@ -125,6 +133,7 @@ class MessageActions:
         if self.editing is not None:
             self.query_one(Composer).value = ""
         self.editing = self.replying = None
+        self.refresh_bindings()
         self.query_one("#action-notice", Static).display = False
         return True
 
@@ -203,8 +212,9 @@ class MessageActions:
         log = self.query_one(MessageLog)
         for _ in range(JUMP_PAGES):
             if log.has_shown(message_id):
-                log.focus()
+                self.set_focus(log)
                 log.select(message_id)
+                self.hint_newer_below()
                 return
             oldest = log.oldest_id
             if oldest is not None and oldest < message_id:

@@ -100,7 +100,7 @@ class SearchPanel(ModalScreen[int | None]):
         )
         if found and offset == 0:
             results.highlighted = 0
-            results.focus()
+            self.set_focus(results)
 
     @on(OptionList.OptionSelected, "#search-results")
     def _chosen(self, event: OptionList.OptionSelected) -> None:

@@ -6,7 +6,7 @@ typed and can never be markup or a terminal escape.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import ClassVar, Literal
@@ -21,7 +21,7 @@ from textual.reactive import reactive
 from textual.widgets import RichLog
 
 from clubroom_tui.plain import plain
-from protocol import Message, Reaction, parse_time
+from protocol import Message, Reaction, mentioned_keys, parse_time, username_key
 
 Action = Literal["edit", "delete", "react", "reply", "copy"]
 
@@ -87,6 +87,7 @@ class MessageLog(RichLog):
         "message-log--selected",
         "message-log--dim",
         "message-log--divider",
+        "message-log--mention",
     }
     # While the log has the focus, up/down choose a message and a letter acts on it.
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -125,8 +126,11 @@ class MessageLog(RichLog):
     class AtBottom(TextualMessage):
         """The reader has come back to the bottom: the newest message is in view."""
 
-    def __init__(self, me: str, *, id: str | None = None) -> None:
+    def __init__(
+        self, me: str, *, on_done: Callable[[], None] | None = None, id: str | None = None
+    ) -> None:
         super().__init__(wrap=True, markup=False, highlight=False, min_width=1, id=id)
+        self.on_done = on_done  # called on Escape (else a ``Done`` message is posted)
         self.auto_scroll = False
         self.me = me.lower()
         self._entries: list[Entry] = []
@@ -272,8 +276,17 @@ class MessageLog(RichLog):
             self.post_message(self.Act(action, message))
 
     def action_done(self) -> None:
+        """Escape: no message chosen; the screen moves the focus now, in the key's turn.
+
+        Keys typed right after Escape must land where the focus goes (the
+        composer), not in the log, where they vanished while a posted
+        message waited its turn.
+        """
         self.select(None)
-        self.post_message(self.Done())
+        if self.on_done is not None:
+            self.on_done()
+        else:
+            self.post_message(self.Done())
 
     def on_click(self, event: Click) -> None:
         """A click on a message chooses it (and gives the log the focus)."""
@@ -493,6 +506,10 @@ class MessageLog(RichLog):
             lines.append(reaction_line(message.reactions, dim, self._style("mine")))
         return lines
 
+    def _mentions_me(self, message: Message) -> bool:
+        """Does the text ``@``-name the reader (as the server counts mentions)?"""
+        return username_key(self.me) in mentioned_keys(message.text)
+
     def _notice_line(self, notice: Notice, moment: datetime) -> Text:
         clock = (moment.strftime("%H:%M"), self._style("time"))
         return Text.assemble(clock, " ", plain(notice.text, self._style("notice")))
@@ -501,6 +518,8 @@ class MessageLog(RichLog):
         """``HH:MM author: `` and the text, apart, so the text can hang under itself."""
         mine = message.author.lower() == self.me
         text_style = self._style("mine") if mine else Style()
+        if not mine and self._mentions_me(message):
+            text_style = self._style("mention")  # stands out when scrolling back, too
         author_style = self._style("mine") if mine else self._style("author")
         head = Text.assemble(
             (moment.strftime("%H:%M"), self._style("time")),
