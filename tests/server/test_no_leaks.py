@@ -31,6 +31,7 @@ import pytest
 import protocol
 from clubroom_server.app import Clubroom
 from clubroom_server.auth import TokenBucket
+from clubroom_server.collector import ClosedConnections
 from clubroom_server.typing_state import TypingTracker
 from protocol import TypingState
 from tests.conftest import MakeServer, RunningServer
@@ -301,3 +302,24 @@ def test_typing_ends_are_forgotten_after_one_window() -> None:
     tracker.end(7, "key0")
     clock.advance(5.0)
     assert tracker._ended == {}
+
+
+def test_closed_connections_are_collected_in_proportion_and_never_in_a_storm() -> None:
+    """A full collection after 64 closes (or a quarter of those open), at most every 10 s."""
+    now, runs = [1000.0], []
+    closed = ClosedConnections(collect=lambda: runs.append(now[0]), clock=lambda: now[0])
+    now[0] += 60
+    for _ in range(63):
+        closed.closed(still_open=100)
+    assert runs == []
+    closed.closed(still_open=100)  # the 64th: 64 > a quarter of 100
+    assert runs == [1060.0]
+    for _ in range(64):
+        closed.closed(still_open=100)  # enough again, but within 10 s of the last
+    assert runs == [1060.0]
+    now[0] += 10
+    closed.closed(still_open=1000)  # 65 closed, but a quarter of 1,000 is 250
+    assert runs == [1060.0]
+    for _ in range(185):
+        closed.closed(still_open=1000)
+    assert runs == [1060.0, 1070.0] and closed.collections == 2
