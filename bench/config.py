@@ -71,6 +71,8 @@ class BenchConfig:
     longrun_sample_seconds: float = 60.0
     longrun_rate: float = 100.0  # sends/s over S1's rooms (5,000 deliveries/s)
     longrun_cycle_seconds: float = 10.0  # chat this long, then a round of joins and leaves
+    longrun_chat: bool = True  # False (--no-chat): churn only, what per-user/per-room state costs
+    longrun_churn: bool = True  # False (--no-churn): chat only, what the message path costs
 
     @classmethod
     def full(cls) -> BenchConfig:

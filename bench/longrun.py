@@ -10,6 +10,12 @@
 * newcomers register, create a room of their own, join a chat room, leave
   both and disconnect for good (new per-user and per-room state every cycle).
 
+``--no-chat`` runs the churn alone (a round every ``--cycle-seconds``, nothing
+sent), ``--no-churn`` the chat alone: growth in the first is per-user or
+per-room state that is never dropped, growth in the second the message path
+(caches that fill as the database grows, the allocator). See the README, "The
+long run (leaks)", for what bounds each.
+
 The server's RSS and its open file descriptors are sampled every
 ``--sample-seconds`` (default a minute). Leaks in per-room or per-user tables
 show up as growth that does not stop; allocator warm-up shows up as early
@@ -32,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.config import BenchConfig
 from bench.harness import CLUBROOM, ChatGroup, ChatRun, Harness, Variant
 from bench.servers import ServerProcess
 from bench.stats import Latency, Measurement, ScenarioResult
@@ -92,6 +99,7 @@ class Churn:
     h: Harness
     group: ChatGroup
     per_cycle: int
+    rounds: int = 0
     moves: int = 0
     reconnects: int = 0
     newcomers: int = 0
@@ -115,6 +123,7 @@ class Churn:
         self._move(chosen[: len(chosen) // 2])
         self._reconnect(chosen[len(chosen) // 2 :])
         self._newcomers(turn)
+        self.rounds += 1
 
     def _move(self, members: list[tuple[str, int]]) -> None:
         rooms = list(self.group.rooms)
@@ -184,9 +193,12 @@ def longrun(h: Harness) -> ScenarioResult:
         samples.append(_sample(server, started))
         next_sample = cfg.longrun_sample_seconds
         while time.monotonic() - started < seconds:
-            run = h.run_chat(group, cfg.longrun_rate, cfg.longrun_cycle_seconds)
-            runs.append(_slim(run))
-            churn.cycle()
+            if cfg.longrun_chat:
+                runs.append(_slim(h.run_chat(group, cfg.longrun_rate, cfg.longrun_cycle_seconds)))
+            else:
+                time.sleep(cfg.longrun_cycle_seconds)  # the churn's pace; nothing else runs
+            if cfg.longrun_churn:
+                churn.cycle()
             if time.monotonic() - started >= next_sample:
                 samples.append(_sample(server, started))
                 h.log(
@@ -198,7 +210,16 @@ def longrun(h: Harness) -> ScenarioResult:
         if samples[-1]["t"] < time.monotonic() - started - 1:
             samples.append(_sample(server, started))
         log_path = server.log_path
-    return _result(cfg.longrun_minutes, cfg.longrun_rate, samples, runs, churn, log_path)
+    return _result(cfg, samples, runs, churn, log_path)
+
+
+def _title(cfg: BenchConfig) -> str:
+    """What ran: chat with churn, churn only or chat only."""
+    minutes, rate, every = cfg.longrun_minutes, cfg.longrun_rate, cfg.longrun_cycle_seconds
+    if not cfg.longrun_chat:
+        return f"Long run: {minutes:g} min of churn only (a round every {every:g} s, no chat)"
+    churn = f"with churn every {every:g} s" if cfg.longrun_churn else "without churn"
+    return f"Long run: {minutes:g} min of chat at {rate:g} sends/s {churn}"
 
 
 def _slim(run: ChatRun) -> tuple[ChatRun, Latency]:
@@ -209,8 +230,7 @@ def _slim(run: ChatRun) -> tuple[ChatRun, Latency]:
 
 
 def _result(
-    minutes: float,
-    rate: float,
+    cfg: BenchConfig,
     samples: list[dict[str, float]],
     cycles: list[tuple[ChatRun, Latency]],
     churn: Churn,
@@ -253,7 +273,7 @@ def _result(
 
     return ScenarioResult(
         key="longrun",
-        title=f"Long run: {minutes:g} min of chat at {rate:g} sends/s with churn",
+        title=_title(cfg),
         clubroom=row,
         ceiling=None,
         headline=f"{verdict('RSS', rss, 'MiB')}; {verdict('descriptors', fds, 'fds')}",
@@ -265,7 +285,10 @@ def _result(
             "samples": samples,
             "rss": rss.__dict__,
             "fds": fds.__dict__,
-            "cycles": len(runs),
+            "chat": cfg.longrun_chat,
+            "churn": cfg.longrun_churn,
+            "cycle_seconds": cfg.longrun_cycle_seconds,
+            "cycles": churn.rounds if cfg.longrun_churn else len(runs),
             "moves": churn.moves,
             "reconnects": churn.reconnects,
             "newcomers": churn.newcomers,

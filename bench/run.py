@@ -107,6 +107,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sample-seconds", type=float, help="longrun: RSS and descriptors every … s (default 60)"
     )  # fmt: skip
+    parser.add_argument(
+        "--cycle-seconds", type=float,
+        help="longrun: chat this long between rounds of churn (default 10; with --no-chat, "
+        "the pause between rounds)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-chat", action="store_true",
+        help="longrun: churn only (joins, leaves, reconnects, newcomers), no chat",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-churn", action="store_true", help="longrun: chat only, no joins, leaves or newcomers"
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -133,6 +145,10 @@ def configure(args: argparse.Namespace) -> BenchConfig:
         changes["longrun_minutes"] = args.minutes
     if args.sample_seconds:
         changes["longrun_sample_seconds"] = args.sample_seconds
+    if args.cycle_seconds:
+        changes["longrun_cycle_seconds"] = args.cycle_seconds
+    changes["longrun_chat"] = not args.no_chat
+    changes["longrun_churn"] = not args.no_churn
     return config.with_changes(**changes)
 
 
@@ -203,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if "versus" in selected and not args.baseline_root:
         print("versus needs --baseline-root PATH (another checkout)", file=sys.stderr)
+        return 2
+    if args.no_chat and args.no_churn:
+        print("--no-chat and --no-churn together leave nothing to run", file=sys.stderr)
         return 2
     unknown = set(selected) - set(SCENARIOS) - set(POSTGRES_SCENARIOS) - set(OPT_IN)
     if unknown:

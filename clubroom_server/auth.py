@@ -301,7 +301,14 @@ class AttemptWindow:
 
 
 class TokenBucket:
-    """A per-key token bucket: ``rate`` per second, bursts of ``burst``; rate 0 = off."""
+    """A per-key token bucket: ``rate`` per second, bursts of ``burst``; rate 0 = off.
+
+    Keys are users, who come and go: ``prune`` (run on a timer by the service)
+    forgets every key whose bucket has filled up again, which is exactly the
+    bucket a new key gets, so pruning changes no answer. The table then holds
+    only the users who spent a token within the last pruning interval plus
+    ``burst / rate`` seconds.
+    """
 
     def __init__(
         self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
@@ -323,3 +330,16 @@ class TokenBucket:
             return None
         self._buckets[key] = (tokens, now)
         return (1 - tokens) / self.rate
+
+    def __len__(self) -> int:
+        """Keys remembered (full buckets included until the next ``prune``)."""
+        return len(self._buckets)
+
+    def prune(self) -> None:
+        """Forget every key whose bucket is full again (as good as never seen)."""
+        now, rate, burst = self._clock(), self.rate, self.burst
+        self._buckets = {
+            key: (tokens, last)
+            for key, (tokens, last) in self._buckets.items()
+            if rate > 0 and tokens + (now - last) * rate < burst
+        }

@@ -51,7 +51,6 @@ class Conversation:
         self._store = store
         self._service = service
         self._rooms: Rooms = service.rooms
-        self._by_id: dict[int, Room] = {}
         limits = service.cluster.limits if service.cluster is not None else None
         # On a cluster the relay pace is one per user and room across every node.
         self.typing = TypingTracker(
@@ -82,7 +81,6 @@ class Conversation:
         """Give every restored room its stored owner and topic."""
         meta = {m.room_id: m for m in await self._store.room_meta()}
         for room in self._service.all_rooms():
-            self._by_id[room.id] = room
             found = meta.get(room.id)
             if found is not None:
                 room.owner_key, room.owner, room.topic = found.owner_key, found.owner, found.topic
@@ -122,17 +120,19 @@ class Conversation:
     async def created(self, peer: Peer, room: Room) -> None:
         """The creator owns the new room (in memory at once, then stored)."""
         room.owner_key, room.owner = peer.user_key, peer.username
-        self._by_id[room.id] = room
         await self._store.set_owner(room.id, peer.user_key)
 
     async def entered(self, peer: Peer, room: Room) -> JoinedExtras:
-        """Remember the membership (and its read marker) for the ``joined`` reply."""
+        """Remember the membership (and its read marker) for the ``joined`` reply.
+
+        One process knows every room's owner and topic: a room got them when
+        it was restored (``start``) or created (``created``). On a cluster,
+        another node may have made the room or changed its topic: read them.
+        """
         assert peer.user is not None
-        if self._service.cluster is not None or room.id not in self._by_id:
-            # Another node may have made the room or changed its topic: read it.
+        if self._service.cluster is not None:
             for meta in await self._store.room_meta(room.id):
                 room.owner_key, room.owner, room.topic = meta.owner_key, meta.owner, meta.topic
-        self._by_id[room.id] = room
         read_up_to = await self._store.remember(room.id, peer.user.id, now_ms())
         return JoinedExtras(room.owner or None, room.topic, read_up_to)
 
@@ -173,8 +173,8 @@ class Conversation:
             self._to_user(key, room, event)
 
     def room_gone(self, room: Room) -> None:
+        """The room left this process's registry: its typing states go with it."""
         self.typing.forget_room(room.id)
-        self._by_id.pop(room.id, None)
 
     def _member_removed(self, room: Room, user_key: str) -> None:
         """A user is no longer present: their typing ends; an owner hands over."""
@@ -279,8 +279,8 @@ class Conversation:
         return protocol.Ok(id=request.id)
 
     def _relay_typing(self, room_id: int, username: str, state: protocol.TypingState) -> None:
-        room = self._by_id.get(room_id)
-        if room is None:
+        room = self._rooms.by_id(room_id)  # the registry: no table of our own to outlive rooms
+        if room is None or room.deleted:
             return
         event = protocol.TypingEvent(room=room.name, username=username, state=state)
         if self._service.cluster is not None:  # every node's, but not the typist's own

@@ -98,7 +98,7 @@ class MessageLife:
     def __init__(self, service: ChatService, store: Store, search_rate: float, burst: int):
         self._service = service
         self._store = store
-        self._search_bucket = TokenBucket(search_rate, burst)
+        self.search_bucket = TokenBucket(search_rate, burst)
 
     @property
     def handlers(self) -> dict[type, Handler]:
@@ -265,7 +265,7 @@ class MessageLife:
         assert peer.user is not None
         room = self._service.joined_room(peer, request.room)
         phrases = search.parse_query(request.query)
-        self._service.take(self._search_bucket, peer)
+        self._service.take(self.search_bucket, peer)
         try:
             hits, more = await self._store.search_messages(
                 room.id, phrases, request.order == "newest", request.offset, request.limit

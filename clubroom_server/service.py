@@ -204,10 +204,21 @@ class ChatService:
             self._registered,
         )
 
+    @property
+    def throttle_buckets(self) -> tuple[TokenBucket, ...]:
+        """Every rate table per user (sends and changes, rooms, searches)."""
+        return (self._send_bucket, self._room_bucket, self.life.search_bucket)
+
     def _prune_throttles(self) -> None:
-        """Forget expired attempts on a timer, so an idle server holds none."""
+        """Forget expired attempts and refilled buckets on a timer, so an idle server holds none.
+
+        Both tables are keyed by users and addresses that come and go; without
+        this, every user who ever sent or joined would stay in them for good.
+        """
         for window in self.throttle_windows:
             window.prune()
+        for bucket in self.throttle_buckets:
+            bucket.prune()
         interval = min(self._settings.login_window, self._settings.registration_window)
         self._pruner = asyncio.get_running_loop().call_later(interval, self._prune_throttles)
 
@@ -629,12 +640,12 @@ class ChatService:
 
     def _room_deleted(self, room: Room) -> None:
         """The registry dropped an empty room: delete its row, and let a re-creation wait."""
+        if self.conversation is not None:
+            self.conversation.room_gone(room)
         if self.cluster is not None:
             self.cluster.room_unused(room)
             return
         log.info("room %r is empty; deleting it and its messages", room.name)
-        if self.conversation is not None:
-            self.conversation.room_gone(room)
         metrics.ROOMS_DELETED_BY_CLEANUP.inc()
         task = asyncio.create_task(self._delete_room(room), name=f"delete-room-{room.id}")
         self._deleting[room.key] = task

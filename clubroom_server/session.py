@@ -18,6 +18,7 @@ from websockets.frames import CloseCode
 
 import protocol
 from clubroom_server import logs, metrics
+from clubroom_server.collector import ClosedConnections
 from clubroom_server.config import Settings
 from clubroom_server.peer import Peer, PeerSet
 from clubroom_server.service import ChatService
@@ -40,6 +41,7 @@ class SessionHandler:
         self._peers = peers
         self._busy: set[Peer] = set()
         self._draining = False
+        self.closed = ClosedConnections()
 
     async def __call__(self, websocket: ServerConnection) -> None:
         peer = Peer(websocket, _address(websocket), self._settings.send_buffer_limit)
@@ -54,6 +56,7 @@ class SessionHandler:
             self._peers.discard(peer)
             self._service.disconnect(peer)
             log.debug("connection closed (code %s)", websocket.close_code)
+            self.closed.closed(len(self._peers))  # its memory goes at a full collection
 
     async def _serve(self, peer: Peer) -> None:
         while True:

@@ -93,8 +93,10 @@ class TypingTracker:
         self.expiry = expiry
         self._typists: dict[tuple[int, str], _Typist] = {}
         # When a state last ended with a relayed ``done``: a new ``active``
-        # waits for the window too, so toggling cannot flood the room.
+        # waits for the window too, so toggling cannot flood the room. Kept in
+        # time order and only for one window (``_forget_ended``).
         self._ended: dict[tuple[int, str], float] = {}
+        self._forgetting: Timer | None = None
 
     def __len__(self) -> int:
         return len(self._typists)
@@ -127,10 +129,27 @@ class TypingTracker:
             self._note_ended((room_id, user_key))
 
     def _note_ended(self, key: tuple[int, str]) -> None:
-        now = self.clock.now()
-        if len(self._ended) > 1000:
-            self._ended = {k: t for k, t in self._ended.items() if t + self.relay_every > now}
-        self._ended[key] = now
+        self._ended.pop(key, None)
+        self._ended[key] = self.clock.now()  # last: the table stays in time order
+        if self._forgetting is None:
+            self._forgetting = self.clock.call_later(self.relay_every, self._forget_ended)
+
+    def _forget_ended(self) -> None:
+        """Drop ends older than one window (they no longer delay anything); again later if any.
+
+        One timer for the whole table: typists come and go, and an end must
+        not outlive the window it guards, or the table would hold every
+        (room, user) that ever typed.
+        """
+        self._forgetting = None
+        horizon = self.clock.now() - self.relay_every
+        while self._ended:
+            key, ended_at = next(iter(self._ended.items()))
+            if ended_at > horizon:
+                break
+            del self._ended[key]
+        if self._ended:
+            self._forgetting = self.clock.call_later(self.relay_every, self._forget_ended)
 
     def forget_room(self, room_id: int) -> None:
         """The room is gone: drop its states without relaying anything."""
@@ -214,6 +233,8 @@ class TypingTracker:
             _cancel(typist.pending)
         self._typists.clear()
         self._ended.clear()
+        _cancel(self._forgetting)
+        self._forgetting = None
 
 
 def _cancel(timer: Timer | None) -> None:
