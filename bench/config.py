@@ -19,6 +19,7 @@ class BenchConfig:
     ceiling_loop: str = "asyncio"
     clubroom_loop: str = "auto"  # the server's --event-loop: auto = uvloop when installed
     pin: bool = True  # servers on one half of the CPUs, load generator on the other
+    server_cpu_share: float | None = 0.5  # S1 climbs: every server capped at this share of a CPU
     server_root: str | None = None  # another checkout's clubroom_server (A/B comparisons)
     baseline_root: str | None = None  # the checkout the ``versus`` scenario compares against
     postgres: str | None = None  # admin URL: S1 and S5 also run on PostgreSQL (s1pg, s5pg)
@@ -83,6 +84,7 @@ class BenchConfig:
         """Small and short: every scenario once, both servers, a few seconds each."""
         return cls(
             quick=True,
+            server_cpu_share=None,
             drain_timeout=10.0,
             s1_rooms=2,
             s1_clients=10,

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bench.harness import CEILING, CLUBROOM, ChatGroup, Harness, Variant
+from bench.quota import capped
 from bench.stats import Measurement, ScenarioResult, ratio
 
 
@@ -284,8 +285,9 @@ def compare(
         )
         labels = [group.target for group in groups]
         repetitions: list[Climb] = []
+        cap: float | None = None
         if climb and cfg.s1_repetitions > 0:
-            repetitions = _climbs(h, groups)
+            repetitions, cap = _climbs(h, groups)
         medians = {
             label: statistics.median(values) if (values := _sustained(repetitions, label)) else None
             for label in labels
@@ -293,11 +295,30 @@ def compare(
         rate = cpu_rate or cfg.s1_cpu_rate or moderate_rate(list(medians.values()), cfg.ab_cpu_rate)
         h.log(f"  CPU phase at {rate:g} sends/s, {cfg.s1_cpu_pairs} pair(s)")
         cpu = cpu_phase(h, groups, rate, cfg.s1_cpu_pairs)
-    return _result(key, title, labels, repetitions, cpu, rate, medians)
+    result = _result(key, title, labels, repetitions, cpu, rate, medians)
+    result.details["climbs_server_cpu_share"] = cap  # None: uncapped
+    return result
 
 
-def _climbs(h: Harness, groups: Sequence[ChatGroup]) -> list[Climb]:
-    """The coarse ladder, then the repetitions that each climb from below its edge."""
+def _climbs(h: Harness, groups: Sequence[ChatGroup]) -> tuple[list[Climb], float | None]:
+    """The coarse ladder, then the repetitions that each climb from below its edge.
+
+    Every server is capped at ``server_cpu_share`` of a CPU meanwhile where a
+    cgroup allows (``bench/quota.py``); the share is returned, None if uncapped.
+    """
+    cfg = h.config
+    pids = {group.target: group.server.process.pid for group in groups}
+    with capped(pids, cfg.server_cpu_share) as uncapped:
+        if cfg.server_cpu_share is not None:
+            h.log(
+                f"  climbs: every server capped at {cfg.server_cpu_share:g} CPU (cgroup quota)"
+                if not uncapped
+                else "  climbs: UNCAPPED — no writable cgroup CPU controller here"
+            )
+        return _capped_climbs(h, groups), None if uncapped else cfg.server_cpu_share
+
+
+def _capped_climbs(h: Harness, groups: Sequence[ChatGroup]) -> list[Climb]:
     cfg = h.config
     h.log("  coarse ladder (finds where each server's edge is; not reported)")
     coarse = Climb(h, groups, cfg.s1_coarse_seconds, cfg.s1_coarse_warmup, cfg.p99_limit_ms)

@@ -79,6 +79,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="don't pin servers and load generator to separate CPUs",
     )  # fmt: skip
     parser.add_argument(
+        "--server-cpu-share", type=float,
+        help="S1 and versus climbs: cap every server at this share of one CPU (cgroup "
+        "quota) so the server, not the load generator, ends each climb (default 0.5; "
+        "0: uncapped)",
+    )  # fmt: skip
+    parser.add_argument(
         "--server-root", type=Path,
         help="run clubroom_server from this checkout instead (to compare two versions)",
     )  # fmt: skip
@@ -135,6 +141,8 @@ def configure(args: argparse.Namespace) -> BenchConfig:
         "postgres": args.postgres,
         "redis": args.redis,
     }
+    if args.server_cpu_share is not None:
+        changes["server_cpu_share"] = args.server_cpu_share or None
     if args.repetitions is not None:  # 0: no climbs, only the CPU phase (3 pairs)
         changes["s1_repetitions"] = args.repetitions
         if args.repetitions > 0:
