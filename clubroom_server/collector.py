@@ -19,6 +19,11 @@ connections that made it. A full collection pauses the loop in proportion to
 the live objects (65–85 ms for 225,000 on the shared development VM, about
 a server of 200 connections) and now runs a few times as often as CPython's
 own rule would run it, never in a storm.
+
+``freeze_startup`` takes what start-up built (modules, tables, settings:
+45,000 objects in a fresh server, 25–35 ms of every full collection on the
+development VM) out of the collector's reach, so each collection costs in
+proportion to the connections and rooms alone.
 """
 
 from __future__ import annotations
@@ -33,6 +38,20 @@ log = logging.getLogger(__name__)
 MIN_CLOSED = 64  # closed connections before a collection, whatever the number open
 SHARE_OF_OPEN = 0.25  # ...or this share of the connections still open, if more
 MIN_INTERVAL = 10.0  # seconds between two collections at most
+
+
+def freeze_startup() -> int:
+    """Collect start-up's garbage, then freeze what is left; returns how many objects are frozen.
+
+    Frozen objects are never examined again by the cyclic collector (they are
+    still freed by reference counting). Everything alive once the server is
+    listening lives as long as the process, so examining it at every full
+    collection was pure pause. Collecting first keeps start-up's own garbage
+    from being frozen with it.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 class ClosedConnections:

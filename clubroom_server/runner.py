@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from clubroom_server import eventloop
 from clubroom_server.app import Clubroom
+from clubroom_server.collector import freeze_startup
 from clubroom_server.config import Settings
 from clubroom_server.store import describe_url
 from clubroom_server.systemd import Notifier
@@ -53,6 +54,8 @@ async def run(settings: Settings, reload: Reload, say: Callable[[str], None]) ->
     signals.install(asyncio.get_running_loop())
     notifier = Notifier()
     app = await Clubroom.start(settings)
+    frozen = freeze_startup()
+    log.debug("%d start-up objects frozen out of the garbage collector's reach", frozen)
     say(f"Clubroom listening on {app.url}")
     say(f"Database: {describe_url(settings.db)}")
     say(f"Event loop: {eventloop.running()}")

@@ -20,9 +20,11 @@ fails here whatever it is called. On the cluster every node is counted.
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 import itertools
 import sys
+import weakref
 from collections import Counter, deque
 from collections.abc import Iterator
 
@@ -31,7 +33,7 @@ import pytest
 import protocol
 from clubroom_server.app import Clubroom
 from clubroom_server.auth import TokenBucket
-from clubroom_server.collector import ClosedConnections
+from clubroom_server.collector import ClosedConnections, freeze_startup
 from clubroom_server.typing_state import TypingTracker
 from protocol import TypingState
 from tests.conftest import MakeServer, RunningServer
@@ -323,3 +325,31 @@ def test_closed_connections_are_collected_in_proportion_and_never_in_a_storm() -
     for _ in range(185):
         closed.closed(still_open=1000)
     assert runs == [1060.0, 1070.0] and closed.collections == 2
+
+
+class _Node:
+    """An object that can hold a reference cycle to itself."""
+
+    myself: _Node
+
+
+def _cycle() -> _Node:
+    node = _Node()
+    node.myself = node  # only the cyclic collector can free it
+    return node
+
+
+def test_start_up_is_frozen_out_of_collections_after_its_garbage_is_collected() -> None:
+    """What lives after start-up is never examined again; start-up's garbage is not kept."""
+    freed: list[str] = []
+    garbage = _cycle()
+    weakref.finalize(garbage, freed.append, "garbage")
+    del garbage
+    kept = _cycle()
+    try:
+        frozen = freeze_startup()
+        assert freed == ["garbage"], "start-up's garbage was frozen instead of collected"
+        assert frozen == gc.get_freeze_count() > 0
+        assert not any(tracked is kept for tracked in gc.get_objects()), "not frozen"
+    finally:
+        gc.unfreeze()  # the rest of this test process collects as usual
