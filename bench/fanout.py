@@ -287,9 +287,14 @@ def compare(
         repetitions: list[Climb] = []
         cap: float | None = None
         if climb and cfg.s1_repetitions > 0:
-            repetitions, cap = _climbs(h, groups)
+            repetitions, cap = _capped_climbs(h, groups)
+        # A capped climb finds about ``cap`` × what the server sustains uncapped: the
+        # rates derived from it (the CPU phase's, S4's) are scaled back to uncapped ones.
+        scale = 1 / cap if cap else 1.0
         medians = {
-            label: statistics.median(values) if (values := _sustained(repetitions, label)) else None
+            label: statistics.median(values) * scale
+            if (values := _sustained(repetitions, label))
+            else None
             for label in labels
         }
         rate = cpu_rate or cfg.s1_cpu_rate or moderate_rate(list(medians.values()), cfg.ab_cpu_rate)
@@ -300,11 +305,11 @@ def compare(
     return result
 
 
-def _climbs(h: Harness, groups: Sequence[ChatGroup]) -> tuple[list[Climb], float | None]:
-    """The coarse ladder, then the repetitions that each climb from below its edge.
+def _capped_climbs(h: Harness, groups: Sequence[ChatGroup]) -> tuple[list[Climb], float | None]:
+    """``_climbs`` with every server capped at ``server_cpu_share`` of a CPU meanwhile.
 
-    Every server is capped at ``server_cpu_share`` of a CPU meanwhile where a
-    cgroup allows (``bench/quota.py``); the share is returned, None if uncapped.
+    Where a cgroup allows (``bench/quota.py``); returns the share, None if
+    uncapped. Each group's server must be one process (not the cluster's node sets).
     """
     cfg = h.config
     pids = {group.target: group.server.process.pid for group in groups}
@@ -315,10 +320,11 @@ def _climbs(h: Harness, groups: Sequence[ChatGroup]) -> tuple[list[Climb], float
                 if not uncapped
                 else "  climbs: UNCAPPED — no writable cgroup CPU controller here"
             )
-        return _capped_climbs(h, groups), None if uncapped else cfg.server_cpu_share
+        return _climbs(h, groups), None if uncapped else cfg.server_cpu_share
 
 
-def _capped_climbs(h: Harness, groups: Sequence[ChatGroup]) -> list[Climb]:
+def _climbs(h: Harness, groups: Sequence[ChatGroup]) -> list[Climb]:
+    """The coarse ladder, then the repetitions that each climb from below its edge."""
     cfg = h.config
     h.log("  coarse ladder (finds where each server's edge is; not reported)")
     coarse = Climb(h, groups, cfg.s1_coarse_seconds, cfg.s1_coarse_warmup, cfg.p99_limit_ms)
