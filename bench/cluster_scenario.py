@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import BenchConfig
-from bench.fanout import Climb, CpuRun, _climbs, _row, _sustained, cpu_phase, spread
+from bench.fanout import Climb, CpuRun, _capped_climbs, _row, _sustained, cpu_phase, spread
 from bench.harness import PASSWORD, SUBPROTOCOL, ChatGroup, Harness, SetupError, _pick_senders
 from bench.servers import (
     REPO_ROOT,
@@ -93,6 +93,9 @@ class NodeSet(ServerProcess):
     def of(cls, label: str, nodes: list[ServerProcess]) -> NodeSet:
         first = nodes[0]
         return cls(label, first.process, first.log_path, first.port, nodes=nodes)
+
+    def processes(self) -> list[ServerProcess]:
+        return list(self.nodes)
 
     def cpu_seconds(self) -> float:
         return sum(node.cpu_seconds() for node in self.nodes)
@@ -243,7 +246,7 @@ def cluster(h: Harness) -> ClusterResult:
             for index, nodes in enumerate(sets)
         )
         time.sleep(0.2)  # let member_joined events settle before anything is measured
-        repetitions = _climbs(h, groups) if cfg.s1_repetitions > 0 else []
+        repetitions, cap = _capped_climbs(h, groups) if cfg.s1_repetitions > 0 else ([], None)
         medians = {
             label: statistics.median(found) if (found := _sustained(repetitions, label)) else None
             for label in (group.target for group in groups)
@@ -256,7 +259,9 @@ def cluster(h: Harness) -> ClusterResult:
             h.log(f"  common rate {rate * cfg.s1_clients:,.0f} deliveries/s "
                   f"({rate:g} sends/s), {cfg.s1_cpu_pairs} round(s)")  # fmt: skip
             phases[rate] = cpu_phase(h, groups, rate, cfg.s1_cpu_pairs)
-    return _result(cfg, [group.target for group in groups], repetitions, phases, medians)
+    result = _result(cfg, [group.target for group in groups], repetitions, phases, medians)
+    result.details["climbs_node_cpu_share"] = cap  # each node's own cap; None: uncapped
+    return result
 
 
 def common_send_rates(cfg: BenchConfig, medians: dict[str, float | None]) -> list[float]:

@@ -306,17 +306,18 @@ def compare(
 
 
 def _capped_climbs(h: Harness, groups: Sequence[ChatGroup]) -> tuple[list[Climb], float | None]:
-    """``_climbs`` with every server capped at ``server_cpu_share`` of a CPU meanwhile.
+    """``_climbs`` with every server process capped at ``server_cpu_share`` of a CPU meanwhile.
 
     Where a cgroup allows (``bench/quota.py``); returns the share, None if
-    uncapped. Each group's server must be one process (not the cluster's node sets).
+    uncapped. Each process gets a cap of its own: a cluster's two nodes
+    together get twice one node's, as two machines would.
     """
     cfg = h.config
-    pids = {group.target: group.server.process.pid for group in groups}
-    with capped(pids, cfg.server_cpu_share) as uncapped:
+    with capped([group.server for group in groups], cfg.server_cpu_share) as uncapped:
         if cfg.server_cpu_share is not None:
             h.log(
-                f"  climbs: every server capped at {cfg.server_cpu_share:g} CPU (cgroup quota)"
+                f"  climbs: every server process capped at {cfg.server_cpu_share:g} CPU "
+                "(cgroup quota)"
                 if not uncapped
                 else "  climbs: UNCAPPED — no writable cgroup CPU controller here"
             )

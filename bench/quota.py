@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+
+from bench.servers import ServerProcess
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PERIOD_US = 10_000  # short periods: a capped server waits at most a few ms at a time
@@ -97,32 +99,42 @@ class CpuQuota:
 
 
 @contextlib.contextmanager
-def capped(named_pids: dict[str, int], share: float | None) -> Iterator[list[str]]:
-    """Cap each named process at ``share`` of a CPU for the block; yields what was not capped.
+def capped(servers: Sequence[ServerProcess], share: float | None) -> Iterator[list[str]]:
+    """Cap every server process at ``share`` of a CPU for the block; yields what was not capped.
 
-    An empty list means every server is capped; otherwise the names of the
-    servers that run uncapped (no cgroup could be made), so the caller can
-    say so instead of comparing a capped server with an uncapped one.
+    Each process gets a cap of its own (a cluster's two nodes, twice one
+    node's CPU, as two machines would). An empty list means every process is
+    capped; otherwise the names of those that run uncapped (no cgroup could be
+    made: then none is capped, since a half-capped comparison means nothing).
+    While capped, a process's ``throttled`` reads how long the cap held it back.
     """
+    processes = [process for server in servers for process in server.processes()]
     if share is None:
-        yield list(named_pids)
+        yield [process.name for process in processes]
         return
     quotas: list[CpuQuota] = []
     try:
-        for name, pid in named_pids.items():
-            quota = CpuQuota.create(name)
+        for index, process in enumerate(processes):
+            quota = CpuQuota.create(f"{index}")
             if quota is None:
                 break
-            quota.add([pid])
+            quota.add([process.pid])
             quota.limit(share)
             quotas.append(quota)
-        if len(quotas) < len(named_pids):  # all or none: a half-capped comparison means nothing
-            for quota in quotas:
-                quota.remove()
-            quotas.clear()
-            yield list(named_pids)
+        if len(quotas) < len(processes):
+            _release(quotas)
+            yield [process.name for process in processes]
         else:
+            for process, quota in zip(processes, quotas, strict=True):
+                process.throttled = quota.throttled_seconds
             yield []
     finally:
-        for quota in quotas:
-            quota.remove()
+        for process in processes:
+            process.throttled = None
+        _release(quotas)
+
+
+def _release(quotas: list[CpuQuota]) -> None:
+    for quota in quotas:
+        quota.remove()
+    quotas.clear()

@@ -41,10 +41,16 @@ class ServerProcess:
     log_path: Path
     port: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    # While capped: seconds the cap has held the process back so far (bench/quota.py).
+    throttled: Callable[[], float] | None = None
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def processes(self) -> list[ServerProcess]:
+        """Every server process this stands for (itself; a cluster's node set: each node)."""
+        return [self]
 
     def cpu_seconds(self) -> float:
         """CPU time used so far by the server and any processes it started."""
@@ -55,8 +61,11 @@ class ServerProcess:
 
         High while the server was failing a step means it was crowded out by
         other processes (or its own other threads), not that it was too slow.
+        Time held back by the bench's own CPU cap (``bench/quota.py``) is not
+        crowding: the kernel counts it as waiting, so it is taken off.
         """
-        return sum(_wait_of(pid) for pid in _process_tree(self.pid)) / 1e9
+        waited = sum(_wait_of(pid) for pid in _process_tree(self.pid)) / 1e9
+        return waited - (self.throttled() if self.throttled else 0.0)
 
     def rss_bytes(self) -> int:
         """Resident memory of the server and any processes it started."""

@@ -1,10 +1,12 @@
 """The bench's CPU cap holds a server to its share of a CPU, and leaves nothing behind.
 
-S1's climbs cap every server at the same share of one CPU (``bench/quota.py``)
-so that the server, not the load generator, ends each climb. If the cap did
-not bite, the climbs would again measure the load generator. A busy process
-is capped here at a quarter of a CPU: gathering 0.2 s of CPU must then take
-about 0.8 s (at least 0.6 s) and the cgroup must report throttling.
+S1's climbs cap every server process at the same share of one CPU
+(``bench/quota.py``) so that the server, not the load generator, ends each
+climb. If the cap did not bite, the climbs would again measure the load
+generator; if its held-back time counted as waiting for a CPU, every capped
+step would look crowded. A busy process is capped here at a quarter of a CPU:
+gathering 0.2 s of CPU must take about 0.8 s (at least 0.6 s), the cap must
+report that time, and the server's wait must not include it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -23,36 +27,38 @@ SHARE = 0.25
 CPU_SECONDS = 0.2
 
 
-def _busy_process() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+@pytest.fixture
+def busy(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A process that wants a whole CPU, as a server at its limit does."""
+    process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    yield ServerProcess("busy", process, tmp_path / "busy.log")
+    process.kill()
+    process.wait()
 
 
-def _cpu_seconds(process: subprocess.Popen[bytes]) -> float:
-    return ServerProcess("busy", process, None).cpu_seconds()  # type: ignore[arg-type]
-
-
-async def test_a_capped_process_gets_its_share_and_the_cgroup_goes_afterwards() -> None:
+async def test_a_capped_process_gets_its_share_and_the_cgroup_goes_afterwards(
+    busy: ServerProcess,
+) -> None:
     probe = CpuQuota.create("probe")
     if probe is None:
         pytest.skip("no writable cgroup CPU controller here (the bench then runs uncapped)")
     probe.remove()
-    process = _busy_process()
-    try:
-        with capped({"busy": process.pid}, SHARE) as uncapped:
-            assert uncapped == []
-            started, cpu_before = time.monotonic(), _cpu_seconds(process)
-            await wait_until(lambda: _cpu_seconds(process) - cpu_before >= CPU_SECONDS, 10)
-            took = time.monotonic() - started
-            groups = [p for p in probe.path.parent.iterdir() if p.name.startswith("clubroom-bench")]
-            throttled = CpuQuota(groups[0], probe.v2).throttled_seconds()
-        assert took >= 0.75 * CPU_SECONDS / SHARE, f"0.2 s of CPU in {took:.2f} s: not capped"
-        assert throttled > 0
-        assert not groups[0].exists(), "the cgroup was left behind"
-    finally:
-        process.kill()
-        process.wait()
+    with capped([busy], SHARE) as uncapped:
+        assert uncapped == []
+        assert busy.throttled is not None
+        started, cpu_before, wait_before = time.monotonic(), busy.cpu_seconds(), busy.wait_seconds()
+        await wait_until(lambda: busy.cpu_seconds() - cpu_before >= CPU_SECONDS, 10)
+        took = time.monotonic() - started
+        held_back, waited = busy.throttled(), busy.wait_seconds() - wait_before
+        groups = list(probe.path.parent.glob("clubroom-bench-*"))
+    assert took >= 0.75 * CPU_SECONDS / SHARE, f"0.2 s of CPU in {took:.2f} s: not capped"
+    assert held_back >= 0.5 * (took - CPU_SECONDS), "the cap's held-back time was not read"
+    assert waited < 0.5 * took, f"waited {waited:.2f} s of {took:.2f}: the cap counted as crowding"
+    assert busy.throttled is None
+    assert groups and not any(group.exists() for group in groups), "a cgroup was left behind"
 
 
-def test_no_share_means_no_cap() -> None:
-    with capped({"server": 1}, None) as uncapped:
-        assert uncapped == ["server"]
+def test_no_share_means_no_cap(busy: ServerProcess) -> None:
+    with capped([busy], None) as uncapped:
+        assert uncapped == ["busy"]
+        assert busy.throttled is None
