@@ -12,9 +12,14 @@ and those fixed costs dominate.
 
 The pacer makes a write that arrives less than ``interval`` after the
 previous commit started wait for the rest of the interval, gathering what
-arrives meanwhile. A write after a quiet spell (the usual case in a chat)
-is committed at once, so pacing adds latency only to a stream, and at most
-``interval``. Every message is still durable before anyone is told about it.
+arrives meanwhile — but only in a *stream*: when the previous commit held
+more than one write, or others arrived while it ran. A write after a quiet
+spell (the usual case in a chat) is committed at once, and so is the next
+write of one connection that waits for each commit before it sends again
+(a script posting messages one by one): pacing it would hold it to one
+message per interval. So pacing adds latency only where writes overlap, and
+at most ``interval``. Every message is still durable before anyone is told
+about it.
 """
 
 from __future__ import annotations
@@ -46,16 +51,25 @@ class CommitPacer:
         self._clock = clock
         self._sleep = sleep
         self._last_start = float("-inf")
+        self._streaming = False
 
     def delay(self) -> float:
         """Seconds to wait before the next commit may start (0: now)."""
-        if not self.interval:
+        if not self.interval or not self._streaming:
             return 0.0
         return max(0.0, self._last_start + self.interval - self._clock())
 
     def started(self) -> None:
         """A commit starts now."""
         self._last_start = self._clock()
+
+    def finished(self, writes: int, more_waiting: bool) -> None:
+        """A commit of ``writes`` writes ended; ``more_waiting``: others arrived while it ran.
+
+        Either means writes overlap (a stream): the next commit is paced.
+        Neither means one writer at a time, which pacing would only slow down.
+        """
+        self._streaming = writes > 1 or more_waiting
 
     async def wait_turn(self, hurry: bool = False) -> None:
         """Return when the next commit may start; ``hurry`` (closing) skips the wait."""

@@ -313,6 +313,7 @@ class PostgresStore:
             batch, self._queue = self._queue, []
             if batch:
                 await self._commit(batch)
+                self._pacer.finished(len(batch), bool(self._queue))
             elif self._closing:
                 return
 

@@ -174,6 +174,7 @@ class WriterThread:
             log.exception("the writer thread failed a batch")
             error = exc if isinstance(exc, StoreError) else StoreError(str(exc))
             results = [Failed(error)] * len(batch)
+        self._pacer.finished(len(batch), bool(self._queue))  # before anyone hears of it
         self._post(self._settle, batch, results)
 
     def _call(self, call: Call) -> bool:

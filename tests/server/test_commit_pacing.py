@@ -44,12 +44,29 @@ async def test_a_write_after_a_quiet_spell_is_committed_at_once() -> None:
 async def test_a_stream_commits_at_most_once_per_interval() -> None:
     paced, clock = pacer(0.01)
     await paced.wait_turn()
-    clock.now += 0.003  # the next write arrives 3 ms after the last commit started
+    paced.finished(writes=1, more_waiting=True)  # others arrived while it committed: a stream
+    clock.now += 0.003  # the next commit may start 3 ms after the last one started
     await paced.wait_turn()
     assert clock.slept == [0.007]  # it waits out the rest of the interval, gathering others
+    paced.finished(writes=9, more_waiting=False)  # it gathered: still a stream
+    clock.now += 0.004
+    await paced.wait_turn()
+    assert clock.slept == [0.007, 0.006]
+    paced.finished(writes=4, more_waiting=False)
     clock.now += 0.012  # later than the interval: no wait
     await paced.wait_turn()
-    assert clock.slept == [0.007]
+    assert clock.slept == [0.007, 0.006]
+
+
+async def test_one_writer_waiting_for_each_commit_is_never_paced() -> None:
+    """A script sending message after message, each after its ``sent``: no overlap, no wait
+    (pacing it would hold it to one message per interval)."""
+    paced, clock = pacer(0.01)
+    for _ in range(5):
+        await paced.wait_turn()
+        paced.finished(writes=1, more_waiting=False)
+        clock.now += 0.001  # its next message, a millisecond after the commit started
+    assert clock.slept == []
 
 
 async def test_closing_and_a_zero_interval_never_wait() -> None:
@@ -100,3 +117,22 @@ async def test_members_talking_at_once_share_commits_and_lose_nothing(
         assert mine == [f"{client.username} says {n}" for n in range(10)]
     assert commits < 40  # acknowledged one by one, yet committed together
     assert commits <= elapsed / interval + 1  # never more often than the interval allows
+
+
+@pytest.mark.single_process
+async def test_one_member_sending_one_by_one_is_not_held_to_the_interval(
+    make_server: MakeServer,
+) -> None:
+    """A script that waits for each ``sent`` before the next message is never paced.
+
+    Paced, its ten messages would take at least nine whole intervals (0.9 s
+    at the longest interval); unpaced, ten commits.
+    """
+    interval = MAX_INTERVAL
+    server = await make_server(rate_limit=0, commit_interval=interval)
+    poster = await user(server.url, "poster")
+    await in_room([poster])
+    started = time.monotonic()
+    await talk(poster, 10)
+    elapsed = time.monotonic() - started
+    assert elapsed < 0.9 * 9 * interval, f"ten messages took {elapsed:.2f} s: paced"
