@@ -104,7 +104,12 @@ class Clubroom:
     def _metrics(self) -> tuple[CollectorRegistry, MetricsEndpoint | None]:
         """This server's registry, and its endpoint unless metrics are off."""
         cluster = self.service.cluster
-        backend = BackendCollector(self.store, self.bus, cluster.members if cluster else None)
+        backend = BackendCollector(
+            self.store,
+            self.bus,
+            cluster.members if cluster else None,
+            cluster.order.stats if cluster else None,
+        )
         chat = ServerCollector(self.peers, self.service.rooms, self.sessions)
         registry = metrics.registry_for([chat, backend])
         address = metrics.parse_address(self.settings.metrics_address)

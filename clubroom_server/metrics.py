@@ -45,6 +45,7 @@ from protocol import ErrorCode
 
 if TYPE_CHECKING:
     from clubroom_server.bus import RedisBus
+    from clubroom_server.ordering import OrderStats
     from clubroom_server.peer import PeerSet
     from clubroom_server.presence import ClusterMembers
     from clubroom_server.rooms import Rooms
@@ -222,11 +223,16 @@ class BackendCollector(Collector):
     """
 
     def __init__(
-        self, store: Store, bus: RedisBus | None = None, lease: ClusterMembers | None = None
+        self,
+        store: Store,
+        bus: RedisBus | None = None,
+        lease: ClusterMembers | None = None,
+        order: OrderStats | None = None,
     ) -> None:
         self._store = store
         self._bus = bus
         self._lease = lease
+        self._order = order
         self._database_up = True
 
     async def probe(self) -> None:
@@ -256,6 +262,8 @@ class BackendCollector(Collector):
             )
         if self._bus is not None:
             yield from _bus_metrics(self._bus)
+        if self._order is not None:
+            yield from _order_metrics(self._order)
 
     def _pool(self) -> Iterator[Metric]:
         usage = self._store.pool_usage()
@@ -307,6 +315,32 @@ def _bus_metrics(bus: RedisBus) -> Iterator[Metric]:
         "clubroom_bus_reconnects",
         "Times this node connected to Redis again after losing it.",
         value=stats.reconnects,
+    )
+
+
+def _order_metrics(stats: OrderStats) -> Iterator[Metric]:
+    yield CounterMetricFamily(
+        "clubroom_cluster_messages_held_back",
+        "Messages that reached this node before their predecessor in the room and waited "
+        "for it (normal when nodes commit to one room a moment apart).",
+        value=stats.held_back,
+    )
+    yield CounterMetricFamily(
+        "clubroom_cluster_gaps_late",
+        "Gaps in a room's sequence still open after the short wait (each delayed the "
+        "messages behind it); closed by the bus catching up, else read from the database.",
+        value=stats.late,
+    )
+    yield CounterMetricFamily(
+        "clubroom_cluster_gaps_closed_by_bus",
+        "Late gaps the bus closed once asked to catch up (no database read needed).",
+        value=stats.closed_by_bus,
+    )
+    yield CounterMetricFamily(
+        "clubroom_cluster_gap_reads",
+        "Reads of missing messages from the database (late gaps, and every room after the "
+        "bus reconnected).",
+        value=stats.database_reads,
     )
 
 

@@ -99,6 +99,8 @@ async def test_a_cluster_node_reports_its_bus_and_database(
     assert published >= 1, "the message (and the join) went out on the bus"
     assert value(after, "clubroom_bus_unpublished_events") == 0
     assert value(after, "clubroom_bus_reconnects_total") == 0
+    for counter in ("messages_held_back", "gaps_late", "gaps_closed_by_bus", "gap_reads"):
+        assert f"clubroom_cluster_{counter}_total" in names(after), counter
     for family in names(after):
         if family.startswith(("clubroom_bus_", "clubroom_database_")):
             labels = [pairs for name, pairs in after if name == family]

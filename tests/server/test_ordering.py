@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from clubroom_server.ordering import GAP_WAIT, OrderedDelivery, Sequenced
+from clubroom_server.ordering import GAP_WAIT, OrderedDelivery, OrderStats, Sequenced
 from tests.waiting import wait_until
 
 ROOM = 7
@@ -126,6 +126,7 @@ async def test_a_message_waits_for_its_predecessor(h: Harness) -> None:
     assert h.got == [1, 2]
     await h.clock.advance(GAP_WAIT)
     assert h.db.fetches == []
+    assert h.order.stats == OrderStats(held_back=1)  # what the metrics report
 
 
 async def test_a_lost_message_is_read_from_the_database_after_the_wait(h: Harness) -> None:
@@ -151,6 +152,7 @@ async def test_a_late_message_still_unread_on_the_bus_is_not_read_from_the_datab
     await h.clock.advance(GAP_WAIT)
     assert h.settles == 1
     assert h.got == [1, 2, 3] and h.db.fetches == []
+    assert h.order.stats == OrderStats(held_back=1, late=1, closed_by_bus=1)
 
 
 async def test_a_gap_the_bus_does_not_close_is_read_from_the_database(h: Harness) -> None:
@@ -161,6 +163,7 @@ async def test_a_gap_the_bus_does_not_close_is_read_from_the_database(h: Harness
     await h.clock.advance(GAP_WAIT)
     assert h.settles == 1
     assert h.got == [1, 2, 3] and h.db.fetches == [item(1).message_id]
+    assert h.order.stats == OrderStats(held_back=1, late=1, database_reads=1)
 
 
 async def test_a_bus_that_does_not_catch_up_only_delays_the_read(h: Harness) -> None:
