@@ -18,7 +18,9 @@ from textual.pilot import Pilot
 from clubroom_tui.app import ClubroomApp
 from clubroom_tui.client import Backoff, ClubroomClient, ConnectionState, MessagesAdded
 from clubroom_tui.screens.confirm import Confirm
+from clubroom_tui.screens.react import ReactPicker
 from clubroom_tui.sessions import SessionStore
+from clubroom_tui.widgets.message_log import MessageLog
 from tests.conftest import RunningServer
 
 PASSWORD = "correct-horse-1!"
@@ -232,13 +234,132 @@ async def enter_room(pilot: Pilot[Any], room: str, *, create: bool) -> None:
 
 
 @contextlib.asynccontextmanager
-async def ann_in_lobby(url: str, config_dir: Path) -> AsyncIterator[Pilot[Any]]:
-    """The real app, registered as ann, inside the room "lobby" she created."""
-    app = make_app(url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "ann", register=True)
-        await enter_room(pilot, "lobby", create=True)
+async def logged_in(
+    url: str,
+    config_dir: Path,
+    user: str = "ann",
+    *,
+    register: bool = True,
+    remember: bool = False,
+    room: str | None = None,
+    create: bool = True,
+    size: tuple[int, int] = (80, 24),
+    **options: Any,
+) -> AsyncIterator[Pilot[Any]]:
+    """The real app at ``size``, logged in through its form as ``user``; inside ``room`` if named.
+
+    ``register`` makes the account through the form (else it exists already),
+    ``remember`` ticks "Remember me"; ``create`` makes the room from the
+    dashboard (else the user joins it).
+    ``options`` go to the app's client, as in :func:`make_app`.
+    """
+    app = make_app(url, config_dir, **options)
+    async with app.run_test(size=size) as pilot:
+        await log_in(pilot, user, register=register, remember=remember)
+        if room is not None:
+            await enter_room(pilot, room, create=create)
         yield pilot
+
+
+def ann_in_lobby(url: str, config_dir: Path) -> contextlib.AbstractAsyncContextManager[Pilot[Any]]:
+    """The real app, registered as ann, inside the room "lobby" she created."""
+    return logged_in(url, config_dir, room="lobby")
+
+
+async def member(
+    make_client: MakeClient,
+    room: str,
+    name: str = "bob",
+    *,
+    create: bool = False,
+    url: str | None = None,
+) -> ClubroomClient:
+    """Another user, registered as ``name``, who joins ``room`` (or creates it).
+
+    ``url`` names another server than the ``server`` fixture's.
+    """
+    client = await make_client(name, url=url)
+    await (client.create_room(room) if create else client.join_room(room))
+    return client
+
+
+async def two_clients_in_lobby(
+    make_client: MakeClient,
+    *,
+    url: str | None = None,
+    ann_url: str | None = None,
+    **ann_options: Any,
+) -> tuple[ClubroomClient, ClubroomClient]:
+    """Started clients of ann, who creates "lobby", and of bob, who joins it.
+
+    Both reach ``url`` (the ``server`` fixture's unless named); ann through
+    ``ann_url`` instead if given (a faulty link), and with ``ann_options``.
+    """
+    ann = await make_client("ann", url=ann_url or url, **ann_options)
+    bob = await make_client("bob", url=url)
+    await ann.create_room("lobby")
+    await bob.join_room("lobby")
+    return ann, bob
+
+
+@contextlib.asynccontextmanager
+async def ann_and_bob_in_lobby(
+    url: str, config_dir: Path, make_client: MakeClient
+) -> AsyncIterator[tuple[Pilot[Any], ClubroomClient]]:
+    """ann's app inside "lobby", which she created, and bob (a client of his own) who joined it."""
+    async with ann_in_lobby(url, config_dir) as pilot:
+        yield pilot, await member(make_client, "lobby")
+
+
+async def hear_from(pilot: Pilot[Any], client: ClubroomClient, room: str, *texts: str) -> str:
+    """``client`` sends each text to ``room``; wait until the app shows them all, by author.
+
+    Returns the screen once every ``author: text`` line is on it.
+    """
+    for text in texts:
+        await client.send(room, text)
+    return await wait_for_text(pilot, *(f"{client.username}: {text}" for text in texts))
+
+
+async def say_and_see(pilot: Pilot[Any], *texts: str) -> str:
+    """Send each text from the composer; wait until the log shows them all as the user's own."""
+    for text in texts:
+        await say(pilot, text)
+    me = pilot.app.client.username
+    return await wait_for_text(pilot, *(f"{me}: {text}" for text in texts))
+
+
+async def to_dashboard(pilot: Pilot[Any], *texts: str) -> str:
+    """Escape from a room to the dashboard; wait for "Your rooms" and ``texts`` on it."""
+    await pilot.press("escape")
+    return await wait_for_text(pilot, "Your rooms", *texts)
+
+
+async def choose_newest(pilot: Pilot[Any]) -> MessageLog:
+    """ctrl+up: the log takes the focus with the newest message chosen."""
+    await pilot.press("ctrl+up")
+    log = pilot.app.screen.query_one(MessageLog)
+    await wait_for(lambda: pilot.app.focused is log and log.selected is not None, "a choice")
+    return log
+
+
+async def say_and_choose(pilot: Pilot[Any], text: str) -> MessageLog:
+    """Send ``text``, wait for it in the log, then choose it there (it is the newest)."""
+    await say_and_see(pilot, text)
+    return await choose_newest(pilot)
+
+
+async def open_picker(pilot: Pilot[Any]) -> None:
+    """r on the chosen message: wait for the reaction picker to be the screen."""
+    await pilot.press("r")
+    await wait_for(lambda: isinstance(pilot.app.screen, ReactPicker), "the picker")
+
+
+async def delete_chosen(pilot: Pilot[Any], question: str, author: str) -> None:
+    """d on the chosen message, yes to ``question``: wait for its tombstone by ``author``."""
+    await pilot.press("d")
+    await answer(pilot, question, yes=True)
+    await wait_for_text(pilot, f"{author}: message deleted")
 
 
 async def fill_login(pilot: Pilot[Any], username: str, password: str) -> None:

@@ -34,8 +34,7 @@ from tests.tui.conftest import (
     answer,
     enter_room,
     fast_client,
-    log_in,
-    make_app,
+    logged_in,
     say,
     screen_text,
     type_into,
@@ -51,6 +50,11 @@ async def grant_admin(server: RunningServer, username: str) -> None:
     await admin_ok("users", "grant-admin", username, "--db", str(server.settings.db))
 
 
+async def revoke_admin(server: RunningServer, username: str) -> None:
+    """Take the role back with the operator command, while the administrator is logged in."""
+    await admin_ok("users", "revoke-admin", username, "--db", str(server.settings.db))
+
+
 @asynccontextmanager
 async def admin_app(
     server: RunningServer, config_dir: Path, make_client: MakeClient
@@ -58,15 +62,16 @@ async def admin_app(
     """The real app, logged in as boss, who holds the admin role, on the dashboard."""
     await (await make_client("boss")).close()
     await grant_admin(server, "boss")
-    app = make_app(server.url, config_dir)
-    async with app.run_test(size=(110, 40)) as pilot:
-        await log_in(pilot, "boss", register=False)
+    async with logged_in(server.url, config_dir, "boss", register=False, size=(110, 40)) as pilot:
         yield pilot
 
 
-async def open_admin(pilot: Pilot[Any]) -> None:
+async def open_admin(pilot: Pilot[Any], *rows: re.Pattern[str]) -> None:
+    """F2 from the dashboard: wait for the admin screen, and for each of these rows on it."""
     await pilot.press("f2")
     await wait_for(lambda: isinstance(pilot.app.screen, AdminScreen), "the admin screen")
+    for pattern in rows:
+        await wait_for_row(pilot, pattern)
 
 
 async def lobby_with_ann_and_bob(
@@ -111,9 +116,7 @@ async def test_an_admin_sees_every_room_with_its_members_and_messages(
     await ann.create_room("Attic")
     async with admin_app(server, config_dir, make_client) as pilot:
         await wait_for_text(pilot, "f2 Admin")
-        await open_admin(pilot)
-        await wait_for_row(pilot, row("Lobby", "public", 2, 1))
-        await wait_for_row(pilot, row("Quiet", "public", 1, 0))
+        await open_admin(pilot, row("Lobby", "public", 2, 1), row("Quiet", "public", 1, 0))
         await wait_for_text(pilot, "3 rooms · sorted by name", "boss", "ann", "bob")
         assert rows_in_order(pilot) == ["Attic", "Lobby", "Quiet"]
         await pilot.press("s")  # the room table has the focus: most members first
@@ -139,8 +142,7 @@ async def test_deleting_a_room_after_yes_tells_its_members(
     ann, bob = await lobby_with_ann_and_bob(make_client)
     lost = bob.subscribe()
     async with admin_app(server, config_dir, make_client) as pilot:
-        await open_admin(pilot)
-        await wait_for_row(pilot, row("Lobby", "public", 2, 1))
+        await open_admin(pilot, row("Lobby", "public", 2, 1))
         await pilot.press("delete")  # the first row (by name): Lobby
         await asked(
             pilot,
@@ -161,8 +163,7 @@ async def test_cancelling_a_deletion_deletes_nothing(
     """Cancel (or Escape) keeps the room, its members and its messages."""
     _, bob = await lobby_with_ann_and_bob(make_client)
     async with admin_app(server, config_dir, make_client) as pilot:
-        await open_admin(pilot)
-        await wait_for_row(pilot, row("Lobby", "public", 2, 1))
+        await open_admin(pilot, row("Lobby", "public", 2, 1))
         await pilot.press("delete")
         await answer(pilot, "Delete room “Lobby”", yes=False)
         await wait_for_text(pilot, "Cancelled: nothing was changed.")
@@ -222,8 +223,7 @@ async def test_keys_go_to_the_focused_field_not_to_the_tables(
     """s and Delete typed in the filter edit the filter; they neither sort nor delete."""
     await lobby_with_ann_and_bob(make_client)
     async with admin_app(server, config_dir, make_client) as pilot:
-        await open_admin(pilot)
-        await wait_for_row(pilot, row("Quiet", "public", 1, 0))
+        await open_admin(pilot, row("Quiet", "public", 1, 0))
         field = pilot.app.screen.query_one("#admin-room-filter")
         field.focus()
         await pilot.press("q", "s", "left", "delete")
@@ -239,9 +239,8 @@ async def test_a_revoked_role_shows_forbidden_without_crashing(
     """The server re-checks the role: after revoke-admin, F5 and Delete say so clearly."""
     await lobby_with_ann_and_bob(make_client)
     async with admin_app(server, config_dir, make_client) as pilot:
-        await open_admin(pilot)
-        await wait_for_row(pilot, row("Lobby", "public", 2, 1))
-        await admin_ok("users", "revoke-admin", "boss", "--db", str(server.settings.db))
+        await open_admin(pilot, row("Lobby", "public", 2, 1))
+        await revoke_admin(server, "boss")
         await pilot.press("f5")
         await wait_for_text(pilot, "Could not list the rooms: Only an administrator may do that.")
         await pilot.press("delete")
@@ -253,9 +252,7 @@ async def test_a_non_admin_has_no_way_in_and_the_server_refuses_anyway(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """ann sees no Admin key, F2 and /admin do nothing admin-like; a crafted frame is forbidden."""
-    app = make_app(server.url, config_dir)
-    async with app.run_test(size=(110, 40)) as pilot:
-        await log_in(pilot, "ann", register=True)
+    async with logged_in(server.url, config_dir, size=(110, 40)) as pilot:
         assert "Admin" not in screen_text(pilot.app)
         await pilot.press("f2")
         await pilot.pause()
@@ -272,9 +269,9 @@ async def test_a_non_admin_has_no_way_in_and_the_server_refuses_anyway(
         await say(pilot, "/help")
         await wait_for_text(pilot, "/quit")
         assert "/admin" not in screen_text(pilot.app).replace("Unknown command /admin", "")
-        assert app.client.state is ConnectionState.CONNECTED
+        assert pilot.app.client.state is ConnectionState.CONNECTED
         try:
-            await app.client.admin_rooms()
+            await pilot.app.client.admin_rooms()
         except RequestFailed as exc:
             assert exc.code is ErrorCode.FORBIDDEN
         else:
@@ -302,11 +299,10 @@ async def test_the_admin_screen_is_readable(
     await lobby_with_ann_and_bob(make_client)
     async with admin_app(server, config_dir, make_client) as pilot:
         pilot.app.theme = theme
-        await open_admin(pilot)
-        await wait_for_row(pilot, row("Lobby", "public", 2, 1))
+        await open_admin(pilot, row("Lobby", "public", 2, 1))
         await wait_for_text(pilot, "3 users found")
         found = await check_every_focus(pilot, "admin")
-        await admin_ok("users", "revoke-admin", "boss", "--db", str(server.settings.db))
+        await revoke_admin(server, "boss")
         await pilot.press("f5")
         await wait_for_text(pilot, "Could not list the rooms")  # an error line, in red
         found += unreadable_segments(pilot, "admin, an error shown")

@@ -36,7 +36,9 @@ from tests.tui.conftest import (
     MakeClient,
     MakeLink,
     free_port,
+    member,
     messages_added,
+    two_clients_in_lobby,
     wait_for,
     wait_ready,
 )
@@ -133,8 +135,7 @@ async def test_resumes_and_rejoins_after_a_restart(
     server: RunningServer, make_client: MakeClient
 ) -> None:
     """After the server restarts, the client is logged in and in its rooms again by itself."""
-    ann = await make_client("ann")
-    await ann.create_room("lobby")
+    ann = await member(make_client, "lobby", "ann", create=True)
     await server.stop()
     await wait_for(lambda: not ann.ready, "the client to notice the outage")
     await server.start()
@@ -148,10 +149,7 @@ async def test_a_server_restart_announces_no_one_as_newly_joined(
     server: RunningServer, make_client: MakeClient
 ) -> None:
     """Members who were there before a restart come back without a "joined" (no "left" came)."""
-    ann = await make_client("ann")
-    bob = await make_client("bob")
-    await ann.create_room("lobby")
-    await bob.join_room("lobby")
+    ann, bob = await two_clients_in_lobby(make_client)
     streams = [ann.subscribe(), bob.subscribe()]
     await server.stop()
     await wait_for(lambda: not ann.ready and not bob.ready, "both to notice the outage")
@@ -169,8 +167,7 @@ async def test_a_server_restart_is_named_and_the_outbox_survives_it(
     server: RunningServer, make_client: MakeClient
 ) -> None:
     """A drain (1012) reads as "restarting"; a message typed meanwhile is sent once it is back."""
-    ann = await make_client("ann")
-    await ann.create_room("lobby")
+    ann = await member(make_client, "lobby", "ann", create=True)
     states = ann.subscribe()
     await server.stop()
     await wait_for(lambda: "restarting" in ann.state_detail, "the restart to be named")
@@ -188,8 +185,7 @@ async def test_a_room_deleted_by_an_admin_is_forgotten_with_its_outbox(
     server: RunningServer, make_client: MakeClient
 ) -> None:
     """room_deleted drops the room and its unsent messages, and says why."""
-    ann = await make_client("ann")
-    await ann.create_room("lobby")
+    ann = await member(make_client, "lobby", "ann", create=True)
     events = ann.subscribe()
     await admin_ok("rooms", "delete", "lobby", "--yes", "--db", str(server.settings.db))
     await wait_for(lambda: "lobby" not in ann.rooms, "the room to be forgotten")
@@ -212,10 +208,7 @@ async def test_catches_up_on_messages_sent_while_away(
     server: RunningServer, make_client: MakeClient
 ) -> None:
     """After a server restart, messages sent before the client is back arrive once, in order."""
-    ann = await make_client("ann", backoff=Backoff(initial=1.2, maximum=1.2))
-    bob = await make_client("bob")
-    await ann.create_room("lobby")
-    await bob.join_room("lobby")
+    ann, bob = await two_clients_in_lobby(make_client, backoff=Backoff(initial=1.2, maximum=1.2))
     await bob.send("lobby", "before")
     await wait_for(lambda: len(ann.rooms["lobby"].messages) == 1, "the first message")
     events = ann.subscribe()
@@ -237,10 +230,7 @@ async def test_catch_up_pages_through_a_long_absence(
     """More than one join page of missed messages (over 500) all arrive, in order, once."""
     server = await make_server(rate_limit=0, room_rate_limit=0)
     link = await make_link(server)
-    ann = await make_client("ann", url=link.url)
-    bob = await make_client("bob", url=server.url)
-    await ann.create_room("lobby")
-    await bob.join_room("lobby")
+    ann, bob = await two_clients_in_lobby(make_client, url=server.url, ann_url=link.url)
     events = ann.subscribe()
     link.refusing = True
     link.cut()
@@ -257,10 +247,7 @@ async def test_queued_send_is_delivered_exactly_once(
     server: RunningServer, make_client: MakeClient
 ) -> None:
     """A message typed during an outage is sent after reconnecting and stored only once."""
-    ann = await make_client("ann")
-    bob = await make_client("bob")
-    await ann.create_room("lobby")
-    await bob.join_room("lobby")
+    ann, bob = await two_clients_in_lobby(make_client)
     await server.stop()
     await wait_for(lambda: not ann.ready, "the client to notice the outage")
     pending = ann.queue_send("lobby", "typed offline")
@@ -279,10 +266,7 @@ async def test_send_whose_reply_was_lost_is_stored_once(
 ) -> None:
     """A message stored by the server whose reply never arrived is re-sent with its nonce, once."""
     faulty_link = await make_link(server)
-    ann = await make_client("ann", url=faulty_link.url)
-    bob = await make_client("bob")
-    await ann.create_room("lobby")
-    await bob.join_room("lobby")
+    ann, bob = await two_clients_in_lobby(make_client, ann_url=faulty_link.url)
     faulty_link.losing_replies = True
     pending = ann.queue_send("lobby", "exactly once")
     await wait_for(lambda: bob.rooms["lobby"].messages, "the server to store it")
@@ -313,8 +297,7 @@ async def test_rate_limited_sends_wait_and_keep_their_order(
 
 async def test_invalid_text_is_refused_before_sending(make_client: MakeClient) -> None:
     """Text the server would refuse raises RequestFailed at once and queues nothing."""
-    ann = await make_client("ann")
-    await ann.create_room("lobby")
+    ann = await member(make_client, "lobby", "ann", create=True)
     with pytest.raises(RequestFailed) as failure:
         ann.queue_send("lobby", "   ")
     assert failure.value.code is ErrorCode.INVALID_TEXT
@@ -387,10 +370,7 @@ async def test_catches_up_on_edits_deletions_and_reactions_missed_while_away(
 ) -> None:
     """Changes made while the client was cut off reach its state when it rejoins."""
     link = await make_link(server)
-    ann = await make_client("ann", url=link.url)
-    bob = await make_client("bob", url=server.url)
-    await ann.create_room("lobby")
-    await bob.join_room("lobby")
+    ann, bob = await two_clients_in_lobby(make_client, url=server.url, ann_url=link.url)
     typo = await bob.send("lobby", "helo")
     oops = await bob.send("lobby", "oops")
     liked = await ann.send("lobby", "lunch?")

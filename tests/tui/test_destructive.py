@@ -13,12 +13,14 @@ from tests.conftest import MakeServer, RunningServer
 from tests.tui.conftest import (
     TIMEOUT,
     MakeClient,
+    ann_and_bob_in_lobby,
     ann_in_lobby,
     answer,
     log_in,
     make_app,
     quit_app,
-    say,
+    say_and_see,
+    to_dashboard,
     wait_for,
     wait_for_text,
 )
@@ -40,15 +42,12 @@ async def test_cancelling_leave_as_last_member_keeps_room_and_messages(
 ) -> None:
     """Leave asks, naming the room and its 2 messages; Cancel keeps ann in it, nothing deleted."""
     async with ann_in_lobby(server.url, config_dir) as pilot:
-        await say(pilot, "one")
-        await say(pilot, "two")
-        await wait_for_text(pilot, "ann: two")
+        await say_and_see(pilot, "one", "two")
         await pilot.click("#leave")
         shown = await answer(pilot, "Leave “lobby” and its 2 messages?", yes=False)
         assert "deleted for good" in shown
         assert isinstance(pilot.app.screen, RoomScreen)
-        await say(pilot, "still here")
-        await wait_for_text(pilot, "ann: still here")
+        await say_and_see(pilot, "still here")
         bob = await make_client("bob")
         joined = await bob.join_room("lobby")
         assert [m.text for m in joined.messages] == ["one", "two", "still here"]
@@ -58,9 +57,7 @@ async def test_leaving_a_shared_room_asks_without_talk_of_deletion(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """With others in the room, Leave asks first, says it can be re-joined, deletes nothing."""
-    async with ann_in_lobby(server.url, config_dir) as pilot:
-        bob = await make_client("bob")
-        await bob.join_room("lobby")
+    async with ann_and_bob_in_lobby(server.url, config_dir, make_client) as (pilot, bob):
         await wait_for_text(pilot, "Members (2)")
         await pilot.click("#leave")
         shown = await answer(pilot, "You can join it again later.", yes=True)
@@ -85,8 +82,7 @@ async def test_cancelling_log_out_keeps_the_rooms_it_would_delete(
 ) -> None:
     """ctrl+o names the room it would delete; Cancel keeps the session and the room."""
     async with ann_in_lobby(server.url, config_dir) as pilot:
-        await pilot.press("escape")
-        await wait_for_text(pilot, "Your rooms")
+        await to_dashboard(pilot)
         await pilot.press("ctrl+o")
         shown = await answer(pilot, "Log out? You are the last member of “lobby”", yes=False)
         assert "deletes it for good" in shown.replace("\n", " ")

@@ -19,11 +19,13 @@ from tests.conftest import RunningServer
 from tests.tui.conftest import (
     PASSWORD,
     MakeClient,
-    enter_room,
     log_in,
+    logged_in,
     make_app,
+    member,
     press_at_machine_speed,
-    say,
+    say_and_see,
+    to_dashboard,
     type_at_machine_speed,
     wait_for,
     wait_for_text,
@@ -57,13 +59,10 @@ async def test_ctrl_g_then_a_name_at_once_joins(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """ctrl+g, "Book Club", Enter, all at once: the name goes to the join field, and joins."""
-    bob = await make_client("bob")
-    await bob.create_room("Book Club")
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "ann", register=True)
-        press_at_machine_speed(app, ("ctrl+g", "\x07"))
-        type_at_machine_speed(app, "Book Club\n")
+    await member(make_client, "Book Club", create=True)
+    async with logged_in(server.url, config_dir) as pilot:
+        press_at_machine_speed(pilot.app, ("ctrl+g", "\x07"))
+        type_at_machine_speed(pilot.app, "Book Club\n")
         await wait_for_text(pilot, "# Book Club", "Leave")
 
 
@@ -71,13 +70,9 @@ async def test_ctrl_r_then_enter_at_once_opens_the_room(
     server: RunningServer, config_dir: Path
 ) -> None:
     """ctrl+r then Enter at once opens the highlighted room (not "Type a room name first.")."""
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "ann", register=True)
-        await enter_room(pilot, "den", create=True)
-        await pilot.press("escape")
-        await wait_for_text(pilot, "Your rooms", "# den")
-        press_at_machine_speed(app, ("ctrl+r", "\x12"), ("enter", "\r"))
+    async with logged_in(server.url, config_dir, room="den") as pilot:
+        await to_dashboard(pilot, "# den")
+        press_at_machine_speed(pilot.app, ("ctrl+r", "\x12"), ("enter", "\r"))
         await wait_for_text(pilot, "# den", "Leave")
 
 
@@ -85,31 +80,24 @@ async def test_ctrl_up_then_e_at_once_edits_the_newest_message(
     server: RunningServer, config_dir: Path
 ) -> None:
     """ctrl+up e typed at once: the newest message is being edited, no "e" in the box."""
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "ann", register=True)
-        await enter_room(pilot, "den", create=True)
-        await say(pilot, "tea at noon")
-        await wait_for_text(pilot, "ann: tea at noon")
-        press_at_machine_speed(app, ("ctrl+up", None), ("e", "e"))
+    async with logged_in(server.url, config_dir, room="den") as pilot:
+        await say_and_see(pilot, "tea at noon")
+        press_at_machine_speed(pilot.app, ("ctrl+up", None), ("e", "e"))
         await wait_for_text(pilot, "Editing “tea at noon”")
-        assert app.screen.query_one("#composer").value == "tea at noon"  # type: ignore[attr-defined]
+        composer = pilot.app.screen.query_one("#composer")
+        assert composer.value == "tea at noon"  # type: ignore[attr-defined]
 
 
 async def test_escape_from_the_log_then_typing_at_once_writes_in_the_box(
     server: RunningServer, config_dir: Path
 ) -> None:
     """In the log, Escape then "hi" at once: "hi" is in the box, not lost on the log."""
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "ann", register=True)
-        await enter_room(pilot, "den", create=True)
-        await say(pilot, "tea at noon")
-        await wait_for_text(pilot, "ann: tea at noon")
+    async with logged_in(server.url, config_dir, room="den") as pilot:
+        await say_and_see(pilot, "tea at noon")
         await pilot.press("ctrl+up")
         await wait_for_text(pilot, "esc Back to writing")
-        press_at_machine_speed(app, ("escape", "\x1b"), ("h", "h"), ("i", "i"))
-        composer = app.screen.query_one("#composer")
+        press_at_machine_speed(pilot.app, ("escape", "\x1b"), ("h", "h"), ("i", "i"))
+        composer = pilot.app.screen.query_one("#composer")
         await wait_for(lambda: composer.value == "hi", "the typed text in the box")  # type: ignore[attr-defined]
 
 

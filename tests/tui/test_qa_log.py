@@ -25,10 +25,9 @@ from tests.conftest import RunningServer
 from tests.contrast import AA_NORMAL_TEXT
 from tests.tui.conftest import (
     MakeClient,
-    ann_in_lobby,
-    enter_room,
-    log_in,
-    make_app,
+    ann_and_bob_in_lobby,
+    hear_from,
+    logged_in,
     say,
     screen_text,
     seed_room,
@@ -51,12 +50,8 @@ async def test_a_message_mentioning_you_stands_out(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """bob's "@ann" line is drawn bold in its own readable colour; his other line is not."""
-    async with ann_in_lobby(server.url, config_dir) as pilot:
-        bob = await make_client("bob")
-        await bob.join_room("lobby")
-        await bob.send("lobby", "plain words")
-        await bob.send("lobby", "@ann your turn")
-        await wait_for_text(pilot, "bob: plain words", "bob: @ann your turn")
+    async with ann_and_bob_in_lobby(server.url, config_dir, make_client) as (pilot, bob):
+        await hear_from(pilot, bob, "lobby", "plain words", "@ann your turn")
         mention, plain = style_of(pilot, "@ann your turn"), style_of(pilot, "plain words")
         assert mention.bold and not plain.bold
         assert mention.color != plain.color
@@ -67,9 +62,7 @@ async def test_invisible_characters_show_as_visible_escapes(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """A zero-width space, word joiner, BOM, line separator and filler are shown, not hidden."""
-    async with ann_in_lobby(server.url, config_dir) as pilot:
-        bob = await make_client("bob")
-        await bob.join_room("lobby")
+    async with ann_and_bob_in_lobby(server.url, config_dir, make_client) as (pilot, bob):
         await bob.send("lobby", "pay\u200bpal word\u2060joiner \ufeffbom line\u2028sep \u3164x")
         shown = await wait_for_text(
             pilot, "pay\\u200bpal", "word\\u2060joiner", "\\ufeffbom", "line\\u2028sep", "\\u3164x"
@@ -84,9 +77,7 @@ async def test_after_a_jump_the_way_back_to_the_newest_is_shown(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """Jumped to an old result: "newer messages below (ctrl+end)"; ctrl+end goes and hides it."""
-    async with ann_in_lobby(server.url, config_dir) as pilot:
-        bob = await make_client("bob")
-        await bob.join_room("lobby")
+    async with ann_and_bob_in_lobby(server.url, config_dir, make_client) as (pilot, bob):
         await bob.send("lobby", "the spare key is under the mat")
         await seed_room(bob, "lobby", 80)
         await wait_for_text(pilot, "old 000079")
@@ -108,16 +99,13 @@ async def test_a_narrow_terminal_gives_the_log_the_width_and_ctrl_t_shows_member
     server: RunningServer, config_dir: Path
 ) -> None:
     """At 60 columns the member list (22 wide) is hidden, at 100 shown; ctrl+t shows it anyway."""
-    app = make_app(server.url, config_dir)
-    async with app.run_test(size=(60, 20)) as pilot:
-        await log_in(pilot, "ann", register=True)
-        await enter_room(pilot, "den", create=True)
+    async with logged_in(server.url, config_dir, room="den", size=(60, 20)) as pilot:
         await say(pilot, "a line that would be squeezed beside the member list")
-        shown = await wait_for_text(pilot, "ann: a line that would be squeezed")
+        shown = await wait_for_text(pilot, "ann: a line that would be squeezed")  # wraps at 60
         assert "Members (1)" not in shown
         await pilot.resize_terminal(100, 24)
         await wait_for_text(pilot, "Members (1)")
         await pilot.resize_terminal(60, 20)
-        await wait_for(lambda: "Members (1)" not in screen_text(app), "the list to hide")
+        await wait_for(lambda: "Members (1)" not in screen_text(pilot.app), "the list to hide")
         await pilot.press("ctrl+t")
         await wait_for_text(pilot, "Members (1)")

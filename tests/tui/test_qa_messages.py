@@ -17,49 +17,36 @@ from clubroom_tui.screens.react import ReactPicker
 from tests.conftest import RunningServer
 from tests.tui.conftest import (
     MakeClient,
-    answer,
-    enter_room,
-    log_in,
-    make_app,
-    say,
-    wait_for,
+    ann_in_lobby,
+    choose_newest,
+    delete_chosen,
+    hear_from,
+    logged_in,
+    member,
+    open_picker,
+    say_and_choose,
     wait_for_text,
 )
-from tests.tui.screens.test_living import choose_newest
 
 
 async def test_the_owner_of_a_capitalised_room_deletes_a_members_message(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """ann made "Lobby": d on bob's message asks and deletes, as the server allows."""
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "ann", register=True)
-        await enter_room(pilot, "Lobby", create=True)
-        bob = await make_client("bob")
-        await bob.join_room("Lobby")
-        await bob.send("Lobby", "buy cheap pills")
-        await wait_for_text(pilot, "bob: buy cheap pills")
+    async with logged_in(server.url, config_dir, room="Lobby") as pilot:
+        bob = await member(make_client, "Lobby")
+        await hear_from(pilot, bob, "Lobby", "buy cheap pills")
         await choose_newest(pilot)
-        await pilot.press("d")
-        await answer(pilot, "Delete bob's message “buy cheap pills”?", yes=True)
-        await wait_for_text(pilot, "bob: message deleted")
+        await delete_chosen(pilot, "Delete bob's message “buy cheap pills”?", "bob")
 
 
 async def test_a_deleted_message_cannot_be_reacted_to_or_copied(
     server: RunningServer, config_dir: Path
 ) -> None:
     """r and c on a tombstone say it was deleted; no picker, nothing on the clipboard."""
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "ann", register=True)
-        await enter_room(pilot, "lobby", create=True)
-        await say(pilot, "oops")
-        await wait_for_text(pilot, "ann: oops")
-        await choose_newest(pilot)
-        await pilot.press("d")
-        await answer(pilot, "Delete your message “oops”?", yes=True)
-        await wait_for_text(pilot, "ann: message deleted")
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        await say_and_choose(pilot, "oops")
+        await delete_chosen(pilot, "Delete your message “oops”?", "ann")
         await pilot.press("r")
         await wait_for_text(pilot, "That message was deleted.")
         assert not isinstance(pilot.app.screen, ReactPicker)
@@ -77,15 +64,9 @@ async def test_typing_in_the_reaction_picker_goes_to_the_free_entry(
     Typed at a person's pace, the field takes the focus after the first
     character; it must not then select that character for the next to replace.
     """
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "ann", register=True)
-        await enter_room(pilot, "lobby", create=True)
-        await say(pilot, "we shipped")
-        await wait_for_text(pilot, "ann: we shipped")
-        await choose_newest(pilot)
-        await pilot.press("r")
-        await wait_for(lambda: isinstance(pilot.app.screen, ReactPicker), "the picker")
+    async with ann_in_lobby(server.url, config_dir) as pilot:
+        await say_and_choose(pilot, "we shipped")
+        await open_picker(pilot)
         await pilot.press(*":tada:", "enter")  # at a person's pace: the field's focus lands between
         await wait_for_text(pilot, ":tada: 1")
 
@@ -94,13 +75,8 @@ async def test_while_editing_the_footer_says_escape_cancels(
     server: RunningServer, config_dir: Path
 ) -> None:
     """Editing: "esc Cancel edit/reply" (not "esc Dashboard"); Escape cancels and stays."""
-    app = make_app(server.url, config_dir)
-    async with app.run_test(size=(120, 24)) as pilot:
-        await log_in(pilot, "ann", register=True)
-        await enter_room(pilot, "lobby", create=True)
-        await say(pilot, "tea at noon")
-        await wait_for_text(pilot, "ann: tea at noon")
-        await choose_newest(pilot)
+    async with logged_in(server.url, config_dir, room="lobby", size=(120, 24)) as pilot:
+        await say_and_choose(pilot, "tea at noon")
         await pilot.press("e")
         shown = await wait_for_text(pilot, "Editing “tea at noon”", "esc Cancel edit/reply")
         assert "esc Dashboard" not in shown

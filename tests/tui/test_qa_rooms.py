@@ -16,9 +16,12 @@ from tests.conftest import RunningServer
 from tests.tui.conftest import (
     PASSWORD,
     MakeClient,
-    enter_room,
+    ann_and_bob_in_lobby,
+    hear_from,
     log_in,
+    logged_in,
     make_app,
+    member,
     seed_room,
     wait_for,
     wait_for_text,
@@ -30,20 +33,15 @@ async def test_rooms_joined_on_another_device_are_listed_and_open(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """ann's phone is in "Den"; her fresh login on the laptop lists it, with its badge."""
-    phone = await make_client("ann")
-    await phone.create_room("Den")
-    bob = await make_client("bob")
-    await bob.join_room("Den")
+    await member(make_client, "Den", "ann", create=True)  # ann's phone
+    bob = await member(make_client, "Den")
     await bob.send("Den", "hi ann")
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "ann", register=False)
+    async with logged_in(server.url, config_dir, register=False) as pilot:
         shown = await wait_for_text(pilot, "# Den  (1 unread)")
         assert "You are in no rooms yet" not in shown
         await pilot.press("ctrl+r", "enter")
         await wait_for_text(pilot, "bob: hi ann", "Leave")
-        await bob.send("Den", "now you are here")
-        await wait_for_text(pilot, "bob: now you are here")
+        await hear_from(pilot, bob, "Den", "now you are here")
 
 
 async def test_a_room_joined_elsewhere_meanwhile_shows_up_on_the_dashboard(
@@ -58,8 +56,7 @@ async def test_a_room_joined_elsewhere_meanwhile_shows_up_on_the_dashboard(
         phone = await make_client()
         await wait_ready(phone)
         await phone.login("ann", PASSWORD)
-        bob = await make_client("bob")
-        await bob.create_room("Attic")
+        bob = await member(make_client, "Attic", create=True)
         await phone.join_room("Attic")
         await bob.send("Attic", "up here")
         await wait_for_text(pilot, "# Attic  (1 unread)")
@@ -69,12 +66,7 @@ async def test_messages_arriving_above_the_divider_count_as_unread(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """Opened at the divider, not at the bottom: what arrives meanwhile is still unread."""
-    bob = await make_client("bob")
-    app = make_app(server.url, config_dir)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await log_in(pilot, "ann", register=True)
-        await enter_room(pilot, "lobby", create=True)
-        await bob.join_room("lobby")
+    async with ann_and_bob_in_lobby(server.url, config_dir, make_client) as (pilot, bob):
         await pilot.press("escape")
         await seed_room(bob, "lobby", 40)
         await wait_for_text(pilot, "# lobby  (40 unread)")
@@ -92,12 +84,7 @@ async def test_a_mention_while_scrolled_up_in_the_room_is_counted(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """Scrolled up in the room, a mention below is not seen: the dashboard counts it."""
-    bob = await make_client("bob")
-    app = make_app(server.url, config_dir)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await log_in(pilot, "ann", register=True)
-        await enter_room(pilot, "lobby", create=True)
-        await bob.join_room("lobby")
+    async with ann_and_bob_in_lobby(server.url, config_dir, make_client) as (pilot, bob):
         await seed_room(bob, "lobby", 40)
         await wait_for_text(pilot, "old 000039")
         await pilot.press("pageup", "pageup")

@@ -42,6 +42,28 @@ async def clubroom(config: Path, *args: str, stdin: str | None = None) -> Run:
     return Run(process.returncode, out.decode(), err.decode())
 
 
+async def start_tail(
+    server: RunningServer, config: Path, *options: str, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """Start ``clubroom tail Lobby`` with the session saved in ``config``; it runs until stopped.
+
+    Its output and errors are pipes to read; ``env`` replaces the environment.
+    """
+    return await asyncio.create_subprocess_exec(
+        CLUBROOM,
+        "tail",
+        "Lobby",
+        *options,
+        "--server",
+        server.url,
+        "--config-dir",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+
+
 @pytest.fixture
 async def ann(server: RunningServer, tmp_path: Path) -> AsyncIterator[tuple[WireClient, Path]]:
     """ann, in a room called Lobby, with her session saved as 'Remember me' would."""
@@ -110,18 +132,7 @@ async def test_tail_json_prints_one_line_per_event_until_interrupted(
     """``tail --json`` prints the latest messages, then new events, and exits 0 on Ctrl-C."""
     client, config = ann
     await client.ok("send", room="Lobby", text="before")
-    process = await asyncio.create_subprocess_exec(
-        CLUBROOM,
-        "tail",
-        "Lobby",
-        "--json",
-        "--server",
-        server.url,
-        "--config-dir",
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await start_tail(server, config, "--json")
     assert process.stdout is not None
     try:
         first = json.loads(await asyncio.wait_for(process.stdout.readline(), 15))
@@ -146,18 +157,7 @@ async def test_tail_text_is_terminal_safe_and_exits_7_when_removed(
     bob = await user(server.url, "bob")
     config = tmp_path / "bob"
     SessionStore(config).save(server.url, SavedSession(bob.token or ""))
-    process = await asyncio.create_subprocess_exec(
-        CLUBROOM,
-        "tail",
-        "Lobby",
-        "--server",
-        server.url,
-        "--config-dir",
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "TZ": "UTC"},
-    )
+    process = await start_tail(server, config, env={**os.environ, "TZ": "UTC"})
     assert process.stdout is not None and process.stderr is not None
     await owner.event("member_joined")
     await owner.ok("send", room="Lobby", text="\u202ereversed?\nsecond line")

@@ -9,11 +9,14 @@ from protocol import MAX_TEXT_LENGTH
 from tests.conftest import RunningServer
 from tests.tui.conftest import (
     MakeClient,
+    ann_and_bob_in_lobby,
     ann_in_lobby,
     enter_room,
+    member,
     paste,
     press_at_machine_speed,
     say,
+    say_and_see,
     screen_text,
     type_at_machine_speed,
     type_into,
@@ -26,9 +29,7 @@ async def test_a_three_line_paste_is_sent_whole(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """A bracketed paste of three lines shows them all and is sent as one message with newlines."""
-    async with ann_in_lobby(server.url, config_dir) as pilot:
-        bob = await make_client("bob")
-        await bob.join_room("lobby")
+    async with ann_and_bob_in_lobby(server.url, config_dir, make_client) as (pilot, bob):
         paste(pilot.app, "line one\nline two\r\nline three")
         shown = await wait_for_text(pilot, "line one", "line two", "line three")
         rows = shown.splitlines()
@@ -70,8 +71,7 @@ async def test_tab_completes_a_member_name_and_keeps_the_focus(
 ) -> None:
     """``@al`` + Tab becomes ``@alice``; Tab never leaves the composer (nor reaches Leave)."""
     async with ann_in_lobby(server.url, config_dir) as pilot:
-        alice = await make_client("alice")
-        await alice.join_room("lobby")
+        alice = await member(make_client, "lobby", "alice")
         await wait_for_text(pilot, "Members (2)")
         composer = pilot.app.screen.query_one(Composer)
         type_at_machine_speed(pilot.app, "hi @al")
@@ -88,9 +88,7 @@ async def test_shift_alt_enter_and_ctrl_j_start_new_lines_and_enter_sends(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """Each newline key, as Textual delivers it, adds a line; only Enter sends, once, in order."""
-    async with ann_in_lobby(server.url, config_dir) as pilot:
-        bob = await make_client("bob")
-        await bob.join_room("lobby")
+    async with ann_and_bob_in_lobby(server.url, config_dir, make_client) as (pilot, bob):
         press_at_machine_speed(
             pilot.app,
             ("a", "a"),
@@ -157,8 +155,7 @@ async def test_editing_a_message_keeps_the_draft_for_afterwards(
 ) -> None:
     """Editing borrows the box; Escape gives the half-written draft back, never loses it."""
     async with ann_in_lobby(server.url, config_dir) as pilot:
-        await say(pilot, "mine")
-        await wait_for_text(pilot, "ann: mine")
+        await say_and_see(pilot, "mine")
         await type_into(pilot, "#composer", "half written")
         await pilot.press("ctrl+up", "e")
         composer = pilot.app.screen.query_one(Composer)

@@ -11,13 +11,17 @@ from protocol import TypingState
 from tests.conftest import RunningServer
 from tests.tui.conftest import (
     MakeClient,
+    ann_and_bob_in_lobby,
     ann_in_lobby,
     enter_room,
     fast_client,
     log_in,
+    logged_in,
     make_app,
+    member,
     say,
     screen_text,
+    two_clients_in_lobby,
     type_into,
     wait_for,
     wait_for_text,
@@ -28,9 +32,7 @@ async def test_unknown_command_hints_and_keeps_the_line(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """/frobnicate is not sent: a hint shows and the text stays in the box."""
-    bob = await make_client("bob")
-    async with ann_in_lobby(server.url, config_dir) as pilot:
-        await bob.join_room("lobby")
+    async with ann_and_bob_in_lobby(server.url, config_dir, make_client) as (pilot, bob):
         await say(pilot, "/frobnicate now")
         await wait_for_text(pilot, "Unknown command /frobnicate", "/help")
         assert pilot.app.screen.query_one(Composer).value == "/frobnicate now"
@@ -41,9 +43,7 @@ async def test_double_slash_sends_a_literal_slash_and_me_acts(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """//shrug sends "/shrug"; /me waves sends "* ann waves"."""
-    bob = await make_client("bob")
-    async with ann_in_lobby(server.url, config_dir) as pilot:
-        await bob.join_room("lobby")
+    async with ann_and_bob_in_lobby(server.url, config_dir, make_client) as (pilot, bob):
         await say(pilot, "//shrug")
         await say(pilot, "/me waves")
         await wait_for(lambda: len(bob.rooms["lobby"].messages) == 2, "both messages")
@@ -54,9 +54,7 @@ async def test_topic_command_sets_the_header_and_help_lists_commands(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """/topic sets the topic: the header shows it and the owner; /help lists every command."""
-    bob = await make_client("bob")
-    async with ann_in_lobby(server.url, config_dir) as pilot:
-        await bob.join_room("lobby")
+    async with ann_and_bob_in_lobby(server.url, config_dir, make_client) as (pilot, bob):
         await say(pilot, "/topic Tea at five")
         await wait_for_text(pilot, "# lobby — Tea at five (owner ann)")
         await wait_for(lambda: bob.rooms["lobby"].topic == "Tea at five", "bob to get the topic")
@@ -68,9 +66,8 @@ async def test_tab_completes_command_names_and_members(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """/to + Tab becomes "/topic "; @bo + Tab becomes "@bob "."""
-    bob = await make_client("bob")
     async with ann_in_lobby(server.url, config_dir) as pilot:
-        await bob.join_room("lobby")
+        await member(make_client, "lobby")
         await wait_for_text(pilot, "Members (2)")
         composer = pilot.app.screen.query_one(Composer)
         await type_into(pilot, "#composer", "/to")
@@ -86,9 +83,7 @@ async def test_kick_command_and_member_list_marks_the_owner(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """The member list marks the owner; /kick bob removes him from the room."""
-    bob = await make_client("bob")
-    async with ann_in_lobby(server.url, config_dir) as pilot:
-        await bob.join_room("lobby")
+    async with ann_and_bob_in_lobby(server.url, config_dir, make_client) as (pilot, bob):
         await wait_for_text(pilot, "ann (you) ★", "Members (2)")
         await say(pilot, "/kick @bob too loud")
         await wait_for_text(pilot, "bob was removed from the room.", "Members (1)")
@@ -99,9 +94,7 @@ async def test_typing_line_shows_who_types_and_the_app_sends_typing(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """bob typing shows "bob is typing…" under the log; ann's typing reaches bob."""
-    bob = await make_client("bob")
-    async with ann_in_lobby(server.url, config_dir) as pilot:
-        await bob.join_room("lobby")
+    async with ann_and_bob_in_lobby(server.url, config_dir, make_client) as (pilot, bob):
         await bob.typing("lobby", TypingState.ACTIVE)
         await wait_for_text(pilot, "bob is typing…", "bob ✎")
         await bob.send("lobby", "done typing")
@@ -114,13 +107,9 @@ async def test_badges_come_from_the_server_after_a_restart_of_the_app(
     server: RunningServer, config_dir: Path, make_client: MakeClient, tmp_path: Path
 ) -> None:
     """A fresh app shows the server's unread and mention counts for rooms it rejoins."""
-    first = make_app(server.url, config_dir)
-    async with first.run_test() as pilot:
-        await log_in(pilot, "ann", register=True, remember=True)
-        await enter_room(pilot, "lobby", create=True)
+    async with logged_in(server.url, config_dir, remember=True, room="lobby") as pilot:
         await pilot.press("escape")
-    bob = await make_client("bob")
-    await bob.join_room("lobby")
+    bob = await member(make_client, "lobby")
     await bob.send("lobby", "news one")
     await bob.send("lobby", "@ann news two")
     again = make_app(server.url, config_dir)
@@ -132,8 +121,7 @@ async def test_a_mention_elsewhere_rings_notifies_and_f6_jumps_there(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """A mention in another room rings the bell, pops a notification, and F6 opens that room."""
-    bob = await make_client("bob")
-    await bob.create_room("garden")
+    bob = await member(make_client, "garden", create=True)
     app = make_app(server.url, config_dir)
     bells: list[int] = []
     app.bell = lambda: bells.append(1)  # type: ignore[method-assign]
@@ -154,8 +142,7 @@ async def test_no_bell_keeps_the_notification_but_not_the_bell(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """With the bell turned off (--no-bell), a mention elsewhere still notifies, silently."""
-    bob = await make_client("bob")
-    await bob.create_room("garden")
+    bob = await member(make_client, "garden", create=True)
     app = ClubroomApp(fast_client(server.url), SessionStore(config_dir), bell_on_mention=False)
     bells: list[int] = []
     app.bell = lambda: bells.append(1)  # type: ignore[method-assign]
@@ -179,9 +166,7 @@ async def test_multi_line_messages_hang_under_their_text(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """Second lines and wrapped lines start under the message text, not under the time."""
-    bob = await make_client("bob")
-    async with ann_in_lobby(server.url, config_dir) as pilot:
-        await bob.join_room("lobby")
+    async with ann_and_bob_in_lobby(server.url, config_dir, make_client) as (pilot, bob):
         await bob.send("lobby", "first line\nsecond line\n" + "word " * 40 + "END")
         shown = await wait_for_text(pilot, "bob: first line", "second line", "END")
         first, second, *wrapped = rows_after(shown, "bob: first line", 3)
@@ -196,16 +181,15 @@ async def test_entering_a_room_shows_new_messages_at_the_read_marker(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """The server's read marker puts "new messages" between what ann read and what came since."""
-    ann, bob = await make_client("ann"), await make_client("bob")
-    await ann.create_room("lobby")
+    ann = await member(make_client, "lobby", "ann", create=True)
     seen = await ann.send("lobby", "seen before")
     await ann.mark_read("lobby", seen.id)
-    await bob.join_room("lobby")
+    bob = await member(make_client, "lobby")
     for text in ("unseen one", "unseen two"):
         await bob.send("lobby", text)
-    async with make_app(server.url, config_dir).run_test() as pilot:
-        await log_in(pilot, "ann", register=False)
-        await enter_room(pilot, "lobby", create=False)
+    async with logged_in(
+        server.url, config_dir, register=False, room="lobby", create=False
+    ) as pilot:
         shown = await wait_for_text(pilot, "seen before", "unseen two", "new messages")
         order = [shown.index(text) for text in ("seen before", "new messages", "unseen one")]
         assert order == sorted(order)
@@ -216,14 +200,12 @@ async def test_no_divider_when_everything_was_read(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """A room read to the end opens without a "new messages" line, even as messages arrive."""
-    ann, bob = await make_client("ann"), await make_client("bob")
-    await ann.create_room("lobby")
-    await bob.join_room("lobby")
+    ann, bob = await two_clients_in_lobby(make_client)
     said = await bob.send("lobby", "old news")
     await ann.mark_read("lobby", said.id)
-    async with make_app(server.url, config_dir).run_test() as pilot:
-        await log_in(pilot, "ann", register=False)
-        await enter_room(pilot, "lobby", create=False)
+    async with logged_in(
+        server.url, config_dir, register=False, room="lobby", create=False
+    ) as pilot:
         await bob.send("lobby", "live news")
         shown = await wait_for_text(pilot, "old news", "live news")
         assert "new messages" not in shown

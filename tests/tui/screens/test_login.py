@@ -5,6 +5,8 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import pytest
+
 from clubroom_tui.app import ClubroomApp
 from clubroom_tui.sessions import SavedSession, SessionStore
 from tests.conftest import MakeServer, RunningServer
@@ -14,6 +16,7 @@ from tests.tui.conftest import (
     fill_login,
     free_port,
     log_in,
+    logged_in,
     make_app,
     quit_app,
     screen_text,
@@ -25,9 +28,7 @@ from tests.tui.conftest import (
 
 async def test_register_leads_to_the_dashboard(server: RunningServer, config_dir: Path) -> None:
     """Registering a new account shows the dashboard greeting the user by name."""
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "ann", register=True)
+    async with logged_in(server.url, config_dir) as pilot:
         await wait_for_text(pilot, "Create Room", "Join Room", "Log out")
 
 
@@ -36,9 +37,8 @@ async def test_log_in_with_an_existing_account(
 ) -> None:
     """An account made elsewhere logs in with its password and reaches the dashboard."""
     await make_client("bob")
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "bob", register=False)
+    async with logged_in(server.url, config_dir, "bob", register=False) as pilot:
+        await wait_for_text(pilot, "Hello, bob!", "Create Room")
 
 
 async def test_password_is_masked(server: RunningServer, config_dir: Path) -> None:
@@ -50,29 +50,60 @@ async def test_password_is_masked(server: RunningServer, config_dir: Path) -> No
         assert "hunter2" not in screen_text(app)
 
 
-async def test_wrong_password_is_explained_inline(
-    server: RunningServer, config_dir: Path, make_client: MakeClient
+@pytest.mark.parametrize(
+    ("username", "password", "register", "sentence", "code"),
+    [
+        pytest.param(
+            "bob",
+            "wrong-password-9!",
+            False,
+            "That username and password do not match.",
+            "invalid_credentials",
+            id="wrong-password",
+        ),
+        pytest.param(
+            "ann",
+            "password!",
+            True,
+            "The password needs at least one digit.",
+            "weak_password",
+            id="weak-password-names-the-rule",
+        ),
+        pytest.param(
+            "Bob",
+            "another-pass-1!",
+            True,
+            "is taken; pick another.",
+            "username_taken",
+            id="taken-username",
+        ),
+    ],
+)
+async def test_a_refused_login_or_registration_is_explained_inline(
+    server: RunningServer,
+    config_dir: Path,
+    make_client: MakeClient,
+    username: str,
+    password: str,
+    register: bool,
+    sentence: str,
+    code: str,
 ) -> None:
-    """A wrong password shows the server's sentence on the login screen, no code."""
+    """The server's sentence, never its error code, shows on the login screen, which stays.
+
+    bob exists: logging in as him with a wrong password (Enter in the form) is
+    refused, and so is registering "Bob" or an account whose password lacks a digit.
+    """
     await make_client("bob")
     app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await fill_login(pilot, "bob", "wrong-password-9!")
-        await pilot.press("enter")
-        shown = await wait_for_text(pilot, "That username and password do not match.")
-        assert "invalid_credentials" not in shown
-        assert "Log in" in shown
-
-
-async def test_weak_password_names_the_rule(server: RunningServer, config_dir: Path) -> None:
-    """Registering with a weak password says which rule fails and stays on the login screen."""
-    app = make_app(server.url, config_dir)
     async with app.run_test(size=(100, 30)) as pilot:
-        await fill_login(pilot, "ann", "password!")
-        await pilot.click("#register")
-        shown = await wait_for_text(pilot, "The password needs at least one digit.")
-        assert "weak_password" not in shown
-        assert "Welcome to Clubroom" in shown
+        await fill_login(pilot, username, password)
+        if register:
+            await pilot.click("#register")
+        else:
+            await pilot.press("enter")
+        shown = await wait_for_text(pilot, sentence, "Welcome to Clubroom", "Log in")
+        assert code not in shown
 
 
 async def test_registration_shows_the_password_rules(
@@ -84,28 +115,11 @@ async def test_registration_shows_the_password_rules(
         await wait_for_text(pilot, "at least one letter, one digit", "and one symbol")
 
 
-async def test_taken_username_is_explained_inline(
-    server: RunningServer, config_dir: Path, make_client: MakeClient
-) -> None:
-    """Registering a name that exists says it is taken."""
-    await make_client("bob")
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await fill_login(pilot, "Bob", "another-pass-1!")
-        await pilot.click("#register")
-        await wait_for_text(pilot, "is taken; pick another.")
-
-
 async def test_remember_me_resumes_without_a_password(
     server: RunningServer, config_dir: Path
 ) -> None:
     """With "Remember me", the next start goes straight to the dashboard and the rooms."""
-    first = make_app(server.url, config_dir)
-    async with first.run_test() as pilot:
-        await log_in(pilot, "ann", register=True, remember=True)
-        await type_into(pilot, "#create-name", "lobby")
-        await pilot.press("enter")
-        await wait_for_text(pilot, "# lobby", "Leave")
+    async with logged_in(server.url, config_dir, remember=True, room="lobby") as pilot:
         await quit_app(pilot)
     second = make_app(server.url, config_dir)
     async with second.run_test() as pilot:
@@ -114,21 +128,19 @@ async def test_remember_me_resumes_without_a_password(
 
 async def test_remembered_token_file_is_private(server: RunningServer, config_dir: Path) -> None:
     """The remembered token is stored in the config directory with mode 0600."""
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "ann", register=True, remember=True)
+    async with logged_in(server.url, config_dir, remember=True) as pilot:
+        client = pilot.app.client
     path = config_dir / "sessions.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert app.client.token and app.client.token in path.read_text()
+    assert client.token and client.token in path.read_text()
 
 
 async def test_without_remember_me_nothing_is_stored(
     server: RunningServer, config_dir: Path
 ) -> None:
     """Logging in without "Remember me" leaves no token on disk."""
-    app = make_app(server.url, config_dir)
-    async with app.run_test() as pilot:
-        await log_in(pilot, "ann", register=True)
+    async with logged_in(server.url, config_dir) as pilot:
+        assert pilot.app.client.token
     assert SessionStore(config_dir).load(server.url) is None
 
 

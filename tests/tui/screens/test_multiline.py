@@ -6,9 +6,12 @@ the message the other member receives, and which part of the log is in view.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 from textual.keys import _character_to_key
+from textual.pilot import Pilot
 
 from clubroom_tui.client import ClubroomClient
 from clubroom_tui.widgets.composer import MAX_LINES, Composer
@@ -17,10 +20,8 @@ from protocol import Message
 from tests.conftest import MakeServer, RunningServer
 from tests.tui.conftest import (
     MakeClient,
-    ann_in_lobby,
-    enter_room,
-    log_in,
-    make_app,
+    ann_and_bob_in_lobby,
+    logged_in,
     paste,
     press_at_machine_speed,
     screen_text,
@@ -58,9 +59,7 @@ async def test_the_box_grows_with_each_line_up_to_five_then_scrolls_and_shrinks_
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """One line empty; one more per new line up to five; the newest line stays in view."""
-    async with ann_in_lobby(server.url, config_dir) as pilot:
-        bob = await make_client("bob")
-        await bob.join_room("lobby")
+    async with ann_and_bob_in_lobby(server.url, config_dir, make_client) as (pilot, bob):
         composer = pilot.app.screen.query_one(Composer)
         assert box_rows(composer) == 1
         press_at_machine_speed(pilot.app, *lines("row 1", "row 2", "row 3"))
@@ -88,9 +87,7 @@ async def test_a_pasted_paragraph_grows_the_box_and_arrives_as_one_message(
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """A four-line bracketed paste: four lines in the box, one message with its newlines."""
-    async with ann_in_lobby(server.url, config_dir) as pilot:
-        bob = await make_client("bob")
-        await bob.join_room("lobby")
+    async with ann_and_bob_in_lobby(server.url, config_dir, make_client) as (pilot, bob):
         composer = pilot.app.screen.query_one(Composer)
         paste(pilot.app, "dear all,\r\nthe plan:\n1. tea\n2. biscuits")
         await wait_for(lambda: box_rows(composer) == 4, "the box to grow to four lines")
@@ -114,9 +111,7 @@ async def test_up_recalls_a_multi_line_message_whole_and_then_moves_between_its_
     server: RunningServer, config_dir: Path, make_client: MakeClient
 ) -> None:
     """Up in the empty box brings back all lines; in a box with text, Up is a line up."""
-    async with ann_in_lobby(server.url, config_dir) as pilot:
-        bob = await make_client("bob")
-        await bob.join_room("lobby")
+    async with ann_and_bob_in_lobby(server.url, config_dir, make_client) as (pilot, bob):
         composer = pilot.app.screen.query_one(Composer)
         press_at_machine_speed(pilot.app, *lines("one", "two"), ("enter", "\r"))
         await wait_for(lambda: bob.rooms["lobby"].messages, "the message")
@@ -146,6 +141,13 @@ async def _room_with_unread(
     return server, ann, last_read
 
 
+def ann_back_in_busy(
+    server: RunningServer, config_dir: Path
+) -> AbstractAsyncContextManager[Pilot[Any]]:
+    """The app, ann logged in again (80×24), entering "busy" as she left it elsewhere."""
+    return logged_in(server.url, config_dir, register=False, room="busy", create=False)
+
+
 async def test_a_room_with_unread_messages_opens_at_the_divider_and_is_read_at_the_bottom(
     make_server: MakeServer, config_dir: Path, make_client: MakeClient
 ) -> None:
@@ -156,12 +158,9 @@ async def test_a_room_with_unread_messages_opens_at_the_divider_and_is_read_at_t
     """
     server, ann, last_read = await _room_with_unread(make_server, make_client)
     newest = ann.rooms["busy"].last_id
-    app = make_app(server.url, config_dir)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await log_in(pilot, "ann", register=False)
-        await enter_room(pilot, "busy", create=False)
+    async with ann_back_in_busy(server, config_dir) as pilot:
         shown = await wait_for_text(pilot, "── new messages ──", "the last one ann read")
-        log = app.screen.query_one(MessageLog)
+        log = pilot.app.screen.query_one(MessageLog)
         top, bottom = log.content_region.y, log.content_region.bottom
         rows = shown.splitlines()
         divider = next(n for n, row in enumerate(rows) if "new messages" in row)
@@ -173,7 +172,7 @@ async def test_a_room_with_unread_messages_opens_at_the_divider_and_is_read_at_t
         await pilot.press("ctrl+end")
         await wait_for_text(pilot, "bob: unread 000029")
         await wait_for(lambda: ann.rooms["busy"].read_up_to == newest, "the marker to move")
-        assert "unread 000029" in screen_text(app)
+        assert "unread 000029" in screen_text(pilot.app)
 
 
 async def test_sending_from_the_divider_takes_the_reader_to_the_bottom(
@@ -182,10 +181,7 @@ async def test_sending_from_the_divider_takes_the_reader_to_the_bottom(
     """Who writes is in the conversation: their message and everything before it is in view."""
     server, ann, _ = await _room_with_unread(make_server, make_client)
     newest = ann.rooms["busy"].last_id
-    app = make_app(server.url, config_dir)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await log_in(pilot, "ann", register=False)
-        await enter_room(pilot, "busy", create=False)
+    async with ann_back_in_busy(server, config_dir) as pilot:
         await wait_for_text(pilot, "── new messages ──")
         press_at_machine_speed(pilot.app, *typed("catching up"), ("enter", "\r"))
         shown = await wait_for_text(pilot, "ann: catching up", "bob: unread 000029")
@@ -198,10 +194,7 @@ async def test_a_read_marker_older_than_the_first_page_still_opens_at_the_divide
 ) -> None:
     """80 unread (the room opens with 50): older ones load and the view follows the divider."""
     server, _, _ = await _room_with_unread(make_server, make_client, unread=80)
-    app = make_app(server.url, config_dir)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await log_in(pilot, "ann", register=False)
-        await enter_room(pilot, "busy", create=False)
+    async with ann_back_in_busy(server, config_dir) as pilot:
         shown = await wait_for_text(pilot, "the last one ann read", "── new messages ──")
         rows = shown.splitlines()
         divider = next(n for n, row in enumerate(rows) if "new messages" in row)
