@@ -39,6 +39,7 @@ import asyncpg
 from clubroom_server.store.factory import describe_url, is_postgres_url, sqlite_path
 from clubroom_server.store.interface import StartupError, StoreError, UnavailableError
 from clubroom_server.store.migrations import scripts
+from clubroom_server.store.pgconnection import PooledConnection
 
 ADMIN_SCHEMA = 3
 """The first schema version with ``admins`` and ``admin_events``."""
@@ -258,6 +259,7 @@ class PostgresDatabase:
         try:
             pool = await asyncpg.create_pool(
                 url,
+                connection_class=PooledConnection,
                 min_size=0,
                 max_size=2,
                 timeout=10,

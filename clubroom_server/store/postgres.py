@@ -57,6 +57,7 @@ from clubroom_server.store.interface import (
     UnavailableError,
 )
 from clubroom_server.store.pacing import CommitPacer
+from clubroom_server.store.pgconnection import PooledConnection
 from clubroom_server.store.records import (
     TABLE_OF,
     TABLES,
@@ -202,6 +203,7 @@ class PostgresStore:
         try:
             self._pool = await asyncpg.create_pool(
                 self.url,
+                connection_class=PooledConnection,
                 min_size=0,  # no background reconnects (and their tracebacks) while down
                 max_size=self._pool_size,
                 timeout=CONNECT_TIMEOUT,
@@ -210,6 +212,7 @@ class PostgresStore:
             )
             self._search_pool = await asyncpg.create_pool(
                 self.url,
+                connection_class=PooledConnection,
                 min_size=0,  # connects at the first search
                 max_size=max(2, self._pool_size // 4),
                 timeout=CONNECT_TIMEOUT,

@@ -32,6 +32,7 @@ import asyncpg
 
 from clubroom_server.store.factory import describe_url
 from clubroom_server.store.interface import StartupError, StoreError, UnavailableError
+from clubroom_server.store.pgconnection import PooledConnection
 from clubroom_server.store.records import RoomRecord
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ class ClusterPresence:
         try:
             self._pool = await asyncpg.create_pool(
                 self.url,
+                connection_class=PooledConnection,
                 min_size=1,
                 max_size=self._pool_size,
                 timeout=CONNECT_TIMEOUT,
