@@ -20,6 +20,9 @@ class BenchConfig:
     clubroom_loop: str = "auto"  # the server's --event-loop: auto = uvloop when installed
     pin: bool = True  # servers on one half of the CPUs, load generator on the other
     server_cpu_share: float | None = 0.5  # S1 climbs: every server capped at this share of a CPU
+    # cluster climbs: each node's cap; two nodes, PostgreSQL, Redis and the load generator
+    # must fit on the machine's two cores, or the climbs measure their contention
+    cluster_node_cpu_share: float | None = 0.35
     server_root: str | None = None  # another checkout's clubroom_server (A/B comparisons)
     baseline_root: str | None = None  # the checkout the ``versus`` scenario compares against
     postgres: str | None = None  # admin URL: S1 and S5 also run on PostgreSQL (s1pg, s5pg)
@@ -85,6 +88,7 @@ class BenchConfig:
         return cls(
             quick=True,
             server_cpu_share=None,
+            cluster_node_cpu_share=None,
             drain_timeout=10.0,
             s1_rooms=2,
             s1_clients=10,

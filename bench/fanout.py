@@ -287,7 +287,7 @@ def compare(
         repetitions: list[Climb] = []
         cap: float | None = None
         if climb and cfg.s1_repetitions > 0:
-            repetitions, cap = _capped_climbs(h, groups)
+            repetitions, cap = _capped_climbs(h, groups, cfg.server_cpu_share)
         # A capped climb finds about ``cap`` × what the server sustains uncapped: the
         # rates derived from it (the CPU phase's, S4's) are scaled back to uncapped ones.
         scale = 1 / cap if cap else 1.0
@@ -305,23 +305,23 @@ def compare(
     return result
 
 
-def _capped_climbs(h: Harness, groups: Sequence[ChatGroup]) -> tuple[list[Climb], float | None]:
-    """``_climbs`` with every server process capped at ``server_cpu_share`` of a CPU meanwhile.
+def _capped_climbs(
+    h: Harness, groups: Sequence[ChatGroup], share: float | None
+) -> tuple[list[Climb], float | None]:
+    """``_climbs`` with every server process capped at ``share`` of a CPU meanwhile.
 
     Where a cgroup allows (``bench/quota.py``); returns the share, None if
     uncapped. Each process gets a cap of its own: a cluster's two nodes
     together get twice one node's, as two machines would.
     """
-    cfg = h.config
-    with capped([group.server for group in groups], cfg.server_cpu_share) as uncapped:
-        if cfg.server_cpu_share is not None:
+    with capped([group.server for group in groups], share) as uncapped:
+        if share is not None:
             h.log(
-                f"  climbs: every server process capped at {cfg.server_cpu_share:g} CPU "
-                "(cgroup quota)"
+                f"  climbs: every server process capped at {share:g} CPU (cgroup quota)"
                 if not uncapped
                 else "  climbs: UNCAPPED — no writable cgroup CPU controller here"
             )
-        return _climbs(h, groups), None if uncapped else cfg.server_cpu_share
+        return _climbs(h, groups), None if uncapped else share
 
 
 def _climbs(h: Harness, groups: Sequence[ChatGroup]) -> list[Climb]:

@@ -85,6 +85,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "0: uncapped)",
     )  # fmt: skip
     parser.add_argument(
+        "--node-cpu-share", type=float,
+        help="cluster climbs: cap each node at this share of one CPU (default 0.35; 0: "
+        "uncapped)",
+    )  # fmt: skip
+    parser.add_argument(
         "--server-root", type=Path,
         help="run clubroom_server from this checkout instead (to compare two versions)",
     )  # fmt: skip
@@ -143,6 +148,8 @@ def configure(args: argparse.Namespace) -> BenchConfig:
     }
     if args.server_cpu_share is not None:
         changes["server_cpu_share"] = args.server_cpu_share or None
+    if args.node_cpu_share is not None:
+        changes["cluster_node_cpu_share"] = args.node_cpu_share or None
     if args.repetitions is not None:  # 0: no climbs, only the CPU phase (3 pairs)
         changes["s1_repetitions"] = args.repetitions
         if args.repetitions > 0:
