@@ -27,9 +27,11 @@ from bench.pool import Pending, WorkerPool
 from bench.servers import (
     REPO_ROOT,
     ServerProcess,
+    all_cpus,
     busy_seconds,
     free_port,
     fresh_database,
+    named_cpu_seconds,
     softirq_seconds,
     split_cpus,
     start_ceiling,
@@ -118,7 +120,7 @@ class ChatRun:
         cost of its design, which must not buy it a second attempt.
         """
         others = self.others_on_server_cpus
-        if others is None:  # unpinned: no way to tell others' share; waiting alone decides
+        if others is None:  # no way to tell others' share; waiting alone decides
             crowded = self.server_wait_share >= 0.10
         else:
             crowded = others >= 0.05 and self.server_wait_share >= 0.10
@@ -233,6 +235,9 @@ class Harness:
         self._next_cid = 0
         self._starts = 0
         self.postgres: str | None = None  # set: Clubroom runs on a fresh PostgreSQL database
+        # Unpinned runs: process names (``comm``) that work for the deployment under test
+        # (PostgreSQL, Redis): their CPU is not "other processes crowding the server".
+        self.support_processes: frozenset[str] = frozenset()
         self._databases = ExitStack()  # PostgreSQL databases to drop at the end
         self._log = log or (lambda text: print(text, file=sys.stderr, flush=True))
 
@@ -545,8 +550,10 @@ class Harness:
         time.sleep(max(0.0, (since - time.monotonic_ns()) / 1e9))
         server_cpu = group.server.cpu_seconds()
         server_wait = group.server.wait_seconds()
-        softirq = softirq_seconds(self.server_cpus)
-        busy = busy_seconds(self.server_cpus)
+        watched = self._watched_cpus()
+        softirq = softirq_seconds(watched)
+        busy = busy_seconds(watched)
+        support = self._support_cpu()
         side_results: list[Any] = []
         if side:
             side_results = [pending.result() for pending in side(since)]
@@ -566,8 +573,9 @@ class Harness:
             "collect",
             [{"expected": want, "wait_seconds": self.config.drain_timeout} for want in expected],
         )
-        softirq_after = softirq_seconds(self.server_cpus)
-        busy_after = busy_seconds(self.server_cpus)
+        softirq_after = softirq_seconds(watched)
+        busy_after = busy_seconds(watched)
+        support_used = self._support_cpu() - support
         server_cpu_used = group.server.cpu_seconds() - server_cpu
         waited = group.server.wait_seconds() - server_wait
         elapsed = max(seconds, 1e-9)
@@ -575,8 +583,9 @@ class Harness:
         others = None
         if busy is not None and busy_after is not None and softirq is not None:
             irq = (softirq_after or 0) - softirq
-            cores = len(self.server_cpus or ()) or 1
-            others = max(0.0, busy_after - busy - server_cpu_used - irq) / wall / cores
+            cores = len(watched or ()) or 1
+            used = server_cpu_used + irq + support_used
+            others = max(0.0, busy_after - busy - used) / wall / cores
         return ChatRun(
             send_rate=send_rate,
             duration=seconds,
@@ -609,6 +618,20 @@ class Harness:
             others_on_server_cpus=others,
             server_wait_share=waited / wall,
         )  # fmt: skip
+
+    def _watched_cpus(self) -> set[int] | None:
+        """The CPUs whose other users would crowd the server: its own when pinned; when not
+        (the cluster), every CPU, if the deployment's support processes are known."""
+        if self.server_cpus:
+            return self.server_cpus
+        return all_cpus() if self.support_processes else None
+
+    def _support_cpu(self) -> float:
+        """CPU used so far by what serves the deployment besides its servers (unpinned only):
+        the database and bus servers, the load generator and this coordinator."""
+        if self.server_cpus or not self.support_processes:
+            return 0.0
+        return named_cpu_seconds(self.support_processes, [os.getpid(), *self.pool.pids])
 
     def _expected(self, group: ChatGroup, sends: Counter[str]) -> list[int]:
         """Deliveries each worker should see: sends to a room × its members there."""

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,6 +143,27 @@ def _rss_of(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def all_cpus() -> set[int]:
+    """Every CPU this benchmark may use (its affinity when it started)."""
+    return set(_CPUS_AT_START)
+
+
+def named_cpu_seconds(names: frozenset[str], extra_pids: Sequence[int] = ()) -> float:
+    """CPU time used so far by every process called one of ``names`` (``/proc/PID/comm``),
+    and by ``extra_pids``: what a deployment's database, bus and load generator cost."""
+    total = sum(_cpu_of(pid) for pid in extra_pids)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if comm in names:
+            total += _cpu_of(int(entry.name))
+    return total / _CLOCK_TICKS
 
 
 def softirq_seconds(cpus: set[int] | None) -> float | None:
