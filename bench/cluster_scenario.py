@@ -41,7 +41,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import BenchConfig
-from bench.fanout import Climb, CpuRun, _capped_climbs, _row, _sustained, cpu_phase, spread
+from bench.fanout import (
+    Climb,
+    CpuRun,
+    _capped_climbs,
+    _row,
+    _sustained,
+    cpu_phase,
+    fmt_spread,
+    spread,
+)
 from bench.harness import PASSWORD, SUBPROTOCOL, ChatGroup, Harness, SetupError, _pick_senders
 from bench.servers import (
     REPO_ROOT,
@@ -424,20 +433,13 @@ def _headline(
 ) -> str:
     parts = []
     if sustained:
-        parts.append(f"2 nodes sustain {_fmt(sustained)}× 1 node")
+        parts.append(f"2 nodes sustain {fmt_spread(sustained)}× 1 node")
     for key in common:
         added = ratios.get(f"p99_added_ms_at_{key}")
         cpu = ratios.get(f"cpu_per_delivery_at_{key}")
         if added is not None and cpu is not None:
             parts.append(f"at {int(key):,}/s p99 {added:+.1f} ms, CPU {cpu:.2f}×")
     return "; ".join(parts)
-
-
-def _fmt(values: list[float] | None, digits: int = 2) -> str:
-    if not values:
-        return "—"
-    low, middle, high = values
-    return f"{middle:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
 
 
 def summary_text(result: ScenarioResult) -> str:
@@ -456,7 +458,9 @@ def summary_text(result: ScenarioResult) -> str:
             for label, summary in rep.items()
         ]
         lines.append(f"  repetition {index + 1}: " + "; ".join(parts))
-    lines.append(f"  sustained 2 nodes / 1 node: {_fmt(details['spread']['deliveries_per_s'])}")
+    lines.append(
+        f"  sustained 2 nodes / 1 node: {fmt_spread(details['spread']['deliveries_per_s'])}"
+    )
     lines.append("  at common rates, median (min–max) over rounds:")
     for key, figures in details["common_rates"].items():
         lines.append(f"    {int(key):,} deliveries/s ({figures['send_rate']:g} sends/s)")
@@ -468,13 +472,13 @@ def summary_text(result: ScenarioResult) -> str:
                 else ""
             )
             lines.append(
-                f"      {label:9} p99 {_fmt(row['p99_ms'], 1)} ms  "
-                f"CPU {_fmt(row['cpu_us_per_delivery'], 1)} µs/dlv{flag}{limits}"
+                f"      {label:9} p99 {fmt_spread(row['p99_ms'], 1)} ms  "
+                f"CPU {fmt_spread(row['cpu_us_per_delivery'], 1)} µs/dlv{flag}{limits}"
             )
         versus = figures["two_vs_one"]
         lines.append(
-            f"      2 vs 1    p99 added {_fmt(versus['p99_added_ms'], 1)} ms, "
-            f"CPU/delivery {_fmt(versus['cpu_per_delivery'])}×"
+            f"      2 vs 1    p99 added {fmt_spread(versus['p99_added_ms'], 1)} ms, "
+            f"CPU/delivery {fmt_spread(versus['cpu_per_delivery'])}×"
         )
     return "\n".join(lines)
 

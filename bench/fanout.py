@@ -411,8 +411,8 @@ def _result(
     unsustained = [label for label in labels if not all(run.sustained for run in cpu[label])]
     dlv, cpu_spread = spreads["deliveries_per_s"], spreads["cpu_per_delivery_same_load"]
     headline = (
-        f"sustained {_fmt_spread(dlv)}× {reference}; " if dlv else ""
-    ) + f"CPU/delivery at {rate:g} sends/s {_fmt_spread(cpu_spread)}×"
+        f"sustained {fmt_spread(dlv)}× {reference}; " if dlv else ""
+    ) + f"CPU/delivery at {rate:g} sends/s {fmt_spread(cpu_spread)}×"
     return ScenarioResult(
         key=key,
         title=title,
@@ -483,11 +483,12 @@ def _row(
     return row
 
 
-def _fmt_spread(values: list[float] | None) -> str:
+def fmt_spread(values: list[float] | None, digits: int = 2) -> str:
+    """``median (min–max)``, or a dash when there is nothing to show."""
     if not values:
         return "—"
     low, middle, high = values
-    return f"{middle:.2f} ({low:.2f}–{high:.2f})"
+    return f"{middle:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
 
 
 def s1_fanout(h: Harness) -> ScenarioResult:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.databases import fresh_postgres
-from tests.services import POSTGRES_VAR, _unusable
+from tests.services import POSTGRES_VAR, unusable
 
 BIN = Path(os.environ.get("CLUBROOM_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PASSWORD = "own-instance-secret-7f3a"
@@ -39,7 +39,7 @@ class OwnPostgres:
 
     def __init__(self) -> None:
         if not (BIN / "initdb").exists():
-            _unusable(f"this test starts its own PostgreSQL and needs {BIN}/initdb")
+            unusable(f"this test starts its own PostgreSQL and needs {BIN}/initdb")
         self.port = free_port()
         self._as_root = os.geteuid() == 0
         self.folder = Path(tempfile.mkdtemp(prefix="clubroom-pg-"))
@@ -108,7 +108,7 @@ class OwnPostgres:
 def own_postgres() -> OwnPostgres:
     """Start a private PostgreSQL (fails or skips like the other service tests)."""
     if not os.environ.get(POSTGRES_VAR):
-        _unusable(f"PostgreSQL tests need {POSTGRES_VAR} (e.g. set by .ci/run); it is not set")
+        unusable(f"PostgreSQL tests need {POSTGRES_VAR} (e.g. set by .ci/run); it is not set")
     instance = OwnPostgres()
     try:
         instance.start()

@@ -26,8 +26,12 @@ def _required() -> bool:
     return os.environ.get(REQUIRE_VAR, "") not in ("", "0")
 
 
-def _unusable(reason: str) -> None:
-    """Skip with ``reason`` (printed in the summary), or fail where services are required."""
+def unusable(reason: str) -> None:
+    """Skip with ``reason`` (printed in the summary), or fail where services are required.
+
+    Also for what else CI's machine must provide (systemd, a writable cgroup):
+    a green ``.ci/run`` never hides a skipped test.
+    """
     if _required():
         pytest.fail(f"{reason} ({REQUIRE_VAR} is set, so this is an error, not a skip)")
     pytest.skip(reason)
@@ -46,9 +50,9 @@ def _reachable(url: str, default_port: int) -> bool:
 def _service_url(variable: str, name: str, default_port: int) -> str:
     url = os.environ.get(variable, "")
     if not url:
-        _unusable(f"{name} tests need {variable} (e.g. set by .ci/run); it is not set")
+        unusable(f"{name} tests need {variable} (e.g. set by .ci/run); it is not set")
     if not _reachable(url, default_port):
-        _unusable(f"{name} at {variable}={url} does not answer")
+        unusable(f"{name} at {variable}={url} does not answer")
     return url
 
 

@@ -23,6 +23,7 @@ import pytest
 
 from bench.quota import CpuQuota, capped
 from bench.servers import ServerProcess
+from tests.services import unusable
 from tests.waiting import wait_until
 
 SHARE = 0.25
@@ -50,7 +51,7 @@ async def test_a_capped_process_gets_its_share_and_the_cgroup_goes_afterwards(
 ) -> None:
     probe = CpuQuota.create("probe")
     if probe is None:
-        pytest.skip("no writable cgroup CPU controller here (the bench then runs uncapped)")
+        unusable("no writable cgroup CPU controller here (the bench then runs uncapped)")
     probe.remove()
     with capped([busy], SHARE) as uncapped:
         assert uncapped == []

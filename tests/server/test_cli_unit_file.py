@@ -18,7 +18,7 @@ import pytest
 
 from clubroom_server.cli import serve
 from clubroom_server.configfile import load
-from tests.services import _unusable
+from tests.services import unusable
 
 CONTRIB = Path(__file__).parents[2] / "contrib"
 UNIT = CONTRIB / "clubroom.service"
@@ -83,7 +83,7 @@ def test_the_unit_and_the_example_config_name_the_same_database() -> None:
 def analyzable_unit(tmp_path: Path) -> Path:
     """The unit with ExecStart pointing at this environment's server (verify checks it)."""
     if shutil.which("systemd-analyze") is None:
-        _unusable("systemd-analyze is not installed here (Debian: apt-get install systemd)")
+        unusable("systemd-analyze is not installed here (Debian: apt-get install systemd)")
     server = Path(sys.executable).parent / "clubroom-server"
     copy = tmp_path / "clubroom.service"
     copy.write_text(UNIT.read_text().replace("/opt/clubroom/bin/clubroom-server", str(server)))
