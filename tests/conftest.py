@@ -9,7 +9,8 @@ turn, so the clients of one test are spread over the nodes.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,10 @@ import pytest
 from clubroom_server.app import Clubroom
 from clubroom_server.config import Settings
 from clubroom_server.store import sqlite_path
-from tests.cluster.harness import CLUSTER_DEFAULTS, InProcessCluster, bus_prefix
-from tests.databases import database_url, drop_templates, query
+from tests.cluster.harness import CLUSTER_DEFAULTS, InProcessCluster, bus_prefix, forget_prefixes
+from tests.databases import TEST_POOL_SIZE, database_url, drop_templates, query
 from tests.redisserver import RedisServer
-from tests.services import redis_url
+from tests.services import REDIS_VAR, redis_url
 from tests.wsclient import WireClient
 
 # Tests hash with the cheapest argon2 profile (except the tests about hashing),
@@ -36,12 +37,21 @@ TEST_DEFAULTS: dict[str, Any] = {
     # registration limits (tests/server/test_throttling.py) switch them on.
     "registrations_per_address": 0,
     "registrations_total": 0,
+    "db_pool_size": TEST_POOL_SIZE,  # see tests.databases
 }
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Drop the migrated template databases this process made (tests.databases)."""
     drop_templates()
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis_keys() -> Iterator[None]:
+    """Delete the shared Redis keys under the prefixes this test used."""
+    yield
+    if os.environ.get(REDIS_VAR):
+        forget_prefixes(os.environ[REDIS_VAR])
 
 
 class RunningServer:

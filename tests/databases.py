@@ -28,6 +28,12 @@ from tests.services import postgres_url
 
 BACKENDS = ("sqlite", "postgres")
 TEMPLATE_PREFIX = "clubroom_test_template_"
+# Connections each test server's main PostgreSQL pool may open. Four workers
+# may each run a two-node cluster at once; at the shipped size (10 a node, plus
+# the search, admin and presence pools) they reached 89 of PostgreSQL's 100
+# connections in a measured run, so a machine where anything else holds a few
+# refused the next ("too many clients"). Three is as many as any test uses at once.
+TEST_POOL_SIZE = 3
 _templates: dict[str, str] = {}  # admin URL -> this process's migrated template database
 
 

@@ -24,18 +24,42 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import redis
+
 from clubroom_server.app import Clubroom
 from clubroom_server.config import Settings
-from tests.databases import query
+from tests.databases import TEST_POOL_SIZE, query
 from tests.server.serverprocess import ServerProcess
 
 NODES = 3
 CLUSTER_DEFAULTS: dict[str, Any] = {"node_lease": 3.0}
 
 
+_issued_prefixes: list[str] = []  # this test's, until forget_prefixes
+
+
 def bus_prefix() -> str:
-    """A channel prefix no other test uses."""
-    return f"test-{uuid.uuid4().hex[:12]}"
+    """A channel and key prefix no other test uses (its keys go at the test's end)."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    _issued_prefixes.append(prefix)
+    return prefix
+
+
+def forget_prefixes(redis_url: str) -> int:
+    """Delete the keys under every prefix handed out since the last call; how many.
+
+    The servers leave rate-limit buckets and attempt counters behind (with
+    TTLs of up to an hour); a test leaves the shared Redis as it found it.
+    """
+    prefixes, _issued_prefixes[:] = list(_issued_prefixes), []
+    if not prefixes:
+        return 0
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = [key for prefix in prefixes for key in client.scan_iter(match=f"{prefix}:*")]
+        return client.unlink(*keys) if keys else 0
+    finally:
+        client.close()
 
 
 class InProcessCluster:
@@ -119,6 +143,8 @@ class ProcessCluster:
             "cheapest",
             "--synchronous",
             "NORMAL",
+            "--db-pool-size",
+            str(TEST_POOL_SIZE),
             *self.args,
         ]
 
