@@ -201,7 +201,9 @@ def start_deployment(h: Harness, deployment: Deployment, stack: ExitStack) -> No
     nodes: list[ServerProcess] = []
     for index in range(deployment.nodes):
         node_id = ["--node-id", f"{deployment.label}-n{index}"] if deployment.clustered else []
-        node = start_clubroom(h.workdir, db, root=root, extra_args=[*bus, *node_id])
+        node = start_clubroom(
+            h.workdir, db, root=root, extra_args=[*bus, *node_id], db_pool_size=cfg.db_pool_size
+        )
         stack.callback(node.stop)
         nodes.append(wait_listening(node))
     return NodeSet.of(deployment.label, nodes)

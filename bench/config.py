@@ -27,6 +27,10 @@ class BenchConfig:
     baseline_root: str | None = None  # the checkout the ``versus`` scenario compares against
     postgres: str | None = None  # admin URL: S1 and S5 also run on PostgreSQL (s1pg, s5pg)
     redis: str | None = None  # Redis URL: the cluster scenario's bus (with ``postgres``)
+    # each PostgreSQL server's --db-pool-size; None: the server's default. The quick
+    # preset (the test suite's smoke run) keeps its nodes' connections few, beside
+    # the suite's own servers on the same PostgreSQL
+    db_pool_size: int | None = None
     p99_limit_ms: float = 100.0
     drain_timeout: float = 15.0
     # S1: rooms x clients, senders per room; a coarse ladder of total send rates (messages/s)
@@ -89,6 +93,7 @@ class BenchConfig:
             quick=True,
             server_cpu_share=None,
             cluster_node_cpu_share=None,
+            db_pool_size=3,
             drain_timeout=10.0,
             s1_rooms=2,
             s1_clients=10,

@@ -279,6 +279,7 @@ class Harness:
             cpus=self.server_cpus,
             root=root,
             extra_args=extra,
+            db_pool_size=self.config.db_pool_size,
         )
         if variant and variant.metrics:
             server.extra["metrics_address"] = extra[-1]

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clubroom_server.store import is_postgres_url
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _CPUS_AT_START = frozenset(os.sched_getaffinity(0))  # before anything pins this process
@@ -320,11 +322,13 @@ def start_clubroom(
     cpus: set[int] | None = None,
     root: Path = REPO_ROOT,
     extra_args: list[str] | None = None,
+    db_pool_size: int | None = None,
 ) -> ServerProcess:
     """Launch ``clubroom-server serve`` on a free port with rate limiting off.
 
     ``argon2_profile=None`` keeps the server's default (real) hashing cost;
-    ``root`` is the checkout whose ``clubroom_server`` runs (to compare two).
+    ``root`` is the checkout whose ``clubroom_server`` runs (to compare two);
+    ``db_pool_size`` sets a PostgreSQL server's pool (ignored for SQLite).
     """
     port = free_port()
     argv = [
@@ -341,6 +345,8 @@ def start_clubroom(
     ]  # fmt: skip
     if argon2_profile:
         argv += ["--argon2-profile", argon2_profile]
+    if db_pool_size is not None and is_postgres_url(str(db_path)):
+        argv += ["--db-pool-size", str(db_pool_size)]
     argv += extra_args or []
     log = workdir / f"clubroom-{port}.log"
     server = _launch("clubroom", argv, log, env or {}, cpus, root)
