@@ -52,9 +52,18 @@ class WireClient:
         except ConnectionClosed:
             pass
         finally:
+            # Say who closed it and why: a test that fails on this under load
+            # then tells a slow-consumer or keepalive close from a crash.
+            first = {True: "the server", False: "the test"}.get(
+                self.ws.protocol.close_rcvd_then_sent, "no one (the TCP connection dropped)"
+            )
+            closed = ConnectionError(
+                f"the connection closed (code {self.ws.close_code}, "
+                f"reason {self.ws.close_reason!r}; closed first by {first})"
+            )
             for future in self._replies.values():
                 if not future.done():
-                    future.set_exception(ConnectionError("the connection closed"))
+                    future.set_exception(closed)
 
     async def wait_closed(self) -> int | None:
         """Wait for the server to close the connection; return the close code."""
