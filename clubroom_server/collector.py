@@ -54,6 +54,30 @@ def freeze_startup() -> int:
     return gc.get_freeze_count()
 
 
+_watching: list[Callable[[str, dict[str, int]], None]] = []
+
+
+def watch_pauses(observe: Callable[[int, float], None]) -> None:
+    """Call ``observe(generation, seconds)`` after every collection (once per process).
+
+    The whole process stops while the collector runs: a pause of tens of
+    milliseconds shows up as every client's latency at once, and an
+    operator reading a p99 spike needs to know whether it was this.
+    """
+    if _watching:
+        return
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            observe(info["generation"], time.perf_counter() - started[0])
+
+    _watching.append(callback)
+    gc.callbacks.append(callback)
+
+
 class ClosedConnections:
     """Counts closed connections and runs a full garbage collection in proportion."""
 

@@ -13,9 +13,9 @@ import logging
 import signal
 from collections.abc import Callable
 
-from clubroom_server import eventloop
+from clubroom_server import eventloop, metrics
 from clubroom_server.app import Clubroom
-from clubroom_server.collector import freeze_startup
+from clubroom_server.collector import freeze_startup, watch_pauses
 from clubroom_server.config import Settings
 from clubroom_server.store import describe_url
 from clubroom_server.systemd import Notifier
@@ -55,6 +55,7 @@ async def run(settings: Settings, reload: Reload, say: Callable[[str], None]) ->
     notifier = Notifier()
     app = await Clubroom.start(settings)
     frozen = freeze_startup()
+    watch_pauses(metrics.gc_paused)
     log.debug("%d start-up objects frozen out of the garbage collector's reach", frozen)
     say(f"Clubroom listening on {app.url}")
     say(f"Database: {describe_url(settings.db)}")

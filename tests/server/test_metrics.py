@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import sys
 import urllib.error
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 
+from clubroom_server.collector import watch_pauses
+from clubroom_server.metrics import gc_paused
 from tests.admincli import admin_ok
 from tests.conftest import MakeServer, RunningServer
 from tests.server.scrape import Samples, get, names, scrape_app, value
@@ -187,3 +190,22 @@ async def test_a_taken_metrics_port_is_a_clear_start_error(tmp_path: Path) -> No
     assert process.returncode == 1
     assert f"--metrics-address 127.0.0.1:{port}: Address already in use" in out.decode()
     assert "Traceback" not in out.decode()
+
+
+async def test_full_collections_are_counted_with_their_pause(metered: RunningServer) -> None:
+    """A full garbage collection stops every connection: /metrics says how often and how long."""
+    watch_pauses(gc_paused)  # what `serve` does once it is listening
+    before = await scrape(metered)
+    gc.collect()
+    gc.collect(1)
+    after = await scrape(metered)
+
+    def delta(name: str, generation: str) -> float:
+        return value(after, name, generation=generation) - value(
+            before, name, generation=generation
+        )
+
+    assert delta("clubroom_gc_pause_seconds_count", "2") >= 1
+    assert delta("clubroom_gc_pause_seconds_count", "1") >= 1
+    assert delta("clubroom_gc_pause_seconds_sum", "2") > 0
+    assert ("clubroom_gc_pause_seconds_count", (("generation", "0"),)) not in after
